@@ -1,0 +1,23 @@
+//! The demo market's internal events, the Binance Spot payloads built from them, and the pure
+//! functions that map one to the other.
+//!
+//! This crate has no WebAssembly or `wit-bindgen` code: the mapper components in this workspace
+//! are thin shells that call [`map`] functions, so all mapping logic is testable natively with
+//! `cargo test`.
+//!
+//! Every mapping function has the shape `fn(payload: &[u8]) -> Result<Vec<Output>, MapError>`:
+//! it parses the event payload (borrowing strings from it), returns an empty list for an event of
+//! another type, and [`MapError::InvalidInput`] for malformed JSON or a missing field.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod binance;
+pub mod decimal;
+mod error;
+pub mod events;
+pub mod map;
+mod output;
+mod parse;
+
+pub use error::MapError;
+pub use output::Output;

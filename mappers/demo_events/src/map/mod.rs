@@ -1,0 +1,41 @@
+//! The pure mappings from demo-market events to Binance payloads, one module per mapper.
+//!
+//! Each module has `pub fn map(payload: &[u8]) -> Result<Vec<Output>, MapError>`, which parses
+//! one event payload, returns an empty list for an event of another type, and returns
+//! [`MapError::InvalidInput`] for malformed input.
+
+pub mod agg_trade;
+pub mod book_ticker;
+pub mod depth;
+pub mod kline;
+pub mod mini_ticker;
+pub mod partial_depth;
+pub mod ticker;
+pub mod trade;
+
+use crate::events::Level;
+use crate::MapError;
+
+/// Microseconds to whole milliseconds, as Binance's `E` and `T`.
+fn ms(ts_us: u64) -> u64 {
+    ts_us / 1000
+}
+
+/// The `speed` topic variable of a depth stream: `@100ms` or empty for the 1000 ms stream.
+fn speed_var(window_ms: u32) -> Result<(String, String), MapError> {
+    let speed = match window_ms {
+        100 => "@100ms",
+        1000 => "",
+        other => {
+            return Err(MapError::invalid_input(format!(
+                "window_ms is {other}, expected 100 or 1000"
+            )))
+        }
+    };
+    Ok(crate::output::var("speed", speed))
+}
+
+/// An upper bound of the JSON length of `levels` (`["p","q"],` per level).
+fn levels_json_len(levels: &[Level<'_>]) -> usize {
+    levels.iter().map(|[p, q]| p.len() + q.len() + 8).sum()
+}

@@ -1,0 +1,362 @@
+//! One client connection: bind, connect, handshake, subscribe (with retries), then read
+//! events until the peer closes, timing each one and checking its sequence.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::args::SubscribeMode;
+use crate::event::Event;
+use crate::gap::{GapTracker, SeqKind};
+use crate::plan::{ConnPlan, Target};
+use crate::stats::Stats;
+use crate::sys::now_us;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Event times below this are taken to be milliseconds, not microseconds (year 5138 in ms).
+const MS_STAMP_LIMIT: u64 = 100_000_000_000_000;
+
+/// Settings shared by every connection of a process.
+pub struct ConnCtx {
+    /// Gateway endpoints.
+    pub targets: Vec<Target>,
+    /// Subscription method.
+    pub mode: SubscribeMode,
+    /// Connect attempts before giving up.
+    pub retries: u32,
+    /// Timeout of one attempt (connect + handshake + subscribe).
+    pub timeout: Duration,
+    /// Shared counters.
+    pub stats: Arc<Stats>,
+}
+
+/// Runs one connection to completion.
+pub async fn run(plan: ConnPlan, ctx: Arc<ConnCtx>) {
+    let stats = &ctx.stats;
+    let mut attempt = 0;
+    let ws = loop {
+        attempt += 1;
+        match tokio::time::timeout(ctx.timeout, establish(&plan, &ctx)).await {
+            Ok(Ok(ws)) => break Some(ws),
+            Ok(Err(e)) => stats.connect_error(classify(&e)),
+            Err(_) => stats.connect_error("timeout".into()),
+        }
+        if attempt >= ctx.retries.max(1) {
+            break None;
+        }
+        let backoff = 200u64 << (attempt - 1).min(5);
+        let jitter = plan.id.wrapping_mul(7919) % 100;
+        tokio::time::sleep(Duration::from_millis(backoff.min(5_000) + jitter)).await;
+    };
+    stats.settled.fetch_add(1, Relaxed);
+    let Some(ws) = ws else {
+        stats.failed.fetch_add(1, Relaxed);
+        return;
+    };
+    let reason = read_loop(ws, &plan, &ctx).await;
+    stats.subscribed.fetch_sub(1, Relaxed);
+    stats.connected.fetch_sub(1, Relaxed);
+    stats.closed(reason);
+}
+
+/// One attempt: on success the connection counts as connected and subscribed.
+async fn establish(plan: &ConnPlan, ctx: &ConnCtx) -> Result<Ws> {
+    let target = &ctx.targets[plan.target];
+    let tcp = tcp_connect(target.addr, plan.source).await?;
+    let url = target.request_url(ctx.mode, &plan.streams);
+    let config = WebSocketConfig::default().read_buffer_size(8192);
+    let (mut ws, _resp) =
+        tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config)).await?;
+    // Counts as connected while subscribing; undone if subscribing fails or times out
+    // (the timeout drops this future mid-await).
+    let connected = Gauge::up(&ctx.stats.connected);
+    if ctx.mode == SubscribeMode::Message {
+        subscribe(&mut ws, plan).await?;
+    }
+    connected.keep();
+    ctx.stats.subscribed.fetch_add(1, Relaxed);
+    Ok(ws)
+}
+
+/// Increments a counter now and decrements it on drop unless kept.
+struct Gauge<'a>(Option<&'a AtomicU64>);
+
+impl<'a> Gauge<'a> {
+    fn up(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Relaxed);
+        Gauge(Some(counter))
+    }
+
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// Opens a TCP connection, bound to `source` if given. The port is chosen at connect time
+/// (`IP_BIND_ADDRESS_NO_PORT`), so each (source, destination) pair has its own port range.
+async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own with a pointer to a live c_int.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error()).context("IP_BIND_ADDRESS_NO_PORT");
+        }
+        sock.bind(&SocketAddr::new(ip, 0).into())
+            .with_context(|| format!("bind {ip}"))?;
+    }
+    let std_stream: std::net::TcpStream = sock.into();
+    Ok(TcpSocket::from_std_stream(std_stream).connect(addr).await?)
+}
+
+/// Sends `SUBSCRIBE` and waits for `{"result":null,"id":<id>}`.
+async fn subscribe(ws: &mut Ws, plan: &ConnPlan) -> Result<()> {
+    let req = serde_json::json!({
+        "method": "SUBSCRIBE",
+        "params": plan.streams.iter().map(|s| &**s).collect::<Vec<_>>(),
+        "id": plan.id,
+    });
+    ws.send(Message::text(req.to_string())).await?;
+    while let Some(msg) = ws.next().await {
+        let text = match msg? {
+            Message::Text(t) => t,
+            Message::Ping(_) => {
+                ws.flush().await?;
+                continue;
+            }
+            Message::Close(f) => bail!("closed {}", close_code(f.as_ref())),
+            _ => continue,
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+            continue;
+        };
+        if v.get("id").and_then(|i| i.as_u64()) != Some(plan.id) {
+            continue; // an event that raced ahead of the reply
+        }
+        if v.get("result").is_some_and(|r| r.is_null()) {
+            return Ok(());
+        }
+        bail!("subscribe rejected: {text}");
+    }
+    Err(anyhow!("closed before SUBSCRIBE reply"))
+}
+
+/// Reads until the connection ends; returns the close code or failure reason.
+async fn read_loop(mut ws: Ws, plan: &ConnPlan, ctx: &ConnCtx) -> String {
+    let mut table = StreamTable::new(&plan.streams);
+    let raw = ctx.mode == SubscribeMode::Raw;
+    loop {
+        let msg = match ws.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return classify(&e.into()),
+            None => return "eof".into(),
+        };
+        match msg {
+            Message::Text(t) => on_event(t.as_bytes(), raw, &mut table, &ctx.stats),
+            Message::Binary(b) => on_event(&b, raw, &mut table, &ctx.stats),
+            Message::Ping(_) => {
+                // tungstenite queued the pong; push it out now.
+                if let Err(e) = ws.flush().await {
+                    return classify(&e.into());
+                }
+            }
+            Message::Close(f) => {
+                let _ = ws.flush().await; // send the close reply
+                return close_code(f.as_ref());
+            }
+            Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+/// Times and sequence-checks one frame.
+fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) {
+    let now = now_us();
+    let Ok(ev) = Event::parse(bytes) else {
+        stats.bad_msg();
+        return;
+    };
+    let f = ev.fields;
+    let tracker = match (&ev.stream, raw) {
+        (Some(name), _) => match table.get(name) {
+            Some(t) => t,
+            None => {
+                stats.unknown_stream();
+                return;
+            }
+        },
+        (None, true) => table.first(),
+        // Control replies (`{"result":..,"id":..}`) and other frames without a stream.
+        (None, false) if f.event_time.is_none() => return,
+        (None, false) => {
+            stats.unknown_stream();
+            return;
+        }
+    };
+    let verdict = match tracker.kind() {
+        SeqKind::Trade => f.trade_id.map(|t| tracker.observe_id(t)),
+        SeqKind::AggTrade => f.agg_id.map(|a| tracker.observe_id(a)),
+        SeqKind::DiffDepth => match (f.first_update, f.last_update) {
+            (Some(first), Some(last)) => Some(tracker.observe_range(first, last)),
+            _ => None,
+        },
+        SeqKind::Unchecked => None,
+    }
+    .unwrap_or_default();
+    let latency = match f.event_time {
+        None => {
+            stats.no_stamp();
+            None
+        }
+        Some(e) if e < MS_STAMP_LIMIT => {
+            stats.ms_stamp();
+            None
+        }
+        Some(e) if e > now => {
+            stats.future_stamp();
+            Some(1)
+        }
+        Some(e) => Some(now - e),
+    };
+    stats.record_event(latency, verdict);
+}
+
+/// The gap trackers of one connection, looked up by stream name.
+struct StreamTable {
+    entries: Vec<(Arc<str>, GapTracker)>,
+    index: Option<HashMap<Arc<str>, usize>>,
+}
+
+impl StreamTable {
+    fn new(streams: &[Arc<str>]) -> Self {
+        let entries: Vec<_> = streams
+            .iter()
+            .map(|s| (s.clone(), GapTracker::new(SeqKind::of(s))))
+            .collect();
+        let index = (entries.len() > 8).then(|| {
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, (s, _))| (s.clone(), i))
+                .collect()
+        });
+        StreamTable { entries, index }
+    }
+
+    fn get(&mut self, name: &str) -> Option<&mut GapTracker> {
+        let i = match &self.index {
+            Some(map) => *map.get(name)?,
+            None => self.entries.iter().position(|(s, _)| &**s == name)?,
+        };
+        Some(&mut self.entries[i].1)
+    }
+
+    fn first(&mut self) -> &mut GapTracker {
+        &mut self.entries[0].1
+    }
+}
+
+/// Close code of a close frame (`1005` when the frame had none).
+fn close_code(f: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    f.map(|f| u16::from(f.code).to_string())
+        .unwrap_or_else(|| "1005".into())
+}
+
+/// Short, aggregatable reason for a failure.
+fn classify(e: &anyhow::Error) -> String {
+    if let Some(ws) = e.downcast_ref::<WsError>() {
+        return match ws {
+            WsError::Io(io) => io_kind(io),
+            WsError::Http(resp) => format!("http {}", resp.status().as_u16()),
+            WsError::ConnectionClosed | WsError::AlreadyClosed => "closed".into(),
+            WsError::Protocol(p) => format!("protocol: {p}"),
+            other => format!("ws: {other}"),
+        };
+    }
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        return io_kind(io);
+    }
+    let s = e.to_string();
+    s.chars().take(60).collect()
+}
+
+fn io_kind(e: &io::Error) -> String {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "refused".into(),
+        ConnectionReset => "reset".into(),
+        ConnectionAborted => "aborted".into(),
+        TimedOut => "timeout".into(),
+        AddrInUse => "addr in use".into(),
+        AddrNotAvailable => "addr not available".into(),
+        UnexpectedEof | BrokenPipe => "eof".into(),
+        _ => match e.raw_os_error() {
+            Some(code) => format!("os error {code}"),
+            None => format!("{:?}", e.kind()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_timed_and_checked() {
+        let stats = Stats::new(1);
+        let names: Vec<Arc<str>> = vec!["x@trade".into(), "x@depth@100ms".into()];
+        let mut table = StreamTable::new(&names);
+        let e = now_us() - 1500;
+        let frame = |s: &str, d: &str| format!(r#"{{"stream":"{s}","data":{d}}}"#);
+        for t in [1, 2, 4] {
+            let f = frame("x@trade", &format!(r#"{{"E":{e},"t":{t}}}"#));
+            on_event(f.as_bytes(), false, &mut table, &stats);
+        }
+        let f = frame("x@depth@100ms", r#"{"E":1700000000000,"U":1,"u":3}"#);
+        on_event(f.as_bytes(), false, &mut table, &stats);
+        on_event(frame("y@trade", "{}").as_bytes(), false, &mut table, &stats);
+        on_event(b"garbage", false, &mut table, &stats);
+        on_event(br#"{"result":null,"id":3}"#, false, &mut table, &stats);
+        let s = stats.snapshot(false);
+        assert_eq!(s.total.msgs, 4);
+        assert_eq!((s.total.lost, s.total.gaps), (1, 1));
+        assert_eq!(s.anomalies.ms_stamps, 1);
+        assert_eq!(s.anomalies.unknown_stream, 1);
+        assert_eq!(s.anomalies.bad_msgs, 1);
+        let h = crate::hist::decode_hist(&s.interval_hist);
+        assert_eq!(h.len(), 3);
+        assert!(h.min() >= 1400, "{}", h.min());
+    }
+}

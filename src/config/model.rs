@@ -1,0 +1,150 @@
+//! The dynamic configuration's data model: datasources, topics and routes.
+//!
+//! The JSON shape follows the seed design (§5.2) with two additions: each route names the
+//! `upstream` channels it reads, and topic names may be templates (`{symbol}@trade`) expanded over
+//! `vars`, so one entry serves every symbol.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The whole dynamic configuration of a gateway cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Values for template placeholders shared by every topic, e.g. `"symbol": ["btcusdt"]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, Vec<String>>,
+    /// Upstream connections (demo market, Kafka, NATS, Redis Streams).
+    #[serde(default)]
+    pub datasource: Vec<Datasource>,
+    /// Streams clients may subscribe to.
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+    /// What each datasource's events become: mapper, fanout topic and client stream.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// One upstream connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Datasource {
+    /// Version of this entry; an update names the version it replaces.
+    pub version: u64,
+    /// Kind of upstream.
+    #[serde(rename = "type")]
+    pub kind: DatasourceKind,
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// Kind-specific settings (for Kafka, librdkafka properties).
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+}
+
+/// The kinds of upstream wsgate consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasourceKind {
+    /// The built-in synthetic market (`docs/demo-market.md`).
+    Demo,
+    /// Apache Kafka (or a Kafka-protocol broker).
+    Kafka,
+    /// NATS core or JetStream.
+    Nats,
+    /// Redis Streams.
+    RedisStream,
+}
+
+impl DatasourceKind {
+    /// The name used in the config (`"demo"`, `"redis_stream"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasourceKind::Demo => "demo",
+            DatasourceKind::Kafka => "kafka",
+            DatasourceKind::Nats => "nats",
+            DatasourceKind::RedisStream => "redis_stream",
+        }
+    }
+}
+
+/// A client-visible stream, or a template of streams.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Version of this entry.
+    pub version: u64,
+    /// Stream name, or a template such as `{symbol}@kline_{interval}`.
+    pub topic: String,
+    /// Placeholder values for this topic only; they override the top-level `vars`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, Vec<String>>,
+    /// Outbound messages per second per connection (token refill rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// Outbound burst per connection (token bucket capacity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Who may subscribe.
+    #[serde(default)]
+    pub auth: Auth,
+}
+
+/// Access class of a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// Anyone may subscribe.
+    #[default]
+    Public,
+    /// Only the owner of a listen key / API key, and only their own events.
+    Private,
+}
+
+/// Which upstream channels a datasource's events come from, and what they become.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique id.
+    pub id: String,
+    /// Version of this entry.
+    pub version: u64,
+    /// The peer that consumes this route's upstream in a cluster (set by the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<String>,
+    /// Name of the datasource this route reads.
+    pub data_source: String,
+    /// Upstream channels: Kafka topics, NATS subjects (`*`, `>` wildcards), Redis stream keys,
+    /// demo channels (NATS-style patterns).
+    pub upstream: Vec<String>,
+    /// Mappers applied to every event of the route.
+    pub mappings: Vec<Mapping>,
+}
+
+/// One mapper applied to a route's events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// `name` (the promoted version) or `name@N` (pinned).
+    pub mapper: String,
+    /// Bus subject the outputs are published to; a template filled from the output's vars.
+    pub fanout_topic: String,
+    /// Client stream name; a template filled from the output's vars.
+    pub ws_topic: String,
+    /// Passed to the mapper's `init`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+}
+
+impl GatewayConfig {
+    /// Parses a config from JSON text. Unknown fields are refused.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The datasource with this name.
+    pub fn datasource(&self, name: &str) -> Option<&Datasource> {
+        self.datasource.iter().find(|d| d.name == name)
+    }
+}

@@ -1,0 +1,186 @@
+//! Name templates: `{symbol}@kline_{interval}` filled from named values.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A parsed template: literal text with `{name}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Var(String),
+}
+
+/// Why a template could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A `{` without its `}`.
+    #[error("unclosed `{{` at byte {0}")]
+    Unclosed(usize),
+    /// A `}` without its `{`.
+    #[error("unmatched `}}` at byte {0}")]
+    Unmatched(usize),
+    /// A placeholder name outside `[a-z_][a-z0-9_]*`.
+    #[error("bad placeholder name `{0}` (use lowercase letters, digits and `_`)")]
+    BadName(String),
+}
+
+impl Template {
+    /// Parses `text`; placeholders are `{name}` with `name` in `[a-z_][a-z0-9_]*`.
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.char_indices();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '{' => {
+                    let rest = &text[at + 1..];
+                    let end = rest.find('}').ok_or(TemplateError::Unclosed(at))?;
+                    let name = &rest[..end];
+                    if !is_var_name(name) {
+                        return Err(TemplateError::BadName(name.to_string()));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(Part::Var(name.to_string()));
+                    for _ in 0..=end {
+                        chars.next();
+                    }
+                }
+                '}' => return Err(TemplateError::Unmatched(at)),
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The placeholder names, in order of appearance (repeats included).
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(name) => Some(name.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// True when the template has no placeholder.
+    pub fn is_literal(&self) -> bool {
+        self.vars().next().is_none()
+    }
+
+    /// Fills the placeholders; `None` names the first placeholder `lookup` has no value for.
+    pub fn render<'a>(&'a self, lookup: impl Fn(&str) -> Option<&'a str>) -> Result<String, &'a str>
+    where
+        Self: 'a,
+    {
+        let mut out = String::with_capacity(32);
+        self.render_into(&mut out, lookup)?;
+        Ok(out)
+    }
+
+    /// Like [`render`](Self::render), appending to `out`.
+    pub fn render_into<'a, 'v>(
+        &'a self,
+        out: &mut String,
+        lookup: impl Fn(&str) -> Option<&'v str>,
+    ) -> Result<(), &'a str> {
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Var(name) => out.push_str(lookup(name).ok_or(name.as_str())?),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every name the template yields over the cross product of `values`.
+    /// Fails with the first placeholder that has no values.
+    pub fn expand(&self, values: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, String> {
+        let mut names = vec![String::new()];
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => names.iter_mut().for_each(|n| n.push_str(text)),
+                Part::Var(name) => {
+                    let options = values.get(name).ok_or_else(|| name.clone())?;
+                    names = names
+                        .iter()
+                        .flat_map(|prefix| options.iter().map(move |v| format!("{prefix}{v}")))
+                        .collect();
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => f.write_str(text)?,
+                Part::Var(name) => write!(f, "{{{name}}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_renders_placeholders() {
+        let t = Template::parse("{symbol}@kline_{interval}").unwrap();
+        assert_eq!(t.vars().collect::<Vec<_>>(), ["symbol", "interval"]);
+        let got = t.render(|n| match n {
+            "symbol" => Some("btcusdt"),
+            "interval" => Some("1m"),
+            _ => None,
+        });
+        assert_eq!(got.unwrap(), "btcusdt@kline_1m");
+        assert_eq!(t.to_string(), "{symbol}@kline_{interval}");
+    }
+
+    #[test]
+    fn render_names_the_missing_placeholder() {
+        let t = Template::parse("{symbol}@depth{speed}").unwrap();
+        let got = t.render(|n| (n == "symbol").then_some("btcusdt"));
+        assert_eq!(got, Err("speed"));
+    }
+
+    #[test]
+    fn rejects_malformed_templates() {
+        assert_eq!(Template::parse("{symbol@trade"), Err(TemplateError::Unclosed(0)));
+        assert_eq!(Template::parse("a}b"), Err(TemplateError::Unmatched(1)));
+        assert!(matches!(Template::parse("{Sym}@x"), Err(TemplateError::BadName(_))));
+        assert!(matches!(Template::parse("{}@x"), Err(TemplateError::BadName(_))));
+    }
+
+    #[test]
+    fn expands_over_the_cross_product() {
+        let t = Template::parse("{symbol}@depth{speed}").unwrap();
+        let mut values = BTreeMap::new();
+        values.insert("symbol".into(), vec!["a".into(), "b".into()]);
+        values.insert("speed".into(), vec!["".into(), "@100ms".into()]);
+        assert_eq!(
+            t.expand(&values).unwrap(),
+            ["a@depth", "a@depth@100ms", "b@depth", "b@depth@100ms"]
+        );
+        values.remove("speed");
+        assert_eq!(t.expand(&values), Err("speed".to_string()));
+    }
+}

@@ -1,0 +1,335 @@
+//! Validation of a [`GatewayConfig`] into a [`Snapshot`]: every check that needs no I/O.
+//!
+//! A rejected config stores nothing; the error names the offending field with a JSON-path-like
+//! location (`routes[1].mappings[0].ws_topic`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use super::model::{GatewayConfig, Mapping, Route, TopicConfig};
+use super::template::Template;
+use super::{MapperRef, Snapshot, StreamSpec};
+
+/// A config that failed validation: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The offending field, e.g. `routes[0].data_source`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Longest stream name accepted.
+pub const MAX_STREAM_NAME: usize = 200;
+
+/// True for names made of the characters Binance stream names use.
+pub fn is_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_STREAM_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@_!.:+-".contains(&b))
+}
+
+/// True for a NATS-compatible subject: dot-separated non-empty tokens without spaces or wildcards.
+pub fn is_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>')
+        })
+}
+
+/// Checks `config` and expands its topics. `mapper_exists` answers whether a mapper reference
+/// (`name` or `name@N`) resolves in the registry.
+pub fn validate(
+    config: GatewayConfig,
+    mapper_exists: &dyn Fn(&MapperRef) -> bool,
+) -> Result<Snapshot, ConfigError> {
+    check_datasources(&config)?;
+    let streams = expand_topics(&config)?;
+    let topic_templates: HashMap<&str, usize> = config
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.topic.as_str(), i))
+        .collect();
+    let mut route_ids = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if !route_ids.insert(route.id.as_str()) {
+            return Err(err(format!("{at}.id"), format!("duplicate route id `{}`", route.id)));
+        }
+        check_route(&config, route, &at, &topic_templates, mapper_exists)?;
+    }
+    Ok(Snapshot {
+        config,
+        streams: Arc::new(streams),
+    })
+}
+
+fn check_datasources(config: &GatewayConfig) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    for (i, ds) in config.datasource.iter().enumerate() {
+        let at = format!("datasource[{i}]");
+        if ds.version == 0 {
+            return Err(err(format!("{at}.version"), "must be at least 1"));
+        }
+        if ds.name.trim().is_empty() {
+            return Err(err(format!("{at}.name"), "must not be empty"));
+        }
+        if !names.insert(ds.name.as_str()) {
+            return Err(err(
+                format!("{at}.name"),
+                format!("duplicate datasource name `{}`", ds.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn expand_topics(config: &GatewayConfig) -> Result<BTreeMap<Arc<str>, StreamSpec>, ConfigError> {
+    let mut streams = BTreeMap::new();
+    for (i, topic) in config.topics.iter().enumerate() {
+        let at = format!("topics[{i}]");
+        check_topic_limits(topic, &at)?;
+        let template = Template::parse(&topic.topic)
+            .map_err(|e| err(format!("{at}.topic"), e.to_string()))?;
+        let mut values = config.vars.clone();
+        values.extend(topic.vars.clone());
+        let names = template.expand(&values).map_err(|missing| {
+            err(
+                format!("{at}.topic"),
+                format!("placeholder `{{{missing}}}` has no values in `vars`"),
+            )
+        })?;
+        for name in names {
+            if !is_stream_name(&name) {
+                return Err(err(
+                    format!("{at}.topic"),
+                    format!("`{name}` is not a valid stream name"),
+                ));
+            }
+            let spec = StreamSpec {
+                topic_index: i,
+                auth: topic.auth,
+                rate: topic.rate,
+                burst: topic.burst,
+            };
+            if streams.insert(Arc::from(name.as_str()), spec).is_some() {
+                return Err(err(
+                    format!("{at}.topic"),
+                    format!("stream `{name}` is declared twice"),
+                ));
+            }
+        }
+    }
+    Ok(streams)
+}
+
+fn check_topic_limits(topic: &TopicConfig, at: &str) -> Result<(), ConfigError> {
+    if topic.version == 0 {
+        return Err(err(format!("{at}.version"), "must be at least 1"));
+    }
+    if topic.rate == Some(0) {
+        return Err(err(format!("{at}.rate"), "must be positive"));
+    }
+    if topic.burst == Some(0) {
+        return Err(err(format!("{at}.burst"), "must be positive"));
+    }
+    if let (Some(rate), Some(burst)) = (topic.rate, topic.burst) {
+        if burst < rate {
+            return Err(err(
+                format!("{at}.burst"),
+                format!("must be at least `rate` ({rate}) so one second's messages fit"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_route(
+    config: &GatewayConfig,
+    route: &Route,
+    at: &str,
+    topic_templates: &HashMap<&str, usize>,
+    mapper_exists: &dyn Fn(&MapperRef) -> bool,
+) -> Result<(), ConfigError> {
+    if route.version == 0 {
+        return Err(err(format!("{at}.version"), "must be at least 1"));
+    }
+    if route.id.trim().is_empty() {
+        return Err(err(format!("{at}.id"), "must not be empty"));
+    }
+    if config.datasource(&route.data_source).is_none() {
+        return Err(err(
+            format!("{at}.data_source"),
+            format!("no datasource named `{}`", route.data_source),
+        ));
+    }
+    if route.upstream.is_empty() {
+        return Err(err(format!("{at}.upstream"), "must name at least one channel"));
+    }
+    for (j, channel) in route.upstream.iter().enumerate() {
+        if channel.trim().is_empty() {
+            return Err(err(format!("{at}.upstream[{j}]"), "must not be empty"));
+        }
+    }
+    if route.mappings.is_empty() {
+        return Err(err(format!("{at}.mappings"), "must have at least one mapping"));
+    }
+    for (j, mapping) in route.mappings.iter().enumerate() {
+        check_mapping(mapping, &format!("{at}.mappings[{j}]"), topic_templates, mapper_exists)?;
+    }
+    Ok(())
+}
+
+fn check_mapping(
+    mapping: &Mapping,
+    at: &str,
+    topic_templates: &HashMap<&str, usize>,
+    mapper_exists: &dyn Fn(&MapperRef) -> bool,
+) -> Result<(), ConfigError> {
+    let mapper = MapperRef::parse(&mapping.mapper)
+        .map_err(|message| err(format!("{at}.mapper"), message))?;
+    if !mapper_exists(&mapper) {
+        return Err(err(
+            format!("{at}.mapper"),
+            format!("no mapper `{}` in the registry", mapping.mapper),
+        ));
+    }
+    let ws_topic = Template::parse(&mapping.ws_topic)
+        .map_err(|e| err(format!("{at}.ws_topic"), e.to_string()))?;
+    if !topic_templates.contains_key(mapping.ws_topic.as_str()) {
+        return Err(err(
+            format!("{at}.ws_topic"),
+            format!("`{}` is not declared in `topics`", mapping.ws_topic),
+        ));
+    }
+    let fanout = Template::parse(&mapping.fanout_topic)
+        .map_err(|e| err(format!("{at}.fanout_topic"), e.to_string()))?;
+    let stream_vars: HashSet<&str> = ws_topic.vars().collect();
+    if let Some(extra) = fanout.vars().find(|v| !stream_vars.contains(v)) {
+        return Err(err(
+            format!("{at}.fanout_topic"),
+            format!("placeholder `{{{extra}}}` does not appear in ws_topic `{}`", mapping.ws_topic),
+        ));
+    }
+    let sample = fanout
+        .render(|_| Some("x"))
+        .unwrap_or_else(|_| unreachable!("every placeholder has a value"));
+    if !is_subject(&sample) {
+        return Err(err(
+            format!("{at}.fanout_topic"),
+            format!("`{}` is not a valid bus subject (dot-separated tokens, no wildcards)", mapping.fanout_topic),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> GatewayConfig {
+        GatewayConfig::from_json(
+            r#"{
+              "vars": {"symbol": ["btcusdt", "ethusdt"]},
+              "datasource": [{"version": 1, "type": "demo", "name": "demo"}],
+              "topics": [{"version": 1, "topic": "{symbol}@trade", "rate": 20, "burst": 60}],
+              "routes": [{
+                "id": "trades", "version": 1, "data_source": "demo", "upstream": ["trade.*"],
+                "mappings": [{"mapper": "binance_trade", "fanout_topic": "md.{symbol}.trade",
+                              "ws_topic": "{symbol}@trade"}]
+              }]
+            }"#,
+        )
+        .unwrap()
+    }
+
+    fn all_mappers(_: &MapperRef) -> bool {
+        true
+    }
+
+    #[test]
+    fn valid_config_expands_streams() {
+        let snapshot = validate(sample(), &all_mappers).unwrap();
+        let names: Vec<&str> = snapshot.streams.keys().map(|k| &**k).collect();
+        assert_eq!(names, ["btcusdt@trade", "ethusdt@trade"]);
+    }
+
+    #[test]
+    fn unknown_datasource_is_named() {
+        let mut config = sample();
+        config.routes[0].data_source = "kafka1".into();
+        let e = validate(config, &all_mappers).unwrap_err();
+        assert_eq!(e.field, "routes[0].data_source");
+        assert!(e.message.contains("kafka1"));
+    }
+
+    #[test]
+    fn undeclared_ws_topic_is_named() {
+        let mut config = sample();
+        config.routes[0].mappings[0].ws_topic = "{symbol}@aggTrade".into();
+        let e = validate(config, &all_mappers).unwrap_err();
+        assert_eq!(e.field, "routes[0].mappings[0].ws_topic");
+    }
+
+    #[test]
+    fn missing_mapper_is_named() {
+        let e = validate(sample(), &|_| false).unwrap_err();
+        assert_eq!(e.field, "routes[0].mappings[0].mapper");
+    }
+
+    #[test]
+    fn fanout_placeholder_must_come_from_the_stream() {
+        let mut config = sample();
+        config.routes[0].mappings[0].fanout_topic = "md.{venue}.trade".into();
+        let e = validate(config, &all_mappers).unwrap_err();
+        assert_eq!(e.field, "routes[0].mappings[0].fanout_topic");
+    }
+
+    #[test]
+    fn rate_limits_must_be_sane() {
+        let mut config = sample();
+        config.topics[0].burst = Some(5);
+        let e = validate(config, &all_mappers).unwrap_err();
+        assert_eq!(e.field, "topics[0].burst");
+        let mut config = sample();
+        config.topics[0].rate = Some(0);
+        assert_eq!(validate(config, &all_mappers).unwrap_err().field, "topics[0].rate");
+    }
+
+    #[test]
+    fn topic_without_values_is_named() {
+        let mut config = sample();
+        config.topics[0].topic = "{symbol}@kline_{interval}".into();
+        let e = validate(config, &all_mappers).unwrap_err();
+        assert_eq!(e.field, "topics[0].topic");
+        assert!(e.message.contains("interval"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = GatewayConfig::from_json(r#"{"datasources": []}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `datasources`"));
+    }
+}

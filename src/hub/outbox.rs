@@ -1,0 +1,178 @@
+//! A connection's bounded outbound queue: the hub pushes shared messages, the connection's
+//! writer takes them all at once.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+
+use super::Delivery;
+
+/// Identifies a connection within one node.
+pub type ConnId = u64;
+
+/// What happened to a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for the writer.
+    Queued,
+    /// The queue was full: the message was dropped and the connection marked as a slow consumer.
+    Overflowed,
+    /// The connection had already overflowed or closed; the message was dropped.
+    Refused,
+}
+
+/// A connection's outbound queue, bounded in bytes.
+///
+/// Pushing takes only this connection's lock; the writer is woken once per empty-to-non-empty
+/// transition, so a burst of pushes costs one wake-up.
+pub struct Outbox {
+    id: ConnId,
+    limit_bytes: usize,
+    state: Mutex<State>,
+    signalled: AtomicBool,
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Arc<Delivery>>,
+    bytes: usize,
+    overflowed: bool,
+    closed: bool,
+}
+
+impl Outbox {
+    /// An empty outbox that holds at most `limit_bytes` of payload.
+    pub fn new(id: ConnId, limit_bytes: usize) -> Arc<Self> {
+        Arc::new(Outbox {
+            id,
+            limit_bytes,
+            state: Mutex::new(State::default()),
+            signalled: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        })
+    }
+
+    /// The connection this outbox belongs to.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues `delivery` unless that would exceed the byte limit.
+    pub fn push(&self, delivery: &Arc<Delivery>) -> Pushed {
+        let size = delivery.payload.len();
+        let mut state = self.state.lock();
+        if state.overflowed || state.closed {
+            return Pushed::Refused;
+        }
+        if state.bytes + size > self.limit_bytes && !state.queue.is_empty() {
+            state.overflowed = true;
+            drop(state);
+            self.signal();
+            return Pushed::Overflowed;
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.push_back(Arc::clone(delivery));
+        state.bytes += size;
+        drop(state);
+        if was_empty {
+            self.signal();
+        }
+        Pushed::Queued
+    }
+
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Moves everything queued to the back of `into`. Returns true if the outbox overflowed.
+    pub fn take_all(&self, into: &mut VecDeque<Arc<Delivery>>) -> bool {
+        let mut state = self.state.lock();
+        if into.is_empty() {
+            std::mem::swap(into, &mut state.queue);
+            if state.queue.capacity() > 64 {
+                state.queue = VecDeque::new();
+            }
+        } else {
+            into.append(&mut state.queue);
+        }
+        state.bytes = 0;
+        state.overflowed
+    }
+
+    /// True when messages are waiting or the outbox overflowed.
+    pub fn has_news(&self) -> bool {
+        let state = self.state.lock();
+        !state.queue.is_empty() || state.overflowed
+    }
+
+    /// Waits until a push arrives after the last [`take_all`](Self::take_all) (or an overflow).
+    /// Only one task (the connection's) may wait.
+    pub async fn ready(&self) {
+        poll_fn(|cx| {
+            if self.signalled.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.signalled.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Refuses further pushes and frees what is queued.
+    pub fn close(&self) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        state.queue = VecDeque::new();
+        state.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn delivery(size: usize) -> Arc<Delivery> {
+        Arc::new(Delivery::new(Arc::from("s"), 1, 0, 0, Bytes::from(vec![b'x'; size])))
+    }
+
+    #[test]
+    fn overflow_marks_the_connection_and_refuses_more() {
+        let outbox = Outbox::new(1, 100);
+        assert_eq!(outbox.push(&delivery(60)), Pushed::Queued);
+        assert_eq!(outbox.push(&delivery(60)), Pushed::Overflowed);
+        assert_eq!(outbox.push(&delivery(1)), Pushed::Refused);
+        let mut taken = VecDeque::new();
+        assert!(outbox.take_all(&mut taken));
+        assert_eq!(taken.len(), 1);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_limit_still_goes_to_an_idle_connection() {
+        let outbox = Outbox::new(1, 10);
+        assert_eq!(outbox.push(&delivery(50)), Pushed::Queued);
+    }
+
+    #[tokio::test]
+    async fn push_wakes_the_writer_once() {
+        let outbox = Outbox::new(1, 1000);
+        outbox.push(&delivery(1));
+        outbox.push(&delivery(1));
+        outbox.ready().await;
+        let mut taken = VecDeque::new();
+        assert!(!outbox.take_all(&mut taken));
+        assert_eq!(taken.len(), 2);
+        assert!(!outbox.has_news());
+    }
+}

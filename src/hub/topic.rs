@@ -1,0 +1,142 @@
+//! One stream's subscriber set, sharded so that fan-out never holds one lock for everyone.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use parking_lot::RwLock;
+use prometheus::IntGauge;
+
+use super::outbox::{ConnId, Outbox, Pushed};
+use super::Delivery;
+
+/// Number of subscriber shards per topic.
+const SHARDS: usize = 16;
+
+/// Counts from one fan-out.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FanOut {
+    /// Subscribers the message was queued for.
+    pub queued: usize,
+    /// Subscribers whose queue overflowed with this message.
+    pub overflowed: usize,
+    /// Subscribers that refused it (already overflowed or closing).
+    pub refused: usize,
+}
+
+/// A client stream: its name, last sequence number and subscribers.
+pub struct Topic {
+    name: Arc<str>,
+    shards: Box<[RwLock<IndexMap<ConnId, Arc<Outbox>>>]>,
+    subscribers: AtomicUsize,
+    last_seq: AtomicU64,
+    gauge: IntGauge,
+}
+
+impl Topic {
+    /// A topic without subscribers; `gauge` tracks its subscriber count.
+    pub fn new(name: Arc<str>, gauge: IntGauge) -> Self {
+        Topic {
+            name,
+            shards: (0..SHARDS).map(|_| RwLock::new(IndexMap::new())).collect(),
+            subscribers: AtomicUsize::new(0),
+            last_seq: AtomicU64::new(0),
+            gauge,
+        }
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Current number of subscribers.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Sequence number of the last message delivered (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, id: ConnId) -> &RwLock<IndexMap<ConnId, Arc<Outbox>>> {
+        &self.shards[id as usize % SHARDS]
+    }
+
+    /// Adds a subscriber; false if it was already subscribed.
+    pub fn subscribe(&self, outbox: &Arc<Outbox>) -> bool {
+        let added = self
+            .shard(outbox.id())
+            .write()
+            .insert(outbox.id(), Arc::clone(outbox))
+            .is_none();
+        if added {
+            self.subscribers.fetch_add(1, Ordering::Relaxed);
+            self.gauge.inc();
+        }
+        added
+    }
+
+    /// Removes a subscriber; false if it was not subscribed.
+    pub fn unsubscribe(&self, id: ConnId) -> bool {
+        let removed = self.shard(id).write().swap_remove(&id).is_some();
+        if removed {
+            self.subscribers.fetch_sub(1, Ordering::Relaxed);
+            self.gauge.dec();
+        }
+        removed
+    }
+
+    /// Queues `delivery` for every subscriber. Each shard is read-locked in turn, so subscribes
+    /// and unsubscribes elsewhere proceed, and other publishers are never blocked.
+    pub fn fan_out(&self, delivery: &Arc<Delivery>) -> FanOut {
+        self.last_seq.fetch_max(delivery.seq, Ordering::Relaxed);
+        let mut counts = FanOut::default();
+        for shard in self.shards.iter() {
+            let subscribers = shard.read();
+            for outbox in subscribers.values() {
+                match outbox.push(delivery) {
+                    Pushed::Queued => counts.queued += 1,
+                    Pushed::Overflowed => counts.overflowed += 1,
+                    Pushed::Refused => counts.refused += 1,
+                }
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn fan_out_reaches_every_subscriber_once() {
+        let topic = Topic::new(Arc::from("btcusdt@trade"), IntGauge::new("g", "g").unwrap());
+        let outboxes: Vec<_> = (0..40).map(|id| Outbox::new(id, 1 << 20)).collect();
+        for outbox in &outboxes {
+            assert!(topic.subscribe(outbox));
+        }
+        assert!(!topic.subscribe(&outboxes[3]));
+        assert!(topic.unsubscribe(7));
+        assert!(!topic.unsubscribe(7));
+        assert_eq!(topic.subscribers(), 39);
+        let delivery = Arc::new(Delivery::new(
+            Arc::from("btcusdt@trade"),
+            9,
+            0,
+            0,
+            Bytes::from_static(b"{}"),
+        ));
+        assert_eq!(topic.fan_out(&delivery).queued, 39);
+        assert_eq!(topic.last_seq(), 9);
+        for outbox in &outboxes {
+            let mut got = VecDeque::new();
+            outbox.take_all(&mut got);
+            assert_eq!(got.len(), usize::from(outbox.id() != 7));
+        }
+    }
+}

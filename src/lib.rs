@@ -1,0 +1,18 @@
+//! wsgate: a WebSocket gateway that streams an exchange's market data and account events to
+//! clients in the Binance Spot protocol.
+//!
+//! Upstream events flow `source → route (WASM mapper) → bus → hub → ws`; see `DESIGN.md` for the
+//! architecture. [`node`] wires the parts together.
+
+pub mod admin;
+pub mod bus;
+pub mod config;
+pub mod hub;
+pub mod mapper;
+pub mod metrics;
+pub mod node;
+pub mod route;
+pub mod source;
+pub mod subject;
+pub mod util;
+pub mod ws;

@@ -1,0 +1,169 @@
+//! The `wsgate` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use wsgate::mapper::MapperLimits;
+use wsgate::node::{self, NodeSettings};
+use wsgate::ws::WsSettings;
+
+/// WebSocket gateway streaming exchange market data in the Binance Spot protocol.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, env = "WSGATE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway node (embedded mode: in-memory config and bus, demo market).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address clients connect to.
+    #[arg(long, env = "WSGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Address of the admin endpoints (/metrics, /healthz, /readyz).
+    #[arg(long, env = "WSGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    admin_listen: SocketAddr,
+    /// Share the client address with other processes (SO_REUSEPORT), to spread connections.
+    #[arg(long, env = "WSGATE_REUSE_PORT")]
+    reuse_port: bool,
+    /// Gateway config (datasources, topics, routes).
+    #[arg(long, env = "WSGATE_CONFIG", default_value = "config/gateway.json")]
+    config: PathBuf,
+    /// Directory of mapper modules; each `<name>.wasm` is mapper `<name>`.
+    #[arg(long, env = "WSGATE_MAPPERS_DIR", default_value = "target/mappers")]
+    mappers_dir: PathBuf,
+    /// Interval between server pings.
+    #[arg(long, env = "WSGATE_PING_INTERVAL", default_value = "20s", value_parser = humantime::parse_duration)]
+    ping_interval: Duration,
+    /// Close a connection whose ping stays unanswered this long.
+    #[arg(long, env = "WSGATE_PONG_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pong_timeout: Duration,
+    /// Connection lifetime, ended with `serverShutdown` and close 1001.
+    #[arg(long, env = "WSGATE_MAX_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    max_lifetime: Duration,
+    /// Largest client message, in bytes (close 1009 above).
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    max_message_bytes: usize,
+    /// Streams per connection.
+    #[arg(long, env = "WSGATE_MAX_STREAMS", default_value_t = 1024)]
+    max_streams: usize,
+    /// Client messages allowed in any one-second window (close 1008 beyond).
+    #[arg(long, env = "WSGATE_MESSAGES_PER_SEC", default_value_t = 5)]
+    messages_per_sec: usize,
+    /// Outbound bytes queued per connection before it is closed as a slow consumer (4100).
+    #[arg(long, env = "WSGATE_OUTBOX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    outbox_bytes: usize,
+    /// Accept well-formed streams no topic serves, silently, as Binance does.
+    #[arg(long, env = "WSGATE_ACCEPT_UNKNOWN_STREAMS")]
+    accept_unknown_streams: bool,
+    /// Open client connections per node; more get HTTP 503.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 200_000)]
+    max_connections: usize,
+    /// Longest a graceful shutdown may take.
+    #[arg(long, env = "WSGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+    /// CPU time per mapper call (plus the per-event allowance).
+    #[arg(long, env = "WSGATE_MAPPER_TIMEOUT", default_value = "20ms", value_parser = humantime::parse_duration)]
+    mapper_timeout: Duration,
+    /// Extra CPU time per event in a mapper batch.
+    #[arg(long, env = "WSGATE_MAPPER_EVENT_TIMEOUT", default_value = "2ms", value_parser = humantime::parse_duration)]
+    mapper_event_timeout: Duration,
+    /// Linear memory cap per mapper instance, in bytes.
+    #[arg(long, env = "WSGATE_MAPPER_MEMORY_BYTES", default_value_t = 64 << 20)]
+    mapper_memory_bytes: usize,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, env = "WSGATE_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> NodeSettings {
+        NodeSettings {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            reuse_port: self.reuse_port,
+            config_path: self.config.clone(),
+            mappers_dir: self.mappers_dir.clone(),
+            ws: WsSettings {
+                ping_interval: self.ping_interval,
+                pong_timeout: self.pong_timeout,
+                max_lifetime: self.max_lifetime,
+                max_message_bytes: self.max_message_bytes,
+                max_streams: self.max_streams,
+                messages_per_sec: self.messages_per_sec,
+                outbox_bytes: self.outbox_bytes,
+                accept_unknown_streams: self.accept_unknown_streams,
+                max_connections: self.max_connections,
+                ..WsSettings::default()
+            },
+            mapper_limits: MapperLimits {
+                call_timeout: self.mapper_timeout,
+                per_event_timeout: self.mapper_event_timeout,
+                max_memory_bytes: self.mapper_memory_bytes,
+                ..MapperLimits::default()
+            },
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = args.worker_threads {
+                runtime.worker_threads(threads);
+            }
+            let runtime = runtime.enable_all().build()?;
+            runtime.block_on(async {
+                let stop = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(stop.clone()));
+                node::run(args.settings(), stop).await
+            })?;
+            // Route and source threads may be blocked on a queue: do not wait for them.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            Ok(())
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("WSGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn cancel_on_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    stop.cancel();
+}

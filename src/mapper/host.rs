@@ -1,0 +1,103 @@
+//! The per-store host state: the sandbox's (empty) WASI context, memory limits, and the
+//! `wsgate:mapper/host` imports.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::wsgate::mapper::host::{Host, Level};
+use super::bindings::wsgate::mapper::types;
+
+/// Log lines a mapper instance may write per second; the rest are counted and dropped.
+const LOG_LINES_PER_SEC: u32 = 20;
+
+/// Everything a mapper's store holds besides the instance.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory limits enforced by the store.
+    pub limits: StoreLimits,
+    label: String,
+    log_window: Instant,
+    log_count: u32,
+}
+
+impl HostState {
+    /// A sandbox with no files, network, environment or arguments, a clock frozen at the epoch,
+    /// and at most `max_memory` bytes of linear memory.
+    pub fn new(label: &str, max_memory: usize) -> Self {
+        let wasi = WasiCtxBuilder::new()
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory)
+                .trap_on_grow_failure(true)
+                .build(),
+            label: label.to_string(),
+            log_window: Instant::now(),
+            log_count: 0,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_window.elapsed() >= Duration::from_secs(1) {
+            self.log_window = Instant::now();
+            self.log_count = 0;
+        }
+        self.log_count += 1;
+        if self.log_count > LOG_LINES_PER_SEC {
+            return;
+        }
+        let mapper = self.label.as_str();
+        match level {
+            Level::Trace => tracing::trace!(mapper, "{message}"),
+            Level::Debug => tracing::debug!(mapper, "{message}"),
+            Level::Info => tracing::info!(mapper, "{message}"),
+            Level::Warn => tracing::warn!(mapper, "{message}"),
+            Level::Error => tracing::error!(mapper, "{message}"),
+        }
+    }
+}
+
+/// A clock that always reads zero: mappers get no time source unless the operator grants one.
+struct FrozenClock;
+
+impl HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,74 @@
+//! The mapper runtime: WebAssembly components (the `wit/mapper.wit` world) that turn upstream
+//! events into client payloads, sandboxed and bounded in CPU time and memory.
+//!
+//! [`MapperEngine`] compiles each module once per content hash; a [`MapperInstance`] is a warm,
+//! reused instance that maps batches and contains every failure (trap, timeout, memory cap,
+//! malformed output) to the event that caused it.
+
+mod engine;
+mod host;
+mod instance;
+mod registry;
+
+use std::time::Duration;
+
+pub use engine::{CompiledMapper, MapperEngine};
+pub use instance::{EventOutcome, Failure, MapperInstance};
+pub use registry::{MapperRegistry, MapperVersion};
+
+/// Generated bindings of the `event-mapper` world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "event-mapper",
+    });
+
+    pub use exports::wsgate::mapper::mapper::Guest;
+    pub use wsgate::mapper::types::{Event, Header, MapError, Output, SourceKind};
+}
+
+/// Limits every mapper call runs under.
+#[derive(Debug, Clone)]
+pub struct MapperLimits {
+    /// CPU time allowed per call, on top of the per-event allowance.
+    pub call_timeout: Duration,
+    /// Extra CPU time allowed per event in a batch.
+    pub per_event_timeout: Duration,
+    /// Largest linear memory an instance may grow to.
+    pub max_memory_bytes: usize,
+    /// Most outputs one event may produce.
+    pub max_outputs_per_event: usize,
+    /// Largest payload one output may carry.
+    pub max_output_bytes: usize,
+}
+
+impl Default for MapperLimits {
+    fn default() -> Self {
+        MapperLimits {
+            call_timeout: Duration::from_millis(20),
+            per_event_timeout: Duration::from_millis(2),
+            max_memory_bytes: 64 << 20,
+            max_outputs_per_event: 1024,
+            max_output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a module could not become a mapper.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a WebAssembly component, or it failed to compile.
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// A component, but not of the `wsgate:mapper` world (missing exports, unknown imports).
+    #[error("component does not implement the wsgate:mapper/event-mapper world: {0}")]
+    World(String),
+    /// Reading the module failed.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+}

@@ -1,0 +1,169 @@
+//! Every Prometheus metric a node exports, registered in one place.
+//!
+//! Components receive an `Arc<Metrics>` and update the handles directly; hot paths update per
+//! batch (per socket write, per mapper call), never per subscriber.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// The node's metrics and the registry that exports them.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Open client WebSocket connections.
+    pub connections: IntGauge,
+    /// Client WebSocket connections accepted since start.
+    pub connections_opened: IntCounter,
+    /// Connections closed by the gateway or the client, by close code.
+    pub closes: IntCounterVec,
+    /// Current subscriptions per stream.
+    pub subscriptions: IntGaugeVec,
+    /// Messages that reached the hub from the bus.
+    pub messages_in: IntCounter,
+    /// Frames written to client sockets.
+    pub messages_out: IntCounter,
+    /// Messages not delivered, by reason.
+    pub messages_dropped: IntCounterVec,
+    /// `write` system calls made for client sockets (each may carry many frames).
+    pub socket_writes: IntCounter,
+    /// Frames received from clients (text, binary, ping, pong).
+    pub client_messages: IntCounter,
+    /// Error replies sent to clients, by protocol error code.
+    pub client_errors: IntCounterVec,
+    /// Time from bus publish to the socket write that carried the message (the oldest frame of
+    /// each write is observed).
+    pub delivery_latency: Histogram,
+    /// Mapper batch calls, by mapper version.
+    pub mapper_calls: IntCounterVec,
+    /// Events mapped, by mapper version.
+    pub mapper_events: IntCounterVec,
+    /// Events dropped by a mapper failure, by mapper version and kind (error, trap, timeout,
+    /// bad_output).
+    pub mapper_errors: IntCounterVec,
+    /// Duration of mapper batch calls, by mapper version.
+    pub mapper_duration: HistogramVec,
+    /// Events received from upstream, by datasource.
+    pub source_events: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, plus the process collector (RSS, CPU, fds).
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("wsgate".into()), None).expect("valid prefix");
+        let latency_buckets = exponential_buckets(0.000_05, 2.0, 18).expect("valid buckets");
+        let mapper_buckets = exponential_buckets(0.000_001, 2.0, 24).expect("valid buckets");
+        let metrics = Metrics {
+            connections: IntGauge::new("connections", "Open client connections").unwrap(),
+            connections_opened: IntCounter::new(
+                "connections_opened_total",
+                "Client connections accepted",
+            )
+            .unwrap(),
+            closes: IntCounterVec::new(
+                Opts::new("closes_total", "Client connections closed, by close code"),
+                &["code"],
+            )
+            .unwrap(),
+            subscriptions: IntGaugeVec::new(
+                Opts::new("subscriptions", "Current subscriptions per stream"),
+                &["stream"],
+            )
+            .unwrap(),
+            messages_in: IntCounter::new("messages_in_total", "Messages received by the hub")
+                .unwrap(),
+            messages_out: IntCounter::new("messages_out_total", "Frames written to clients")
+                .unwrap(),
+            messages_dropped: IntCounterVec::new(
+                Opts::new("messages_dropped_total", "Messages not delivered, by reason"),
+                &["reason"],
+            )
+            .unwrap(),
+            socket_writes: IntCounter::new("socket_writes_total", "Socket write calls").unwrap(),
+            client_messages: IntCounter::new(
+                "client_messages_total",
+                "Frames received from clients",
+            )
+            .unwrap(),
+            client_errors: IntCounterVec::new(
+                Opts::new("client_errors_total", "Error replies sent to clients, by code"),
+                &["code"],
+            )
+            .unwrap(),
+            delivery_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "delivery_latency_seconds",
+                    "Bus publish to socket write, oldest frame of each write",
+                )
+                .buckets(latency_buckets),
+            )
+            .unwrap(),
+            mapper_calls: IntCounterVec::new(
+                Opts::new("mapper_calls_total", "Mapper batch calls"),
+                &["mapper"],
+            )
+            .unwrap(),
+            mapper_events: IntCounterVec::new(
+                Opts::new("mapper_events_total", "Events passed to mappers"),
+                &["mapper"],
+            )
+            .unwrap(),
+            mapper_errors: IntCounterVec::new(
+                Opts::new("mapper_errors_total", "Events dropped by mapper failures"),
+                &["mapper", "kind"],
+            )
+            .unwrap(),
+            mapper_duration: HistogramVec::new(
+                HistogramOpts::new("mapper_duration_seconds", "Mapper batch call duration")
+                    .buckets(mapper_buckets),
+                &["mapper"],
+            )
+            .unwrap(),
+            source_events: IntCounterVec::new(
+                Opts::new("source_events_total", "Events received from upstream"),
+                &["datasource"],
+            )
+            .unwrap(),
+            registry,
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    fn register_all(&self) {
+        let r = &self.registry;
+        r.register(Box::new(self.connections.clone())).unwrap();
+        r.register(Box::new(self.connections_opened.clone())).unwrap();
+        r.register(Box::new(self.closes.clone())).unwrap();
+        r.register(Box::new(self.subscriptions.clone())).unwrap();
+        r.register(Box::new(self.messages_in.clone())).unwrap();
+        r.register(Box::new(self.messages_out.clone())).unwrap();
+        r.register(Box::new(self.messages_dropped.clone())).unwrap();
+        r.register(Box::new(self.socket_writes.clone())).unwrap();
+        r.register(Box::new(self.client_messages.clone())).unwrap();
+        r.register(Box::new(self.client_errors.clone())).unwrap();
+        r.register(Box::new(self.delivery_latency.clone())).unwrap();
+        r.register(Box::new(self.mapper_calls.clone())).unwrap();
+        r.register(Box::new(self.mapper_events.clone())).unwrap();
+        r.register(Box::new(self.mapper_errors.clone())).unwrap();
+        r.register(Box::new(self.mapper_duration.clone())).unwrap();
+        r.register(Box::new(self.source_events.clone())).unwrap();
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        r.register(Box::new(process)).unwrap();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

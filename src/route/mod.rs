@@ -1,0 +1,205 @@
+//! A route's worker: maps each batch of its upstream events through every mapping's mapper and
+//! publishes the outputs to the bus, numbering each client stream consecutively.
+//!
+//! Mappers are pure compute, so each route runs on its own thread with warm instances; the order
+//! of events within a route is the order of their outputs on every stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+
+use crate::bus::{Bus, BusMessage};
+use crate::config::{DatasourceKind, Mapping, StreamSpec, Template};
+use crate::mapper::bindings::{self, Output};
+use crate::mapper::{EventOutcome, MapperInstance};
+use crate::metrics::Metrics;
+use crate::source::{RouteInbox, UpstreamEvent};
+use crate::util::now_us;
+
+/// Queued batches merged into one mapper call at most.
+const MAX_MERGED_BATCHES: usize = 64;
+
+/// Where one client stream's messages go, and its next sequence number.
+struct StreamTarget {
+    stream: Arc<str>,
+    subject: Arc<str>,
+    next_seq: u64,
+}
+
+/// One mapping of a route, with its warm mapper.
+pub struct MappingWorker {
+    instance: MapperInstance,
+    ws_topic: Template,
+    fanout_topic: Template,
+    targets: HashMap<Box<str>, StreamTarget>,
+    scratch: String,
+}
+
+impl MappingWorker {
+    /// A worker for `mapping`, running `instance`.
+    pub fn new(mapping: &Mapping, instance: MapperInstance) -> Result<Self, String> {
+        let parse = |t: &str| Template::parse(t).map_err(|e| format!("`{t}`: {e}"));
+        Ok(MappingWorker {
+            instance,
+            ws_topic: parse(&mapping.ws_topic)?,
+            fanout_topic: parse(&mapping.fanout_topic)?,
+            targets: HashMap::new(),
+            scratch: String::new(),
+        })
+    }
+
+    /// The stream an output belongs to, if the config declares it.
+    fn target(
+        &mut self,
+        output: &Output,
+        streams: &BTreeMap<Arc<str>, StreamSpec>,
+    ) -> Result<&mut StreamTarget, String> {
+        let lookup = |name: &str| {
+            output
+                .topic_vars
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        self.scratch.clear();
+        self.ws_topic
+            .render_into(&mut self.scratch, lookup)
+            .map_err(|missing| format!("output lacks topic var `{missing}`"))?;
+        if !self.targets.contains_key(self.scratch.as_str()) {
+            let (stream, _) = streams
+                .get_key_value(self.scratch.as_str())
+                .ok_or_else(|| format!("stream `{}` is not declared in topics", self.scratch))?;
+            let subject = self
+                .fanout_topic
+                .render(lookup)
+                .map_err(|missing| format!("output lacks topic var `{missing}`"))?;
+            let target = StreamTarget {
+                stream: Arc::clone(stream),
+                subject: Arc::from(subject),
+                next_seq: 1,
+            };
+            self.targets.insert(self.scratch.clone().into_boxed_str(), target);
+        }
+        Ok(self.targets.get_mut(self.scratch.as_str()).expect("inserted above"))
+    }
+}
+
+/// Identity of the datasource a route reads, as mappers see it.
+#[derive(Clone)]
+pub struct SourceIdentity {
+    /// Datasource name.
+    pub name: String,
+    /// Datasource kind.
+    pub kind: DatasourceKind,
+}
+
+/// A route's worker thread state.
+pub struct RouteWorker {
+    /// Route id, for logs.
+    pub route_id: String,
+    /// Datasource of the route.
+    pub source: SourceIdentity,
+    /// One worker per mapping.
+    pub mappings: Vec<MappingWorker>,
+    /// Every declared stream.
+    pub streams: Arc<BTreeMap<Arc<str>, StreamSpec>>,
+    /// Where outputs are published.
+    pub bus: Arc<dyn Bus>,
+    /// Node metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl RouteWorker {
+    /// Starts the worker on its own thread; it stops when its inbox closes.
+    pub fn spawn(self, inbox: RouteInbox, runtime: Handle) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name(format!("route-{}", self.route_id))
+            .spawn(move || self.run(inbox, runtime))
+            .expect("spawning a route thread")
+    }
+
+    fn run(mut self, mut inbox: RouteInbox, runtime: Handle) {
+        let mut batches = Vec::new();
+        // Whatever queued up while the last batch was mapped goes into one mapper call.
+        while inbox.blocking_recv_many(&mut batches, MAX_MERGED_BATCHES) > 0 {
+            let events: Vec<&UpstreamEvent> = batches.iter().flat_map(|b| b.iter()).collect();
+            let messages = self.map(&events);
+            drop(events);
+            batches.clear();
+            if messages.is_empty() {
+                continue;
+            }
+            if runtime.block_on(self.bus.publish(messages)).is_err() {
+                tracing::warn!(route = %self.route_id, "bus closed; route worker stops");
+                return;
+            }
+        }
+    }
+
+    /// Maps events through every mapping; returns what to publish, in order.
+    pub fn map(&mut self, batch: &[&UpstreamEvent]) -> Vec<(Arc<str>, BusMessage)> {
+        let events: Vec<bindings::Event> = batch.iter().map(|e| to_wit(e, &self.source)).collect();
+        let published_us = now_us();
+        let mut messages = Vec::new();
+        for mapping in &mut self.mappings {
+            let outcomes = mapping.instance.map_batch(&events);
+            for (event, outcome) in batch.iter().zip(outcomes) {
+                let EventOutcome::Mapped(outputs) = outcome else {
+                    continue;
+                };
+                for output in outputs {
+                    let target = match mapping.target(&output, &self.streams) {
+                        Ok(target) => target,
+                        Err(why) => {
+                            self.metrics
+                                .mapper_errors
+                                .with_label_values(&[mapping.instance.label(), "bad_output"])
+                                .inc();
+                            tracing::debug!(mapper = mapping.instance.label(), %why, "output dropped");
+                            continue;
+                        }
+                    };
+                    let seq = target.next_seq;
+                    target.next_seq += 1;
+                    let message = BusMessage {
+                        stream: Arc::clone(&target.stream),
+                        seq,
+                        event_time_us: event.timestamp_us,
+                        published_us,
+                        payload: Bytes::from(output.payload),
+                        user_id: output.user_id.map(Arc::from),
+                    };
+                    messages.push((Arc::clone(&target.subject), message));
+                }
+            }
+        }
+        messages
+    }
+}
+
+fn to_wit(event: &UpstreamEvent, source: &SourceIdentity) -> bindings::Event {
+    bindings::Event {
+        source: source.name.clone(),
+        kind: match source.kind {
+            DatasourceKind::Demo => bindings::SourceKind::Demo,
+            DatasourceKind::Kafka => bindings::SourceKind::Kafka,
+            DatasourceKind::Nats => bindings::SourceKind::Nats,
+            DatasourceKind::RedisStream => bindings::SourceKind::RedisStream,
+        },
+        channel: event.channel.to_string(),
+        key: event.key.as_ref().map(|k| k.to_vec()),
+        headers: event
+            .headers
+            .iter()
+            .map(|(key, value)| bindings::Header {
+                key: key.clone(),
+                value: value.to_vec(),
+            })
+            .collect(),
+        payload: event.payload.to_vec(),
+        timestamp_us: event.timestamp_us,
+        position: event.position.clone(),
+    }
+}

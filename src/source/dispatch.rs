@@ -1,0 +1,187 @@
+//! Routing of upstream events to the routes that read their channel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::IntCounter;
+use tokio::sync::mpsc;
+
+use super::UpstreamEvent;
+use crate::subject;
+
+/// Batches of events queued for one route before its source waits.
+pub const ROUTE_QUEUE: usize = 1024;
+
+/// The receiving end of a route's event queue.
+pub type RouteInbox = mpsc::Receiver<Arc<[UpstreamEvent]>>;
+
+/// What a dispatcher does when a route's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait for the route: nothing is lost, and a slow route slows its whole source. For
+    /// brokers, whose consumers resume from a committed position.
+    Wait,
+    /// Drop the batch for that route only, counting it: the other routes keep their pace. For
+    /// the demo market, which cannot pause.
+    DropForSlowRoute,
+}
+
+/// Sends each event to every route whose upstream patterns match its channel, preserving order
+/// per route.
+pub struct Dispatcher {
+    routes: Vec<Target>,
+    by_channel: HashMap<Arc<str>, Vec<usize>>,
+    backpressure: Backpressure,
+    received: Option<IntCounter>,
+}
+
+struct Target {
+    patterns: Vec<String>,
+    sender: mpsc::Sender<Arc<[UpstreamEvent]>>,
+    dropped: Option<IntCounter>,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no routes.
+    pub fn new(backpressure: Backpressure) -> Self {
+        Dispatcher {
+            routes: Vec::new(),
+            by_channel: HashMap::new(),
+            backpressure,
+            received: None,
+        }
+    }
+
+    /// Counts every dispatched event on `counter` (the datasource's events metric).
+    pub fn count_with(mut self, counter: IntCounter) -> Self {
+        self.received = Some(counter);
+        self
+    }
+
+    /// Adds a route reading `patterns` (NATS-style for demo channels); returns its inbox.
+    /// `dropped` counts events dropped for it under [`Backpressure::DropForSlowRoute`].
+    pub fn add_route(&mut self, patterns: Vec<String>, dropped: Option<IntCounter>) -> RouteInbox {
+        let (sender, rx) = mpsc::channel(ROUTE_QUEUE);
+        self.routes.push(Target {
+            patterns,
+            sender,
+            dropped,
+        });
+        self.by_channel.clear();
+        rx
+    }
+
+    /// Number of routes fed.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Routes a batch, waiting while a route's queue is full. Returns false once every route has
+    /// gone away.
+    pub fn dispatch_blocking(&mut self, events: Vec<UpstreamEvent>) -> bool {
+        if let Some(counter) = &self.received {
+            counter.inc_by(events.len() as u64);
+        }
+        let mut per_route: Vec<Vec<UpstreamEvent>> = vec![Vec::new(); self.routes.len()];
+        for event in events {
+            let targets = self.targets(&event.channel);
+            if let Some((last, rest)) = targets.split_last() {
+                for &route in rest {
+                    per_route[route].push(event.clone());
+                }
+                per_route[*last].push(event);
+            }
+        }
+        let mut alive = false;
+        for (target, batch) in self.routes.iter().zip(per_route) {
+            if batch.is_empty() {
+                alive |= !target.sender.is_closed();
+                continue;
+            }
+            let count = batch.len() as u64;
+            let batch = Arc::from(batch);
+            alive |= match self.backpressure {
+                Backpressure::Wait => target.sender.blocking_send(batch).is_ok(),
+                Backpressure::DropForSlowRoute => match target.sender.try_send(batch) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        if let Some(dropped) = &target.dropped {
+                            dropped.inc_by(count);
+                        }
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                },
+            };
+        }
+        alive
+    }
+
+    fn targets(&mut self, channel: &Arc<str>) -> Vec<usize> {
+        if let Some(targets) = self.by_channel.get(channel) {
+            return targets.clone();
+        }
+        let targets: Vec<usize> = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, target)| target.patterns.iter().any(|p| subject::matches(p, channel)))
+            .map(|(i, _)| i)
+            .collect();
+        self.by_channel.insert(Arc::clone(channel), targets.clone());
+        targets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn event(channel: &str) -> UpstreamEvent {
+        UpstreamEvent {
+            channel: Arc::from(channel),
+            key: None,
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"{}"),
+            timestamp_us: 0,
+            position: String::new(),
+        }
+    }
+
+    #[test]
+    fn events_reach_matching_routes_in_order() {
+        let mut dispatcher = Dispatcher::new(Backpressure::Wait);
+        let mut trades = dispatcher.add_route(vec!["trade.*".into()], None);
+        let mut everything = dispatcher.add_route(vec![">".into()], None);
+        assert!(dispatcher.dispatch_blocking(vec![
+            event("trade.BTCUSDT"),
+            event("book.BTCUSDT"),
+            event("trade.ETHUSDT"),
+        ]));
+        let got = trades.try_recv().unwrap();
+        let channels: Vec<&str> = got.iter().map(|e| &*e.channel).collect();
+        assert_eq!(channels, ["trade.BTCUSDT", "trade.ETHUSDT"]);
+        assert_eq!(everything.try_recv().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn reports_when_every_route_is_gone() {
+        let mut dispatcher = Dispatcher::new(Backpressure::Wait);
+        drop(dispatcher.add_route(vec![">".into()], None));
+        assert!(!dispatcher.dispatch_blocking(vec![event("a")]));
+    }
+
+    #[test]
+    fn a_full_route_loses_its_batch_without_stopping_the_others() {
+        let dropped = IntCounter::new("dropped", "dropped").unwrap();
+        let mut dispatcher = Dispatcher::new(Backpressure::DropForSlowRoute);
+        let _stuck = dispatcher.add_route(vec!["a".into()], Some(dropped.clone()));
+        let mut healthy = dispatcher.add_route(vec!["b".into()], None);
+        for _ in 0..ROUTE_QUEUE + 3 {
+            assert!(dispatcher.dispatch_blocking(vec![event("a"), event("b")]));
+            healthy.try_recv().unwrap();
+        }
+        assert_eq!(dropped.get(), 3);
+    }
+}

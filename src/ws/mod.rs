@@ -1,0 +1,97 @@
+//! The client side: HTTP upgrade and routing, one session per connection, the Binance Spot
+//! protocol (URLs, control messages, error texts, close codes) and WebSocket framing.
+
+pub mod binance;
+pub mod frame;
+pub mod protocol;
+mod rate;
+mod server;
+mod session;
+mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::{ConnId, Hub};
+use crate::metrics::Metrics;
+
+pub use server::{bind, serve};
+
+/// Limits and timers of client connections.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    /// Interval between server pings.
+    pub ping_interval: Duration,
+    /// Close the connection when a ping stays unanswered this long.
+    pub pong_timeout: Duration,
+    /// Connection lifetime; `serverShutdown` and close 1001 when reached.
+    pub max_lifetime: Duration,
+    /// Largest client message accepted (close 1009 above).
+    pub max_message_bytes: usize,
+    /// Streams per connection.
+    pub max_streams: usize,
+    /// Client messages (text, ping, pong, binary) allowed in any one-second window.
+    pub messages_per_sec: usize,
+    /// Outbound bytes queued per connection before it counts as a slow consumer.
+    pub outbox_bytes: usize,
+    /// Accept well-formed streams that no topic serves (as Binance does) instead of refusing them.
+    pub accept_unknown_streams: bool,
+    /// Open connections per node; further upgrades get HTTP 503.
+    pub max_connections: usize,
+    /// How long a closing connection waits for its last frames and the client's close.
+    pub close_grace: Duration,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        WsSettings {
+            ping_interval: Duration::from_secs(20),
+            pong_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(24 * 3600),
+            max_message_bytes: 64 * 1024,
+            max_streams: 1024,
+            messages_per_sec: 5,
+            outbox_bytes: 4 * 1024 * 1024,
+            accept_unknown_streams: false,
+            max_connections: 200_000,
+            close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What every connection of a node shares.
+pub struct WsContext {
+    /// The subscription index.
+    pub hub: Arc<Hub>,
+    /// Connection limits and timers.
+    pub settings: WsSettings,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the node shuts down: every session sends `serverShutdown` and closes 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    next_id: AtomicU64,
+}
+
+impl WsContext {
+    /// A context for a node's client listener.
+    pub fn new(hub: Arc<Hub>, settings: WsSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(WsContext {
+            hub,
+            settings,
+            metrics,
+            shutdown,
+            tracker: TaskTracker::new(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    fn next_connection_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

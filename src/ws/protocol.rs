@@ -1,0 +1,317 @@
+//! Control messages on a market-stream connection: parsing, validation and replies, with
+//! Binance's exact JSON and error texts (`reference/binance-protocol.md` §2).
+//!
+//! Binance's texts are serde_json's own error messages, so requests are parsed with serde into a
+//! struct of the same shape, which reproduces them byte for byte.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// Close codes the gateway sends (RFC 6455 and the gateway's own 4xxx bands).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Server going away (shutdown, drain, lifetime reached): reconnect.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Protocol error.
+    pub const PROTOCOL: u16 = 1002;
+    /// Unsupported data (binary frame on a JSON connection).
+    pub const UNSUPPORTED: u16 = 1003;
+    /// Invalid payload data (text that is not UTF-8).
+    pub const INVALID_DATA: u16 = 1007;
+    /// Policy violation (rate limit, invalid JSON, missed pongs).
+    pub const POLICY: u16 = 1008;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+    /// Internal error.
+    pub const INTERNAL: u16 = 1011;
+    /// Slow consumer: the client did not read fast enough; reconnect with backoff.
+    pub const SLOW_CONSUMER: u16 = 4100;
+}
+
+/// The request id as the client sent it: a 64-bit integer, a string, or null.
+pub type RequestId = Box<RawValue>;
+
+/// A valid control request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Add streams.
+    Subscribe(Vec<String>),
+    /// Remove streams.
+    Unsubscribe(Vec<String>),
+    /// List current streams.
+    ListSubscriptions,
+    /// Set the `combined` property.
+    SetCombined(bool),
+    /// Read the `combined` property.
+    GetCombined,
+}
+
+/// A request that failed, with the reply that says why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestError {
+    /// The id to echo, when it could be parsed.
+    pub id: Option<String>,
+    /// Binance error code: 0 unknown property, 1 bad value type, 2 invalid request, 3 invalid JSON.
+    pub code: i32,
+    /// The message text.
+    pub msg: String,
+}
+
+impl RequestError {
+    /// True for errors after which the connection is closed (invalid JSON).
+    pub fn closes_connection(&self) -> bool {
+        self.code == 3
+    }
+
+    fn invalid(id: &RequestId, msg: impl Into<String>) -> Self {
+        RequestError {
+            id: Some(id.get().to_string()),
+            code: 2,
+            msg: format!("Invalid request: {}", msg.into()),
+        }
+    }
+}
+
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+#[derive(Debug, Deserialize)]
+enum Method {
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    LIST_SUBSCRIPTIONS,
+    SET_PROPERTY,
+    GET_PROPERTY,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    method: Method,
+    #[serde(default)]
+    params: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    /// `Some` whenever the field is present, including an explicit `null`.
+    #[serde(default, deserialize_with = "present")]
+    id: Option<RequestId>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RequestId>, D::Error> {
+    RequestId::deserialize(d).map(Some)
+}
+
+/// Parses one text message into a request and the id to echo.
+pub fn parse(text: &str) -> Result<(Request, RequestId), RequestError> {
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(RequestError {
+            id: None,
+            code: 3,
+            msg: format!("Invalid JSON: {e}"),
+        });
+    }
+    let id = serde_json::from_str::<IdOnly>(text)
+        .ok()
+        .and_then(|parsed| parsed.id)
+        .filter(is_valid_id);
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| RequestError {
+        id: id.as_ref().map(|id| id.get().to_string()),
+        code: 2,
+        msg: format!("Invalid request: {e}"),
+    })?;
+    let Some(id) = id else {
+        return Err(RequestError {
+            id: Some("null".into()),
+            code: 2,
+            msg: "Invalid request: request ID must be an unsigned integer".into(),
+        });
+    };
+    let params = envelope.params.unwrap_or_default();
+    let request = match envelope.method {
+        Method::SUBSCRIBE => Request::Subscribe(stream_params(&id, params)?),
+        Method::UNSUBSCRIBE => Request::Unsubscribe(stream_params(&id, params)?),
+        Method::LIST_SUBSCRIPTIONS => {
+            if !params.is_empty() {
+                return Err(RequestError::invalid(&id, "too many parameters"));
+            }
+            Request::ListSubscriptions
+        }
+        Method::SET_PROPERTY => {
+            property_name(&id, &params, 2)?;
+            match params.get(1) {
+                Some(Value::Bool(value)) => Request::SetCombined(*value),
+                _ => {
+                    return Err(RequestError {
+                        id: Some(id.get().to_string()),
+                        code: 1,
+                        msg: "Invalid value type: expected Boolean".into(),
+                    })
+                }
+            }
+        }
+        Method::GET_PROPERTY => {
+            property_name(&id, &params, 1)?;
+            Request::GetCombined
+        }
+    };
+    Ok((request, id))
+}
+
+fn is_valid_id(id: &RequestId) -> bool {
+    match serde_json::from_str::<Value>(id.get()) {
+        Ok(Value::Null) => true,
+        Ok(Value::Number(n)) => n.is_i64(),
+        Ok(Value::String(s)) => {
+            (1..=36).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }
+        _ => false,
+    }
+}
+
+fn stream_params(id: &RequestId, params: Vec<Value>) -> Result<Vec<String>, RequestError> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            Value::String(s) => Ok(s),
+            _ => Err(RequestError::invalid(id, "invalid stream")),
+        })
+        .collect()
+}
+
+fn property_name(id: &RequestId, params: &[Value], expected: usize) -> Result<(), RequestError> {
+    let Some(Value::String(name)) = params.first() else {
+        return Err(RequestError::invalid(id, "property name must be a string"));
+    };
+    if params.len() > expected {
+        return Err(RequestError::invalid(id, "too many parameters"));
+    }
+    if name != "combined" {
+        return Err(RequestError {
+            id: Some(id.get().to_string()),
+            code: 0,
+            msg: "Unknown property".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `{"result":<result>,"id":<id>}`; `result` is JSON text.
+pub fn result_json(result: &str, id: &RequestId) -> String {
+    format!("{{\"result\":{result},\"id\":{}}}", id.get())
+}
+
+/// `{"error":{"code":..,"msg":..},"id":..}`, without `id` when it could not be parsed.
+pub fn error_json(error: &RequestError) -> String {
+    let msg = serde_json::to_string(&error.msg).expect("strings serialize");
+    match &error.id {
+        Some(id) => format!("{{\"error\":{{\"code\":{},\"msg\":{msg}}},\"id\":{id}}}", error.code),
+        None => format!("{{\"error\":{{\"code\":{},\"msg\":{msg}}}}}", error.code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        error_json(&parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn parses_every_method() {
+        let (r, id) = parse(r#"{"method":"SUBSCRIBE","params":["btcusdt@aggTrade","btcusdt@depth"],"id":1}"#).unwrap();
+        assert_eq!(r, Request::Subscribe(vec!["btcusdt@aggTrade".into(), "btcusdt@depth".into()]));
+        assert_eq!(result_json("null", &id), r#"{"result":null,"id":1}"#);
+        let (r, _) = parse(r#"{"method":"UNSUBSCRIBE","params":["btcusdt@depth"],"id":312}"#).unwrap();
+        assert_eq!(r, Request::Unsubscribe(vec!["btcusdt@depth".into()]));
+        let (r, _) = parse(r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#).unwrap();
+        assert_eq!(r, Request::ListSubscriptions);
+        let (r, _) = parse(r#"{"method":"SET_PROPERTY","params":["combined",true],"id":5}"#).unwrap();
+        assert_eq!(r, Request::SetCombined(true));
+        let (r, _) = parse(r#"{"method":"GET_PROPERTY","params":["combined"],"id":2}"#).unwrap();
+        assert_eq!(r, Request::GetCombined);
+    }
+
+    #[test]
+    fn accepts_negative_string_and_null_ids() {
+        for id in ["-7", "\"e2a8b3c4-1f0d-4c5e-9a7b-3d2c1b0a9f8e\"", "null", "\"a_b-C\""] {
+            let text = format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#);
+            let (_, parsed) = parse(&text).unwrap();
+            assert_eq!(parsed.get(), id);
+        }
+    }
+
+    #[test]
+    fn refuses_bad_ids() {
+        let expected = r#"{"error":{"code":2,"msg":"Invalid request: request ID must be an unsigned integer"},"id":null}"#;
+        for id in ["1.5", "\"has space\"", "\"0123456789012345678901234567890123456\"", "[1]", "18446744073709551615"] {
+            let text = format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#);
+            assert_eq!(err(&text), expected, "id {id}");
+        }
+        assert_eq!(err(r#"{"method":"LIST_SUBSCRIPTIONS"}"#), expected);
+    }
+
+    #[test]
+    fn unknown_method_lists_the_variants() {
+        assert_eq!(
+            err(r#"{"method":"SUBSCRIBEX","params":[],"id":7}"#),
+            r#"{"error":{"code":2,"msg":"Invalid request: unknown variant `SUBSCRIBEX`, expected one of `SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY` at line 1 column 22"},"id":7}"#
+        );
+    }
+
+    #[test]
+    fn missing_method_is_named() {
+        assert_eq!(
+            err(r#"{"params":["btcusdt@trade"],"id":9}"#),
+            r#"{"error":{"code":2,"msg":"Invalid request: missing field `method` at line 1 column 35"},"id":9}"#
+        );
+    }
+
+    #[test]
+    fn invalid_json_has_code_3_and_no_id() {
+        let e = parse("{\"method\":").unwrap_err();
+        assert!(e.closes_connection());
+        assert_eq!(
+            error_json(&e),
+            r#"{"error":{"code":3,"msg":"Invalid JSON: EOF while parsing a value at line 1 column 10"}}"#
+        );
+        assert_eq!(
+            err("hello"),
+            r#"{"error":{"code":3,"msg":"Invalid JSON: expected value at line 1 column 1"}}"#
+        );
+    }
+
+    #[test]
+    fn property_errors_use_binance_texts() {
+        assert_eq!(
+            err(r#"{"method":"SET_PROPERTY","params":["combined","yes"],"id":1}"#),
+            r#"{"error":{"code":1,"msg":"Invalid value type: expected Boolean"},"id":1}"#
+        );
+        assert_eq!(
+            err(r#"{"method":"GET_PROPERTY","params":["compressed"],"id":2}"#),
+            r#"{"error":{"code":0,"msg":"Unknown property"},"id":2}"#
+        );
+        assert_eq!(
+            err(r#"{"method":"GET_PROPERTY","params":[5],"id":3}"#),
+            r#"{"error":{"code":2,"msg":"Invalid request: property name must be a string"},"id":3}"#
+        );
+        assert_eq!(
+            err(r#"{"method":"GET_PROPERTY","params":["combined",1],"id":4}"#),
+            r#"{"error":{"code":2,"msg":"Invalid request: too many parameters"},"id":4}"#
+        );
+        assert_eq!(
+            err(r#"{"method":"LIST_SUBSCRIPTIONS","params":["x"],"id":5}"#),
+            r#"{"error":{"code":2,"msg":"Invalid request: too many parameters"},"id":5}"#
+        );
+    }
+
+    #[test]
+    fn non_string_stream_is_an_invalid_stream() {
+        assert_eq!(
+            err(r#"{"method":"SUBSCRIBE","params":[42],"id":"x1"}"#),
+            r#"{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":"x1"}"#
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The client listener: accepts TCP connections, answers the HTTP upgrade and starts a session.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tungstenite::handshake::derive_accept_key;
+
+use super::binance::{looks_like_stream, parse_target, Format, TargetError};
+use super::session::Session;
+use super::WsContext;
+use crate::hub::Topic;
+
+/// Binds a listener; with `reuse_port`, several processes can share the address.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts clients until the context's shutdown token is cancelled.
+pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                ctx.tracker.spawn(handle_connection(Arc::clone(&ctx), stream));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_connection(ctx: Arc<WsContext>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| respond(Arc::clone(&ctx), request));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+async fn respond(ctx: Arc<WsContext>, mut request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    let target = match parse_target(request.uri().path(), request.uri().query()) {
+        Ok(target) => target,
+        Err(TargetError::NotFound) => return Ok(error(StatusCode::NOT_FOUND, -1, "Not found")),
+        Err(e @ TargetError::BadTimeUnit) => {
+            return Ok(error(StatusCode::BAD_REQUEST, -1100, &e.to_string()))
+        }
+    };
+    let Some(key) = websocket_key(request.method(), request.headers()) else {
+        return Ok(error(StatusCode::UPGRADE_REQUIRED, -1, "Expected a WebSocket upgrade"));
+    };
+    let topics = match resolve_streams(&ctx, &target.streams) {
+        Ok(topics) => topics,
+        Err(msg) => return Ok(error(StatusCode::BAD_REQUEST, 2, msg)),
+    };
+    if ctx.metrics.connections.get() as usize >= ctx.settings.max_connections {
+        return Ok(error(StatusCode::SERVICE_UNAVAILABLE, -1, "Node at connection limit"));
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut request);
+    let format = Format {
+        combined: target.combined,
+        micros: target.micros,
+    };
+    let session_ctx = Arc::clone(&ctx);
+    ctx.tracker.spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let socket = parts.io.into_inner();
+                Session::new(session_ctx, socket, &parts.read_buf, format, topics)
+                    .run()
+                    .await
+            }
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    Ok(response)
+}
+
+/// The `Sec-WebSocket-Key` of a valid upgrade request.
+fn websocket_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a HeaderValue> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    let upgrade = method == Method::GET
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) == Some(b"13");
+    upgrade.then(|| headers.get(header::SEC_WEBSOCKET_KEY)).flatten()
+}
+
+/// Resolves the streams named in the URL, as a SUBSCRIBE would.
+fn resolve_streams(ctx: &WsContext, names: &[String]) -> Result<Vec<Arc<Topic>>, &'static str> {
+    if names.len() > ctx.settings.max_streams {
+        return Err("Invalid request: too many streams");
+    }
+    let mut topics = Vec::with_capacity(names.len());
+    for name in names {
+        if !looks_like_stream(name) {
+            return Err("Invalid request: invalid stream");
+        }
+        match ctx.hub.topic(name) {
+            Some(topic) => topics.push(topic),
+            None if ctx.settings.accept_unknown_streams => {}
+            None => return Err("Invalid request: invalid stream"),
+        }
+    }
+    Ok(topics)
+}
+
+fn error(status: StatusCode, code: i32, msg: &str) -> HttpResponse {
+    let body = serde_json::json!({ "code": code, "msg": msg }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

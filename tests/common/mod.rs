@@ -1,0 +1,344 @@
+//! Test harness: starts a real `wsgate` process on free ports and talks to it with a real
+//! WebSocket client (tokio-tungstenite).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream as TokioTcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A client connection to the gateway.
+pub type Client = WebSocketStream<MaybeTlsStream<TokioTcpStream>>;
+
+/// Where the test mappers are: `make mappers` puts them in `target/mappers`.
+pub fn mappers_dir() -> PathBuf {
+    let dir = std::env::var_os("WSGATE_TEST_MAPPERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mappers"));
+    assert!(
+        dir.join("binance_trade.wasm").exists(),
+        "no mappers in {}: run `make mappers` (or `make test`) first",
+        dir.display()
+    );
+    dir
+}
+
+/// The shipped embedded config.
+pub fn shipped_config() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/gateway.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A gateway process, killed when dropped.
+pub struct Gateway {
+    child: Option<Child>,
+    /// Client address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts a gateway with the shipped config and `args`.
+    pub fn start(args: &[&str]) -> Gateway {
+        Gateway::start_with(shipped_config(), args)
+    }
+
+    /// Starts a gateway with `config` and extra `args`, and waits until it is ready.
+    pub fn start_with(config: Value, args: &[&str]) -> Gateway {
+        Gateway::start_in(config, args, &mappers_dir())
+    }
+
+    /// Like [`start_with`](Self::start_with), loading mappers from `mappers`.
+    pub fn start_in(config: Value, args: &[&str], mappers: &std::path::Path) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("gateway.json");
+        std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = std::fs::File::create(dir.path().join("wsgate.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--mappers-dir")
+            .arg(mappers)
+            .args(args)
+            .env("WSGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting wsgate");
+        let mut gateway = Gateway {
+            child: Some(child),
+            addr,
+            admin,
+            _dir: dir,
+        };
+        gateway.wait_ready(Duration::from_secs(60));
+        gateway
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("wsgate exited early ({status}):\n{}", self.log());
+            }
+            if self.http_get("/readyz").map(|(s, _)| s == 200).unwrap_or(false) {
+                return;
+            }
+            assert!(start.elapsed() < limit, "wsgate not ready in time:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("wsgate.log")).unwrap_or_default()
+    }
+
+    /// `ws://host:port{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Opens a WebSocket connection to `path`.
+    pub async fn connect(&self, path: &str) -> Client {
+        let (client, _) = tokio_tungstenite::connect_async(self.url(path))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {path}: {e}"));
+        client
+    }
+
+    /// GET on the admin listener: status and body.
+    pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.admin, path)
+    }
+
+    /// The value of a metric line starting with `prefix` (e.g. `wsgate_connections `).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").expect("metrics");
+        metric_value(&body, prefix)
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill").args(["-s", signal, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns how long it took, or None on timeout.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The sum of every sample whose line starts with `prefix` (labels included in the prefix).
+pub fn metric_value(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A plain HTTP/1.0 GET.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// What a client saw next, ignoring pings and pongs.
+#[derive(Debug)]
+pub enum Seen {
+    /// A JSON text message.
+    Json(Value),
+    /// A close frame with its code and reason.
+    Close(u16, String),
+    /// End of stream without a close frame.
+    Ended,
+}
+
+/// The next text message or close, within `limit`.
+pub async fn next_seen(client: &mut Client, limit: Duration) -> Seen {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let message = tokio::time::timeout_at(deadline, client.next())
+            .await
+            .expect("timed out waiting for a message");
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                return Seen::Json(serde_json::from_str(&text).expect("gateway sent JSON"))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return match frame {
+                    Some(f) => Seen::Close(u16::from(f.code), f.reason.to_string()),
+                    None => Seen::Close(1005, String::new()),
+                }
+            }
+            Some(Ok(Message::Binary(_))) => panic!("gateway sent a binary frame"),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Seen::Ended,
+        }
+    }
+}
+
+/// The next JSON message within `limit`; panics on close.
+pub async fn next_json(client: &mut Client, limit: Duration) -> Value {
+    match next_seen(client, limit).await {
+        Seen::Json(value) => value,
+        other => panic!("expected a JSON message, got {other:?}"),
+    }
+}
+
+/// The next message that is a reply (has `id`), skipping stream data.
+pub async fn next_reply(client: &mut Client) -> Value {
+    loop {
+        let value = next_json(client, Duration::from_secs(10)).await;
+        if value.get("id").is_some() || value.get("error").is_some() {
+            return value;
+        }
+    }
+}
+
+/// Sends a text message.
+pub async fn send_text(client: &mut Client, text: &str) {
+    client.send(Message::text(text)).await.expect("sending");
+}
+
+/// Sends a request and returns its reply.
+pub async fn request(client: &mut Client, request: Value) -> Value {
+    send_text(client, &request.to_string()).await;
+    next_reply(client).await
+}
+
+/// Waits for the close frame (skipping data), returning code and reason.
+pub async fn expect_close(client: &mut Client, limit: Duration) -> (u16, String) {
+    loop {
+        match next_seen(client, limit).await {
+            Seen::Json(_) => continue,
+            Seen::Close(code, reason) => return (code, reason),
+            Seen::Ended => panic!("connection ended without a close frame"),
+        }
+    }
+}
+
+/// Close code helper for readability.
+pub fn code(close: CloseCode) -> u16 {
+    u16::from(close)
+}
+
+/// Messages of `stream` received within `limit`, at least `count` of them (combined format).
+pub async fn collect_stream(client: &mut Client, stream: &str, count: usize, limit: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "only {} of {count} `{stream}` messages in time", got.len());
+        let value = next_json(client, left).await;
+        if value["stream"] == stream {
+            got.push(value["data"].clone());
+        }
+    }
+    got
+}
+
+/// A WebSocket client on a bare socket that never answers anything: for keepalive tests.
+pub struct RawClient {
+    stream: TcpStream,
+}
+
+impl RawClient {
+    /// Performs the upgrade handshake on `path`.
+    pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "handshake refused: {head}");
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "wrong accept key: {head}");
+        RawClient { stream }
+    }
+
+    /// Reads frames, never replying, until a close frame; returns pings seen and the close code.
+    pub fn read_until_close(&mut self, limit: Duration) -> (usize, u16) {
+        self.stream.set_read_timeout(Some(limit)).unwrap();
+        let mut pings = 0;
+        loop {
+            let mut head = [0u8; 2];
+            self.stream.read_exact(&mut head).expect("frame header before the close");
+            let mut len = u64::from(head[1] & 0x7f);
+            if len == 126 {
+                let mut ext = [0u8; 2];
+                self.stream.read_exact(&mut ext).unwrap();
+                len = u64::from(u16::from_be_bytes(ext));
+            } else if len == 127 {
+                let mut ext = [0u8; 8];
+                self.stream.read_exact(&mut ext).unwrap();
+                len = u64::from_be_bytes(ext);
+            }
+            let mut payload = vec![0u8; len as usize];
+            self.stream.read_exact(&mut payload).unwrap();
+            match head[0] & 0x0f {
+                0x9 => pings += 1,
+                0x8 => return (pings, u16::from_be_bytes([payload[0], payload[1]])),
+                _ => {}
+            }
+        }
+    }
+}
