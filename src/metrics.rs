@@ -76,7 +76,10 @@ impl Metrics {
             messages_out: IntCounter::new("messages_out_total", "Frames written to clients")
                 .unwrap(),
             messages_dropped: IntCounterVec::new(
-                Opts::new("messages_dropped_total", "Messages not delivered, by reason"),
+                Opts::new(
+                    "messages_dropped_total",
+                    "Messages not delivered, by reason",
+                ),
                 &["reason"],
             )
             .unwrap(),
@@ -87,7 +90,10 @@ impl Metrics {
             )
             .unwrap(),
             client_errors: IntCounterVec::new(
-                Opts::new("client_errors_total", "Error replies sent to clients, by code"),
+                Opts::new(
+                    "client_errors_total",
+                    "Error replies sent to clients, by code",
+                ),
                 &["code"],
             )
             .unwrap(),
@@ -134,7 +140,8 @@ impl Metrics {
     fn register_all(&self) {
         let r = &self.registry;
         r.register(Box::new(self.connections.clone())).unwrap();
-        r.register(Box::new(self.connections_opened.clone())).unwrap();
+        r.register(Box::new(self.connections_opened.clone()))
+            .unwrap();
         r.register(Box::new(self.closes.clone())).unwrap();
         r.register(Box::new(self.subscriptions.clone())).unwrap();
         r.register(Box::new(self.messages_in.clone())).unwrap();

@@ -43,7 +43,10 @@ pub struct NodeSettings {
 }
 
 /// Loads config and mappers and validates them together.
-pub fn load(settings: &NodeSettings, engine: &MapperEngine) -> anyhow::Result<(Snapshot, MapperRegistry)> {
+pub fn load(
+    settings: &NodeSettings,
+    engine: &MapperEngine,
+) -> anyhow::Result<(Snapshot, MapperRegistry)> {
     let text = std::fs::read_to_string(&settings.config_path)
         .with_context(|| format!("reading {}", settings.config_path.display()))?;
     let config = GatewayConfig::from_json(&text)
@@ -69,7 +72,10 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         .collect::<Result<_, _>>()?;
 
     let hub = Arc::new(Hub::new(Arc::clone(&metrics)));
-    let public = snapshot.streams.iter().filter(|(_, spec)| spec.auth == Auth::Public);
+    let public = snapshot
+        .streams
+        .iter()
+        .filter(|(_, spec)| spec.auth == Auth::Public);
     hub.set_streams(public.map(|(name, _)| name));
     let bus: Arc<dyn Bus> = MemoryBus::new();
     let mut fanout = bus.subscribe(">").await?;
@@ -88,7 +94,12 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     for (datasource, source) in sources {
         let counter = metrics.source_events.with_label_values(&[&datasource.name]);
         let mut dispatcher = Dispatcher::new(source.backpressure()).count_with(counter);
-        for route in snapshot.config.routes.iter().filter(|r| r.data_source == datasource.name) {
+        for route in snapshot
+            .config
+            .routes
+            .iter()
+            .filter(|r| r.data_source == datasource.name)
+        {
             let mut mappings = Vec::new();
             for mapping in &route.mappings {
                 let reference = MapperRef::parse(&mapping.mapper).map_err(|e| anyhow!(e))?;
@@ -114,7 +125,9 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
                 bus: Arc::clone(&bus),
                 metrics: Arc::clone(&metrics),
             };
-            let dropped = metrics.messages_dropped.with_label_values(&["route_backlog"]);
+            let dropped = metrics
+                .messages_dropped
+                .with_label_values(&["route_backlog"]);
             let inbox = dispatcher.add_route(route.upstream.clone(), Some(dropped));
             threads.push(worker.spawn(inbox, tokio::runtime::Handle::current()));
         }
@@ -127,7 +140,12 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     }
 
     let shutdown = CancellationToken::new();
-    let ws_ctx = WsContext::new(Arc::clone(&hub), settings.ws.clone(), Arc::clone(&metrics), shutdown.clone());
+    let ws_ctx = WsContext::new(
+        Arc::clone(&hub),
+        settings.ws.clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    );
     let listener = ws::bind(settings.listen, settings.reuse_port)
         .with_context(|| format!("binding {}", settings.listen))?;
     let admin_listener = TcpListener::bind(settings.admin_listen)
@@ -135,7 +153,11 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         .with_context(|| format!("binding {}", settings.admin_listen))?;
     let admin_state = AdminState::new(Arc::clone(&metrics));
     let admin_stop = CancellationToken::new();
-    tokio::spawn(admin::serve(admin_listener, Arc::clone(&admin_state), admin_stop.clone()));
+    tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&admin_state),
+        admin_stop.clone(),
+    ));
     let accept = tokio::spawn(ws::serve(listener, Arc::clone(&ws_ctx)));
     admin_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(

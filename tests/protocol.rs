@@ -16,21 +16,51 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn control_methods_reply_exactly_like_binance() {
     let gateway = Gateway::start(&[]);
     let mut client = gateway.connect("/ws").await;
-    let sub = json!({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade", "btcusdt@depth"], "id": 1});
-    assert_eq!(request(&mut client, sub).await, json!({"result": null, "id": 1}));
-    let list = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": 3})).await;
-    assert_eq!(list, json!({"result": ["btcusdt@aggTrade", "btcusdt@depth"], "id": 3}));
+    let sub =
+        json!({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade", "btcusdt@depth"], "id": 1});
+    assert_eq!(
+        request(&mut client, sub).await,
+        json!({"result": null, "id": 1})
+    );
+    let list = request(
+        &mut client,
+        json!({"method": "LIST_SUBSCRIPTIONS", "id": 3}),
+    )
+    .await;
+    assert_eq!(
+        list,
+        json!({"result": ["btcusdt@aggTrade", "btcusdt@depth"], "id": 3})
+    );
     let unsub = json!({"method": "UNSUBSCRIBE", "params": ["btcusdt@depth"], "id": 312});
-    assert_eq!(request(&mut client, unsub).await, json!({"result": null, "id": 312}));
-    let list = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": 4})).await;
+    assert_eq!(
+        request(&mut client, unsub).await,
+        json!({"result": null, "id": 312})
+    );
+    let list = request(
+        &mut client,
+        json!({"method": "LIST_SUBSCRIPTIONS", "id": 4}),
+    )
+    .await;
     assert_eq!(list["result"], json!(["btcusdt@aggTrade"]));
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let get = request(&mut client, json!({"method": "GET_PROPERTY", "params": ["combined"], "id": 2})).await;
+    let get = request(
+        &mut client,
+        json!({"method": "GET_PROPERTY", "params": ["combined"], "id": 2}),
+    )
+    .await;
     assert_eq!(get, json!({"result": false, "id": 2}));
-    let set = request(&mut client, json!({"method": "SET_PROPERTY", "params": ["combined", true], "id": 5})).await;
+    let set = request(
+        &mut client,
+        json!({"method": "SET_PROPERTY", "params": ["combined", true], "id": 5}),
+    )
+    .await;
     assert_eq!(set, json!({"result": null, "id": 5}));
-    let get = request(&mut client, json!({"method": "GET_PROPERTY", "params": ["combined"], "id": 6})).await;
+    let get = request(
+        &mut client,
+        json!({"method": "GET_PROPERTY", "params": ["combined"], "id": 6}),
+    )
+    .await;
     assert_eq!(get, json!({"result": true, "id": 6}));
 }
 
@@ -38,8 +68,17 @@ async fn control_methods_reply_exactly_like_binance() {
 async fn ids_may_be_negative_integers_uuid_strings_or_null() {
     let gateway = Gateway::start(&[]);
     let mut client = gateway.connect("/stream").await;
-    for id in [json!(-42), json!("e2a8b3c4-1f0d-4c5e-9a7b-3d2c1b0a9f8e"), json!(null), json!(i64::MAX)] {
-        let reply = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": id})).await;
+    for id in [
+        json!(-42),
+        json!("e2a8b3c4-1f0d-4c5e-9a7b-3d2c1b0a9f8e"),
+        json!(null),
+        json!(i64::MAX),
+    ] {
+        let reply = request(
+            &mut client,
+            json!({"method": "LIST_SUBSCRIPTIONS", "id": id}),
+        )
+        .await;
         assert_eq!(reply, json!({"result": [], "id": id}));
     }
 }
@@ -112,7 +151,8 @@ async fn invalid_json_gets_code_3_then_close_1008() {
     let reply = raw_reply(&mut client, "{\"method\": SUBSCRIBE").await;
     assert_eq!(
         reply,
-        json!({"error": {"code": 3, "msg": "Invalid JSON: expected value at line 1 column 12"}}).to_string()
+        json!({"error": {"code": 3, "msg": "Invalid JSON: expected value at line 1 column 12"}})
+            .to_string()
     );
     assert_eq!(expect_close(&mut client, WAIT).await.0, 1008);
 }
@@ -122,12 +162,22 @@ async fn a_sixth_message_within_one_second_closes_with_1008() {
     let gateway = Gateway::start(&[]);
     let mut client = gateway.connect("/ws").await;
     for id in 0..6 {
-        send_text(&mut client, &json!({"method": "LIST_SUBSCRIPTIONS", "id": id}).to_string()).await;
+        send_text(
+            &mut client,
+            &json!({"method": "LIST_SUBSCRIPTIONS", "id": id}).to_string(),
+        )
+        .await;
     }
     for id in 0..5 {
-        assert_eq!(next_json(&mut client, WAIT).await, json!({"result": [], "id": id}));
+        assert_eq!(
+            next_json(&mut client, WAIT).await,
+            json!({"result": [], "id": id})
+        );
     }
-    assert_eq!(expect_close(&mut client, WAIT).await, (1008, "Too many requests".to_string()));
+    assert_eq!(
+        expect_close(&mut client, WAIT).await,
+        (1008, "Too many requests".to_string())
+    );
 
     // Pings count too.
     let mut client = gateway.connect("/ws").await;
@@ -139,7 +189,11 @@ async fn a_sixth_message_within_one_second_closes_with_1008() {
     // Five a second is fine.
     let mut client = gateway.connect("/ws").await;
     for id in 0..10 {
-        let reply = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": id})).await;
+        let reply = request(
+            &mut client,
+            json!({"method": "LIST_SUBSCRIPTIONS", "id": id}),
+        )
+        .await;
         assert_eq!(reply["id"], id);
         tokio::time::sleep(Duration::from_millis(210)).await;
     }
@@ -160,15 +214,40 @@ async fn the_1025th_stream_is_rejected_and_none_of_its_batch_subscribed() {
     let gateway = Gateway::start_with(config, &[]);
     let mut client = gateway.connect("/ws").await;
     let first: Vec<String> = names[..1000].iter().map(|s| format!("{s}@trade")).collect();
-    let reply = request(&mut client, json!({"method": "SUBSCRIBE", "params": first, "id": 1})).await;
+    let reply = request(
+        &mut client,
+        json!({"method": "SUBSCRIBE", "params": first, "id": 1}),
+    )
+    .await;
     assert_eq!(reply, json!({"result": null, "id": 1}));
-    let next: Vec<String> = names[1000..1024].iter().map(|s| format!("{s}@trade")).collect();
-    let reply = request(&mut client, json!({"method": "SUBSCRIBE", "params": next, "id": 2})).await;
+    let next: Vec<String> = names[1000..1024]
+        .iter()
+        .map(|s| format!("{s}@trade"))
+        .collect();
+    let reply = request(
+        &mut client,
+        json!({"method": "SUBSCRIBE", "params": next, "id": 2}),
+    )
+    .await;
     assert_eq!(reply, json!({"result": null, "id": 2}));
-    let over = vec![format!("{}@trade", names[1024]), format!("{}@trade", names[1025])];
-    let reply = request(&mut client, json!({"method": "SUBSCRIBE", "params": over, "id": 3})).await;
-    assert_eq!(reply, json!({"error": {"code": 2, "msg": "Invalid request: too many streams"}, "id": 3}));
-    let list = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": 4})).await;
+    let over = vec![
+        format!("{}@trade", names[1024]),
+        format!("{}@trade", names[1025]),
+    ];
+    let reply = request(
+        &mut client,
+        json!({"method": "SUBSCRIBE", "params": over, "id": 3}),
+    )
+    .await;
+    assert_eq!(
+        reply,
+        json!({"error": {"code": 2, "msg": "Invalid request: too many streams"}, "id": 3})
+    );
+    let list = request(
+        &mut client,
+        json!({"method": "LIST_SUBSCRIPTIONS", "id": 4}),
+    )
+    .await;
     let listed = list["result"].as_array().unwrap();
     assert_eq!(listed.len(), 1024);
     assert!(!listed.contains(&json!(format!("{}@trade", names[1024]))));
@@ -176,9 +255,14 @@ async fn the_1025th_stream_is_rejected_and_none_of_its_batch_subscribed() {
     // An invalid stream anywhere in a batch subscribes none of it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut client = gateway.connect("/ws").await;
-    let batch = json!({"method": "SUBSCRIBE", "params": ["s0001usdt@trade", "s0001usdt@bogus"], "id": 5});
+    let batch =
+        json!({"method": "SUBSCRIBE", "params": ["s0001usdt@trade", "s0001usdt@bogus"], "id": 5});
     assert_eq!(request(&mut client, batch).await["error"]["code"], 2);
-    let list = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": 6})).await;
+    let list = request(
+        &mut client,
+        json!({"method": "LIST_SUBSCRIPTIONS", "id": 6}),
+    )
+    .await;
     assert_eq!(list["result"], json!([]));
 }
 
@@ -186,9 +270,17 @@ async fn the_1025th_stream_is_rejected_and_none_of_its_batch_subscribed() {
 async fn compat_mode_accepts_unknown_streams_silently() {
     let gateway = Gateway::start(&["--accept-unknown-streams"]);
     let mut client = gateway.connect("/ws").await;
-    let reply = request(&mut client, json!({"method": "SUBSCRIBE", "params": ["btcusdt@nosuch"], "id": 99})).await;
+    let reply = request(
+        &mut client,
+        json!({"method": "SUBSCRIBE", "params": ["btcusdt@nosuch"], "id": 99}),
+    )
+    .await;
     assert_eq!(reply, json!({"result": null, "id": 99}));
-    let list = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": 100})).await;
+    let list = request(
+        &mut client,
+        json!({"method": "LIST_SUBSCRIPTIONS", "id": 100}),
+    )
+    .await;
     assert_eq!(list["result"], json!(["btcusdt@nosuch"]));
 }
 
@@ -196,7 +288,10 @@ async fn compat_mode_accepts_unknown_streams_silently() {
 async fn binary_frames_close_with_1003() {
     let gateway = Gateway::start(&[]);
     let mut client = gateway.connect("/ws").await;
-    client.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    client
+        .send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
     assert_eq!(expect_close(&mut client, WAIT).await.0, 1003);
 }
 
@@ -213,26 +308,55 @@ async fn every_url_form_clients_use_connects() {
     let gateway = Gateway::start(&[]);
     for path in ["/ws", "/ws/", "/ws/0", "/stream", "/stream?streams="] {
         let mut client = gateway.connect(path).await;
-        let reply = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": 1})).await;
+        let reply = request(
+            &mut client,
+            json!({"method": "LIST_SUBSCRIPTIONS", "id": 1}),
+        )
+        .await;
         assert_eq!(reply, json!({"result": [], "id": 1}), "{path}");
     }
     let forms = [
         ("/ws/btcusdt@trade", false, vec!["btcusdt@trade"]),
         ("/ws/btcusdt%40trade", false, vec!["btcusdt@trade"]),
-        ("/stream?streams=btcusdt@trade/ethusdt@trade", true, vec!["btcusdt@trade", "ethusdt@trade"]),
-        ("/stream?streams=btcusdt%40trade%2Fethusdt%40trade", true, vec!["btcusdt@trade", "ethusdt@trade"]),
-        ("/stream?streams=btcusdt@trade&timeUnit=MICROSECOND", true, vec!["btcusdt@trade"]),
+        (
+            "/stream?streams=btcusdt@trade/ethusdt@trade",
+            true,
+            vec!["btcusdt@trade", "ethusdt@trade"],
+        ),
+        (
+            "/stream?streams=btcusdt%40trade%2Fethusdt%40trade",
+            true,
+            vec!["btcusdt@trade", "ethusdt@trade"],
+        ),
+        (
+            "/stream?streams=btcusdt@trade&timeUnit=MICROSECOND",
+            true,
+            vec!["btcusdt@trade"],
+        ),
     ];
     for (path, combined, streams) in forms {
         let mut client = gateway.connect(path).await;
-        let reply = request(&mut client, json!({"method": "LIST_SUBSCRIPTIONS", "id": 7})).await;
+        let reply = request(
+            &mut client,
+            json!({"method": "LIST_SUBSCRIPTIONS", "id": 7}),
+        )
+        .await;
         assert_eq!(reply["result"], json!(streams), "{path}");
-        let get = request(&mut client, json!({"method": "GET_PROPERTY", "params": ["combined"], "id": 8})).await;
+        let get = request(
+            &mut client,
+            json!({"method": "GET_PROPERTY", "params": ["combined"], "id": 8}),
+        )
+        .await;
         assert_eq!(get["result"], combined, "{path}");
     }
     // Not a stream endpoint, or a bad timeUnit: the handshake is refused.
     for path in ["/nope", "/stream/nonsense", "/ws?timeUnit=NANOSECOND"] {
-        assert!(tokio_tungstenite::connect_async(gateway.url(path)).await.is_err(), "{path}");
+        assert!(
+            tokio_tungstenite::connect_async(gateway.url(path))
+                .await
+                .is_err(),
+            "{path}"
+        );
     }
 }
 
@@ -243,14 +367,19 @@ async fn server_pings_and_closes_when_pongs_stop() {
     let mut polite = gateway.connect("/ws").await;
     let mut pings = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
-    while let Ok(message) = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut polite)).await {
+    while let Ok(message) =
+        tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut polite)).await
+    {
         match message {
             Some(Ok(Message::Ping(_))) => pings += 1,
             Some(Ok(Message::Close(frame))) => panic!("polite client closed: {frame:?}"),
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(pings >= 5, "saw {pings} pings in 2.5 s at a 300 ms interval");
+    assert!(
+        pings >= 5,
+        "saw {pings} pings in 2.5 s at a 300 ms interval"
+    );
 
     // A client that never answers (a raw socket: tungstenite would answer pings by itself) is
     // closed once the pong timeout passes.
@@ -260,7 +389,10 @@ async fn server_pings_and_closes_when_pongs_stop() {
     assert!(pings >= 1, "the silent client saw no ping");
     assert_eq!(close, 1008);
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(1200) && elapsed < Duration::from_secs(5), "closed after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1200) && elapsed < Duration::from_secs(5),
+        "closed after {elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -268,9 +400,15 @@ async fn client_pings_are_answered_at_once() {
     let gateway = Gateway::start(&[]);
     let mut client = gateway.connect("/ws").await;
     let sent = std::time::Instant::now();
-    client.send(Message::Ping(b"hello".to_vec().into())).await.unwrap();
+    client
+        .send(Message::Ping(b"hello".to_vec().into()))
+        .await
+        .unwrap();
     loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut client)).await.unwrap() {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut client))
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Pong(payload))) => {
                 assert_eq!(&payload[..], b"hello");
                 break;

@@ -32,9 +32,14 @@ async fn sigterm_sends_server_shutdown_then_1001_and_exits_in_time() {
         }
     };
     assert_eq!(notice["data"]["e"], "serverShutdown");
-    assert_eq!(expect_close(&mut combined, Duration::from_secs(5)).await.0, 1001);
+    assert_eq!(
+        expect_close(&mut combined, Duration::from_secs(5)).await.0,
+        1001
+    );
     drop((raw, combined));
-    let took = gateway.wait_exit(Duration::from_secs(5)).expect("wsgate did not exit after SIGTERM");
+    let took = gateway
+        .wait_exit(Duration::from_secs(5))
+        .expect("wsgate did not exit after SIGTERM");
     assert!(took < Duration::from_secs(4), "exit took {took:?}");
 }
 
@@ -45,7 +50,9 @@ async fn a_client_that_ignores_the_close_does_not_hold_shutdown_past_its_timeout
     let _stuck = RawClient::connect(gateway.addr, "/ws/btcusdt@depth@100ms");
     std::thread::sleep(Duration::from_millis(500));
     gateway.signal("TERM");
-    let took = gateway.wait_exit(Duration::from_secs(8)).expect("wsgate did not exit after SIGTERM");
+    let took = gateway
+        .wait_exit(Duration::from_secs(8))
+        .expect("wsgate did not exit after SIGTERM");
     assert!(took < Duration::from_secs(4), "exit took {took:?}");
 }
 

@@ -12,36 +12,60 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(15);
 
 fn keys(value: &Value) -> Vec<&str> {
-    value.as_object().expect("an object").keys().map(String::as_str).collect()
+    value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
 }
 
 fn is_decimal(value: &Value) -> bool {
-    let Some(text) = value.as_str() else { return false };
-    let Some((int, frac)) = text.split_once('.') else { return false };
-    !int.is_empty() && int.bytes().all(|b| b.is_ascii_digit()) && frac.len() == 8 && frac.bytes().all(|b| b.is_ascii_digit())
+    let Some(text) = value.as_str() else {
+        return false;
+    };
+    let Some((int, frac)) = text.split_once('.') else {
+        return false;
+    };
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() == 8
+        && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn is_percent(value: &Value) -> bool {
-    value.as_str().is_some_and(|t| t.trim_start_matches('-').parse::<f64>().is_ok() && t.split_once('.').is_some_and(|(_, f)| f.len() == 3))
+    value.as_str().is_some_and(|t| {
+        t.trim_start_matches('-').parse::<f64>().is_ok()
+            && t.split_once('.').is_some_and(|(_, f)| f.len() == 3)
+    })
 }
 
 fn assert_levels(levels: &Value) {
     for level in levels.as_array().expect("levels are an array") {
         let pair = level.as_array().expect("a level is [price, qty]");
         assert_eq!(pair.len(), 2, "level {level}");
-        assert!(is_decimal(&pair[0]) && is_decimal(&pair[1]), "level {level}");
+        assert!(
+            is_decimal(&pair[0]) && is_decimal(&pair[1]),
+            "level {level}"
+        );
     }
 }
 
 fn assert_ints(value: &Value, fields: &[&str]) {
     for field in fields {
-        assert!(value[field].is_i64(), "`{field}` must be an integer in {value}");
+        assert!(
+            value[field].is_i64(),
+            "`{field}` must be an integer in {value}"
+        );
     }
 }
 
 fn assert_decimals(value: &Value, fields: &[&str]) {
     for field in fields {
-        assert!(is_decimal(&value[field]), "`{field}` must be a decimal string in {value}");
+        assert!(
+            is_decimal(&value[field]),
+            "`{field}` must be a decimal string in {value}"
+        );
     }
 }
 
@@ -64,7 +88,10 @@ async fn every_stream_type_has_binance_fields_and_types() {
     assert_eq!(trade["M"], true);
 
     let agg = first_of(&gateway, "ethusdt@aggTrade").await;
-    assert_eq!(keys(&agg), ["e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"]);
+    assert_eq!(
+        keys(&agg),
+        ["e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"]
+    );
     assert_eq!(agg["e"], "aggTrade");
     assert_eq!(agg["s"], "ETHUSDT");
     assert_ints(&agg, &["E", "a", "f", "l", "T"]);
@@ -74,7 +101,11 @@ async fn every_stream_type_has_binance_fields_and_types() {
 
     for stream in ["solusdt@depth", "solusdt@depth@100ms"] {
         let depth = first_of(&gateway, stream).await;
-        assert_eq!(keys(&depth), ["e", "E", "s", "U", "u", "b", "a"], "{stream}");
+        assert_eq!(
+            keys(&depth),
+            ["e", "E", "s", "U", "u", "b", "a"],
+            "{stream}"
+        );
         assert_eq!(depth["e"], "depthUpdate");
         assert_eq!(depth["s"], "SOLUSDT");
         assert_ints(&depth, &["E", "U", "u"]);
@@ -129,14 +160,25 @@ async fn every_stream_type_has_binance_fields_and_types() {
     let full = first_of(&gateway, "ethusdt@ticker").await;
     assert_eq!(
         keys(&full),
-        ["e", "E", "s", "p", "P", "w", "x", "c", "Q", "b", "B", "a", "A", "o", "h", "l", "v", "q", "O", "C", "F", "L", "n"]
+        [
+            "e", "E", "s", "p", "P", "w", "x", "c", "Q", "b", "B", "a", "A", "o", "h", "l", "v",
+            "q", "O", "C", "F", "L", "n"
+        ]
     );
     assert_eq!(full["e"], "24hrTicker");
     assert!(is_percent(&full["P"]), "P {}", full["P"]);
     assert!(full["p"].as_str().is_some(), "p is a string");
-    assert_decimals(&full, &["w", "x", "c", "Q", "b", "B", "a", "A", "o", "h", "l", "v", "q"]);
+    assert_decimals(
+        &full,
+        &[
+            "w", "x", "c", "Q", "b", "B", "a", "A", "o", "h", "l", "v", "q",
+        ],
+    );
     assert_ints(&full, &["E", "O", "C", "F", "L", "n"]);
-    assert_eq!(full["C"].as_i64().unwrap() - full["O"].as_i64().unwrap(), 24 * 3600 * 1000);
+    assert_eq!(
+        full["C"].as_i64().unwrap() - full["O"].as_i64().unwrap(),
+        24 * 3600 * 1000
+    );
 }
 
 #[tokio::test]
@@ -152,7 +194,11 @@ async fn raw_streams_are_bare_and_combined_streams_are_wrapped() {
     assert_eq!(wrapped["stream"], "btcusdt@trade");
     assert_eq!(wrapped["data"]["e"], "trade");
 
-    let reply = request(&mut raw, serde_json::json!({"method": "SET_PROPERTY", "params": ["combined", true], "id": 1})).await;
+    let reply = request(
+        &mut raw,
+        serde_json::json!({"method": "SET_PROPERTY", "params": ["combined", true], "id": 1}),
+    )
+    .await;
     assert_eq!(reply, serde_json::json!({"result": null, "id": 1}));
     loop {
         let next = next_json(&mut raw, WAIT).await;
@@ -167,7 +213,9 @@ async fn raw_streams_are_bare_and_combined_streams_are_wrapped() {
 #[tokio::test]
 async fn time_unit_microsecond_scales_every_time_field() {
     let gateway = Gateway::start(&[]);
-    let mut micro = gateway.connect("/ws/btcusdt@trade?timeUnit=MICROSECOND").await;
+    let mut micro = gateway
+        .connect("/ws/btcusdt@trade?timeUnit=MICROSECOND")
+        .await;
     let mut milli = gateway.connect("/ws/btcusdt@trade").await;
     let us = next_json(&mut micro, WAIT).await;
     let ms = next_json(&mut milli, WAIT).await;
@@ -182,9 +230,16 @@ async fn time_unit_microsecond_scales_every_time_field() {
         assert!((now_ms - ms).abs() < 60_000, "{field} in ms: {ms}");
     }
 
-    let mut klines = gateway.connect("/stream?streams=btcusdt@kline_1s&timeUnit=microsecond").await;
-    let kline = collect_stream(&mut klines, "btcusdt@kline_1s", 1, WAIT).await.remove(0);
-    assert_eq!(kline["k"]["T"].as_i64().unwrap() - kline["k"]["t"].as_i64().unwrap(), 999_000);
+    let mut klines = gateway
+        .connect("/stream?streams=btcusdt@kline_1s&timeUnit=microsecond")
+        .await;
+    let kline = collect_stream(&mut klines, "btcusdt@kline_1s", 1, WAIT)
+        .await
+        .remove(0);
+    assert_eq!(
+        kline["k"]["T"].as_i64().unwrap() - kline["k"]["t"].as_i64().unwrap(),
+        999_000
+    );
 }
 
 #[tokio::test]
@@ -208,7 +263,11 @@ async fn depth_stream_update_ids_are_contiguous() {
                 let (first, last) = (data["U"].as_i64().unwrap(), data["u"].as_i64().unwrap());
                 assert!(first <= last, "U {first} > u {last}");
                 if let Some(previous) = last_u.insert(stream.clone(), last) {
-                    assert_eq!(first, previous + 1, "{stream}: U must follow the previous u");
+                    assert_eq!(
+                        first,
+                        previous + 1,
+                        "{stream}: U must follow the previous u"
+                    );
                 }
                 if stream == "btcusdt@depth@100ms" {
                     ranges.push((first, last));
@@ -221,19 +280,38 @@ async fn depth_stream_update_ids_are_contiguous() {
             other => panic!("unexpected stream {other}"),
         }
     }
-    assert!(ranges.len() >= 20, "only {} 100 ms diffs in 6 s", ranges.len());
+    assert!(
+        ranges.len() >= 20,
+        "only {} 100 ms diffs in 6 s",
+        ranges.len()
+    );
     assert!(slow_events >= 3, "only {slow_events} 1000 ms diffs in 6 s");
 
     // Partial depth and bookTicker ids come from the same update-id space as the diffs.
     let (first_id, last_id) = (ranges[0].0, ranges.last().unwrap().1);
     let window_ends: std::collections::HashSet<i64> = ranges.iter().map(|r| r.1).collect();
-    let in_range: Vec<i64> = snapshots.into_iter().filter(|id| *id > first_id && *id <= last_id).collect();
-    assert!(in_range.len() >= 10, "too few snapshots inside the observed diffs");
+    let in_range: Vec<i64> = snapshots
+        .into_iter()
+        .filter(|id| *id > first_id && *id <= last_id)
+        .collect();
+    assert!(
+        in_range.len() >= 10,
+        "too few snapshots inside the observed diffs"
+    );
     for id in in_range {
-        assert!(window_ends.contains(&id), "snapshot lastUpdateId {id} is not the end of any diff window");
+        assert!(
+            window_ends.contains(&id),
+            "snapshot lastUpdateId {id} is not the end of any diff window"
+        );
     }
-    let covered: Vec<i64> = book_tickers.into_iter().filter(|u| *u >= first_id && *u <= last_id).collect();
-    assert!(!covered.is_empty(), "no bookTicker inside the observed diffs");
+    let covered: Vec<i64> = book_tickers
+        .into_iter()
+        .filter(|u| *u >= first_id && *u <= last_id)
+        .collect();
+    assert!(
+        !covered.is_empty(),
+        "no bookTicker inside the observed diffs"
+    );
     for u in covered {
         assert!(
             ranges.iter().any(|(first, last)| *first <= u && u <= *last),

@@ -36,7 +36,10 @@ impl MemoryBus {
 }
 
 impl Bus for MemoryBus {
-    fn publish(&self, messages: Vec<(Arc<str>, BusMessage)>) -> BoxFuture<'_, Result<(), BusError>> {
+    fn publish(
+        &self,
+        messages: Vec<(Arc<str>, BusMessage)>,
+    ) -> BoxFuture<'_, Result<(), BusError>> {
         async move {
             let mut cached: Option<(Arc<str>, Vec<mpsc::Sender<BusMessage>>)> = None;
             for (subject, message) in messages {

@@ -64,7 +64,8 @@ impl Subscription {
 /// Publish/subscribe between nodes.
 pub trait Bus: Send + Sync + 'static {
     /// Publishes `messages`, each on its subject, in order.
-    fn publish(&self, messages: Vec<(Arc<str>, BusMessage)>) -> BoxFuture<'_, Result<(), BusError>>;
+    fn publish(&self, messages: Vec<(Arc<str>, BusMessage)>)
+        -> BoxFuture<'_, Result<(), BusError>>;
 
     /// Subscribes to subjects matching `pattern` (`*` one token, `>` the rest).
     fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<Subscription, BusError>>;

@@ -51,20 +51,22 @@ impl MapperRef {
     pub fn parse(text: &str) -> Result<Self, String> {
         let (name, version) = match text.split_once('@') {
             Some((name, v)) => {
-                let version = v
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| format!("`{text}`: version after `@` must be a positive integer"))?;
+                let version = v.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                    format!("`{text}`: version after `@` must be a positive integer")
+                })?;
                 (name, Some(version))
             }
             None => (text, None),
         };
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
-            return Err(format!("`{text}`: mapper names are 1-64 letters, digits, `_` or `-`"));
+            return Err(format!(
+                "`{text}`: mapper names are 1-64 letters, digits, `_` or `-`"
+            ));
         }
         Ok(MapperRef {
             name: name.to_string(),
@@ -90,7 +92,10 @@ mod tests {
     fn mapper_refs_parse() {
         assert_eq!(
             MapperRef::parse("trade_v1").unwrap(),
-            MapperRef { name: "trade_v1".into(), version: None }
+            MapperRef {
+                name: "trade_v1".into(),
+                version: None
+            }
         );
         assert_eq!(MapperRef::parse("depth@3").unwrap().version, Some(3));
         assert!(MapperRef::parse("depth@0").is_err());

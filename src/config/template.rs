@@ -164,10 +164,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed_templates() {
-        assert_eq!(Template::parse("{symbol@trade"), Err(TemplateError::Unclosed(0)));
+        assert_eq!(
+            Template::parse("{symbol@trade"),
+            Err(TemplateError::Unclosed(0))
+        );
         assert_eq!(Template::parse("a}b"), Err(TemplateError::Unmatched(1)));
-        assert!(matches!(Template::parse("{Sym}@x"), Err(TemplateError::BadName(_))));
-        assert!(matches!(Template::parse("{}@x"), Err(TemplateError::BadName(_))));
+        assert!(matches!(
+            Template::parse("{Sym}@x"),
+            Err(TemplateError::BadName(_))
+        ));
+        assert!(matches!(
+            Template::parse("{}@x"),
+            Err(TemplateError::BadName(_))
+        ));
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub fn validate(
     for (i, route) in config.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
         if !route_ids.insert(route.id.as_str()) {
-            return Err(err(format!("{at}.id"), format!("duplicate route id `{}`", route.id)));
+            return Err(err(
+                format!("{at}.id"),
+                format!("duplicate route id `{}`", route.id),
+            ));
         }
         check_route(&config, route, &at, &topic_templates, mapper_exists)?;
     }
@@ -111,8 +114,8 @@ fn expand_topics(config: &GatewayConfig) -> Result<BTreeMap<Arc<str>, StreamSpec
     for (i, topic) in config.topics.iter().enumerate() {
         let at = format!("topics[{i}]");
         check_topic_limits(topic, &at)?;
-        let template = Template::parse(&topic.topic)
-            .map_err(|e| err(format!("{at}.topic"), e.to_string()))?;
+        let template =
+            Template::parse(&topic.topic).map_err(|e| err(format!("{at}.topic"), e.to_string()))?;
         let mut values = config.vars.clone();
         values.extend(topic.vars.clone());
         let names = template.expand(&values).map_err(|missing| {
@@ -186,7 +189,10 @@ fn check_route(
         ));
     }
     if route.upstream.is_empty() {
-        return Err(err(format!("{at}.upstream"), "must name at least one channel"));
+        return Err(err(
+            format!("{at}.upstream"),
+            "must name at least one channel",
+        ));
     }
     for (j, channel) in route.upstream.iter().enumerate() {
         if channel.trim().is_empty() {
@@ -194,10 +200,18 @@ fn check_route(
         }
     }
     if route.mappings.is_empty() {
-        return Err(err(format!("{at}.mappings"), "must have at least one mapping"));
+        return Err(err(
+            format!("{at}.mappings"),
+            "must have at least one mapping",
+        ));
     }
     for (j, mapping) in route.mappings.iter().enumerate() {
-        check_mapping(mapping, &format!("{at}.mappings[{j}]"), topic_templates, mapper_exists)?;
+        check_mapping(
+            mapping,
+            &format!("{at}.mappings[{j}]"),
+            topic_templates,
+            mapper_exists,
+        )?;
     }
     Ok(())
 }
@@ -230,7 +244,10 @@ fn check_mapping(
     if let Some(extra) = fanout.vars().find(|v| !stream_vars.contains(v)) {
         return Err(err(
             format!("{at}.fanout_topic"),
-            format!("placeholder `{{{extra}}}` does not appear in ws_topic `{}`", mapping.ws_topic),
+            format!(
+                "placeholder `{{{extra}}}` does not appear in ws_topic `{}`",
+                mapping.ws_topic
+            ),
         ));
     }
     let sample = fanout
@@ -239,7 +256,10 @@ fn check_mapping(
     if !is_subject(&sample) {
         return Err(err(
             format!("{at}.fanout_topic"),
-            format!("`{}` is not a valid bus subject (dot-separated tokens, no wildcards)", mapping.fanout_topic),
+            format!(
+                "`{}` is not a valid bus subject (dot-separated tokens, no wildcards)",
+                mapping.fanout_topic
+            ),
         ));
     }
     Ok(())
@@ -315,7 +335,10 @@ mod tests {
         assert_eq!(e.field, "topics[0].burst");
         let mut config = sample();
         config.topics[0].rate = Some(0);
-        assert_eq!(validate(config, &all_mappers).unwrap_err().field, "topics[0].rate");
+        assert_eq!(
+            validate(config, &all_mappers).unwrap_err().field,
+            "topics[0].rate"
+        );
     }
 
     #[test]

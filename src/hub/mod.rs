@@ -41,7 +41,13 @@ pub struct Delivery {
 
 impl Delivery {
     /// A delivery without encoded frames yet.
-    pub fn new(stream: Arc<str>, seq: u64, event_time_us: i64, published_us: i64, payload: Bytes) -> Self {
+    pub fn new(
+        stream: Arc<str>,
+        seq: u64,
+        event_time_us: i64,
+        published_us: i64,
+        payload: Bytes,
+    ) -> Self {
         Delivery {
             stream,
             seq,

@@ -144,7 +144,13 @@ mod tests {
     use bytes::Bytes;
 
     fn delivery(size: usize) -> Arc<Delivery> {
-        Arc::new(Delivery::new(Arc::from("s"), 1, 0, 0, Bytes::from(vec![b'x'; size])))
+        Arc::new(Delivery::new(
+            Arc::from("s"),
+            1,
+            0,
+            0,
+            Bytes::from(vec![b'x'; size]),
+        ))
     }
 
     #[test]

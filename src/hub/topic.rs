@@ -24,10 +24,13 @@ pub struct FanOut {
     pub refused: usize,
 }
 
+/// One shard of a topic's subscribers.
+type Shard = RwLock<IndexMap<ConnId, Arc<Outbox>>>;
+
 /// A client stream: its name, last sequence number and subscribers.
 pub struct Topic {
     name: Arc<str>,
-    shards: Box<[RwLock<IndexMap<ConnId, Arc<Outbox>>>]>,
+    shards: Box<[Shard]>,
     subscribers: AtomicUsize,
     last_seq: AtomicU64,
     gauge: IntGauge,
@@ -60,7 +63,7 @@ impl Topic {
         self.last_seq.load(Ordering::Relaxed)
     }
 
-    fn shard(&self, id: ConnId) -> &RwLock<IndexMap<ConnId, Arc<Outbox>>> {
+    fn shard(&self, id: ConnId) -> &Shard {
         &self.shards[id as usize % SHARDS]
     }
 

@@ -93,13 +93,14 @@ impl MapperEngine {
         if let Some(compiled) = self.cache.lock().get(&hash) {
             return Ok(Arc::clone(compiled));
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::World(format!("{e:#}")))?;
-        let pre = EventMapperPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
+        let pre =
+            EventMapperPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
         let compiled = Arc::new(CompiledMapper {
             hash,
             size: bytes.len(),

@@ -114,7 +114,11 @@ impl MapperInstance {
             }
             Ok(results) => {
                 self.live = None;
-                let why = format!("returned {} results for {} events", results.len(), events.len());
+                let why = format!(
+                    "returned {} results for {} events",
+                    results.len(),
+                    events.len()
+                );
                 vec![EventOutcome::Failed(Failure::BadOutput(why)); events.len()]
             }
             Err(failure) if events.len() == 1 => vec![EventOutcome::Failed(failure)],
@@ -143,7 +147,11 @@ impl MapperInstance {
             .mapper_errors
             .with_label_values(&[&*self.label, failure.kind()])
             .inc();
-        tracing::debug!(mapper = &*self.label, ?failure, "event dropped by its mapper");
+        tracing::debug!(
+            mapper = &*self.label,
+            ?failure,
+            "event dropped by its mapper"
+        );
     }
 
     /// One guest call; any failure discards the instance.
@@ -209,7 +217,9 @@ impl MapperInstance {
                 return EventOutcome::Failed(Failure::BadOutput(why));
             }
             if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output.payload) {
-                return EventOutcome::Failed(Failure::BadOutput(format!("payload is not JSON: {e}")));
+                return EventOutcome::Failed(Failure::BadOutput(format!(
+                    "payload is not JSON: {e}"
+                )));
             }
         }
         EventOutcome::Mapped(outputs)

@@ -80,9 +80,13 @@ impl MappingWorker {
                 subject: Arc::from(subject),
                 next_seq: 1,
             };
-            self.targets.insert(self.scratch.clone().into_boxed_str(), target);
+            self.targets
+                .insert(self.scratch.clone().into_boxed_str(), target);
         }
-        Ok(self.targets.get_mut(self.scratch.as_str()).expect("inserted above"))
+        Ok(self
+            .targets
+            .get_mut(self.scratch.as_str())
+            .expect("inserted above"))
     }
 }
 

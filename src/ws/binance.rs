@@ -107,7 +107,9 @@ impl Format {
 
     /// The frame for `delivery` in this format, encoded once per delivery and format.
     pub fn frame(self, delivery: &Delivery) -> &Bytes {
-        delivery.frame(self.index(), |d| self.encode(&d.stream, &d.payload, d.event_time_us))
+        delivery.frame(self.index(), |d| {
+            self.encode(&d.stream, &d.payload, d.event_time_us)
+        })
     }
 
     /// Encodes `payload` of `stream` as a text frame in this format.
@@ -120,7 +122,13 @@ impl Format {
             payload
         };
         if self.combined {
-            frame::text(&[b"{\"stream\":\"", stream.as_bytes(), b"\",\"data\":", payload, b"}"])
+            frame::text(&[
+                b"{\"stream\":\"",
+                stream.as_bytes(),
+                b"\",\"data\":",
+                payload,
+                b"}",
+            ])
         } else {
             frame::text(&[payload])
         }
@@ -191,14 +199,26 @@ mod tests {
         assert_eq!(target("/ws/", None), ConnectTarget::default());
         assert_eq!(target("/ws/0", None), ConnectTarget::default());
         assert_eq!(target("/ws/btcusdt@trade", None).streams, ["btcusdt@trade"]);
-        assert_eq!(target("/ws/btcusdt%40trade", None).streams, ["btcusdt@trade"]);
-        assert_eq!(target("/ws/a@trade/b@depth", None).streams, ["a@trade", "b@depth"]);
+        assert_eq!(
+            target("/ws/btcusdt%40trade", None).streams,
+            ["btcusdt@trade"]
+        );
+        assert_eq!(
+            target("/ws/a@trade/b@depth", None).streams,
+            ["a@trade", "b@depth"]
+        );
         let stream = target("/stream", None);
         assert!(stream.combined && stream.streams.is_empty());
         assert!(target("/stream", Some("streams=")).streams.is_empty());
-        assert_eq!(target("/stream", Some("streams=a@trade/b@depth")).streams, ["a@trade", "b@depth"]);
         assert_eq!(
-            target("/stream", Some("streams=a%40trade%2Fb%40depth&timeUnit=MICROSECOND")),
+            target("/stream", Some("streams=a@trade/b@depth")).streams,
+            ["a@trade", "b@depth"]
+        );
+        assert_eq!(
+            target(
+                "/stream",
+                Some("streams=a%40trade%2Fb%40depth&timeUnit=MICROSECOND")
+            ),
             ConnectTarget {
                 combined: true,
                 micros: true,
@@ -212,17 +232,31 @@ mod tests {
     #[test]
     fn refuses_other_paths_and_time_units() {
         assert_eq!(parse_target("/wsx", None), Err(TargetError::NotFound));
-        assert_eq!(parse_target("/stream/nonsense", None), Err(TargetError::NotFound));
+        assert_eq!(
+            parse_target("/stream/nonsense", None),
+            Err(TargetError::NotFound)
+        );
         assert_eq!(parse_target("/", None), Err(TargetError::NotFound));
-        assert_eq!(parse_target("/ws", Some("timeUnit=NANOSECOND")), Err(TargetError::BadTimeUnit));
+        assert_eq!(
+            parse_target("/ws", Some("timeUnit=NANOSECOND")),
+            Err(TargetError::BadTimeUnit)
+        );
     }
 
     #[test]
     fn formats_wrap_and_scale() {
         let payload = br#"{"e":"trade","E":1700000000123,"T":1700000000120,"p":"1.0"}"#;
-        let raw = Format { combined: false, micros: false }.encode("x@trade", payload, 0);
+        let raw = Format {
+            combined: false,
+            micros: false,
+        }
+        .encode("x@trade", payload, 0);
         assert_eq!(&raw[2..], payload);
-        let combined = Format { combined: true, micros: false }.encode("x@trade", payload, 0);
+        let combined = Format {
+            combined: true,
+            micros: false,
+        }
+        .encode("x@trade", payload, 0);
         assert_eq!(
             &combined[2..],
             br#"{"stream":"x@trade","data":{"e":"trade","E":1700000000123,"T":1700000000120,"p":"1.0"}}"#
@@ -247,9 +281,17 @@ mod tests {
 
     #[test]
     fn server_shutdown_in_both_formats() {
-        let raw = Format { combined: false, micros: false }.server_shutdown(1_770_123_456_789_000);
+        let raw = Format {
+            combined: false,
+            micros: false,
+        }
+        .server_shutdown(1_770_123_456_789_000);
         assert_eq!(&raw[2..], br#"{"e":"serverShutdown","E":1770123456789}"#);
-        let combined = Format { combined: true, micros: false }.server_shutdown(1_770_123_456_789_000);
+        let combined = Format {
+            combined: true,
+            micros: false,
+        }
+        .server_shutdown(1_770_123_456_789_000);
         assert_eq!(
             &combined[2..],
             br#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}"#

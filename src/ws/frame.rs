@@ -98,7 +98,9 @@ impl FrameReader {
                 return Err(FrameError::Protocol("client frames must be masked"));
             };
             if header.rsv1 || header.rsv2 || header.rsv3 {
-                return Err(FrameError::Protocol("reserved bits set without an extension"));
+                return Err(FrameError::Protocol(
+                    "reserved bits set without an extension",
+                ));
             }
             let assembled = self.fragments.as_ref().map_or(0, |(_, b)| b.len()) as u64;
             if length.saturating_add(assembled) > self.max_message as u64 {
@@ -127,7 +129,9 @@ impl FrameReader {
         match opcode {
             OpCode::Control(control) => {
                 if !is_final || payload.len() > 125 {
-                    return Err(FrameError::Protocol("control frames must be final and short"));
+                    return Err(FrameError::Protocol(
+                        "control frames must be final and short",
+                    ));
                 }
                 let payload = payload.freeze();
                 Ok(Some(match control {
@@ -233,7 +237,7 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     }
     encode(
         OpCode::Control(Control::Close),
-        &[&code.to_be_bytes(), reason[..end].as_bytes()],
+        &[&code.to_be_bytes(), &reason.as_bytes()[..end]],
     )
 }
 
@@ -271,7 +275,9 @@ mod tests {
         let got = reader.next_frame().unwrap().unwrap();
         assert_eq!(
             got,
-            ClientFrame::Text(Bytes::from_static(b"{\"method\":\"LIST_SUBSCRIPTIONS\",\"id\":1}"))
+            ClientFrame::Text(Bytes::from_static(
+                b"{\"method\":\"LIST_SUBSCRIPTIONS\",\"id\":1}"
+            ))
         );
         assert_eq!(reader.buffered(), 0);
         reader.release_idle_buffers();
@@ -283,8 +289,14 @@ mod tests {
         reader.feed(&client_frame(0x1, false, b"hel"));
         reader.feed(&client_frame(0x9, true, b"p"));
         reader.feed(&client_frame(0x0, true, b"lo"));
-        assert_eq!(reader.next_frame().unwrap(), Some(ClientFrame::Ping(Bytes::from_static(b"p"))));
-        assert_eq!(reader.next_frame().unwrap(), Some(ClientFrame::Text(Bytes::from_static(b"hello"))));
+        assert_eq!(
+            reader.next_frame().unwrap(),
+            Some(ClientFrame::Ping(Bytes::from_static(b"p")))
+        );
+        assert_eq!(
+            reader.next_frame().unwrap(),
+            Some(ClientFrame::Text(Bytes::from_static(b"hello")))
+        );
     }
 
     #[test]
@@ -317,7 +329,10 @@ mod tests {
         assert_eq!(&text(&[b"ab", b"c"])[..], &[0x81, 3, b'a', b'b', b'c']);
         let long = text(&[&[b'x'; 300]]);
         assert_eq!(&long[..4], &[0x81, 126, 0x01, 0x2c]);
-        assert_eq!(&close(1008, "Too many requests")[..4], &[0x88, 19, 0x03, 0xf0]);
+        assert_eq!(
+            &close(1008, "Too many requests")[..4],
+            &[0x88, 19, 0x03, 0xf0]
+        );
         assert_eq!(&ping(b"1")[..], &[0x89, 1, b'1']);
     }
 }

@@ -80,7 +80,12 @@ pub struct WsContext {
 
 impl WsContext {
     /// A context for a node's client listener.
-    pub fn new(hub: Arc<Hub>, settings: WsSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        hub: Arc<Hub>,
+        settings: WsSettings,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(WsContext {
             hub,
             settings,

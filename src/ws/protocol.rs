@@ -164,7 +164,8 @@ fn is_valid_id(id: &RequestId) -> bool {
         Ok(Value::Number(n)) => n.is_i64(),
         Ok(Value::String(s)) => {
             (1..=36).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         }
         _ => false,
     }
@@ -206,7 +207,10 @@ pub fn result_json(result: &str, id: &RequestId) -> String {
 pub fn error_json(error: &RequestError) -> String {
     let msg = serde_json::to_string(&error.msg).expect("strings serialize");
     match &error.id {
-        Some(id) => format!("{{\"error\":{{\"code\":{},\"msg\":{msg}}},\"id\":{id}}}", error.code),
+        Some(id) => format!(
+            "{{\"error\":{{\"code\":{},\"msg\":{msg}}},\"id\":{id}}}",
+            error.code
+        ),
         None => format!("{{\"error\":{{\"code\":{},\"msg\":{msg}}}}}", error.code),
     }
 }
@@ -221,14 +225,21 @@ mod tests {
 
     #[test]
     fn parses_every_method() {
-        let (r, id) = parse(r#"{"method":"SUBSCRIBE","params":["btcusdt@aggTrade","btcusdt@depth"],"id":1}"#).unwrap();
-        assert_eq!(r, Request::Subscribe(vec!["btcusdt@aggTrade".into(), "btcusdt@depth".into()]));
+        let (r, id) =
+            parse(r#"{"method":"SUBSCRIBE","params":["btcusdt@aggTrade","btcusdt@depth"],"id":1}"#)
+                .unwrap();
+        assert_eq!(
+            r,
+            Request::Subscribe(vec!["btcusdt@aggTrade".into(), "btcusdt@depth".into()])
+        );
         assert_eq!(result_json("null", &id), r#"{"result":null,"id":1}"#);
-        let (r, _) = parse(r#"{"method":"UNSUBSCRIBE","params":["btcusdt@depth"],"id":312}"#).unwrap();
+        let (r, _) =
+            parse(r#"{"method":"UNSUBSCRIBE","params":["btcusdt@depth"],"id":312}"#).unwrap();
         assert_eq!(r, Request::Unsubscribe(vec!["btcusdt@depth".into()]));
         let (r, _) = parse(r#"{"method":"LIST_SUBSCRIPTIONS","id":3}"#).unwrap();
         assert_eq!(r, Request::ListSubscriptions);
-        let (r, _) = parse(r#"{"method":"SET_PROPERTY","params":["combined",true],"id":5}"#).unwrap();
+        let (r, _) =
+            parse(r#"{"method":"SET_PROPERTY","params":["combined",true],"id":5}"#).unwrap();
         assert_eq!(r, Request::SetCombined(true));
         let (r, _) = parse(r#"{"method":"GET_PROPERTY","params":["combined"],"id":2}"#).unwrap();
         assert_eq!(r, Request::GetCombined);
@@ -236,7 +247,12 @@ mod tests {
 
     #[test]
     fn accepts_negative_string_and_null_ids() {
-        for id in ["-7", "\"e2a8b3c4-1f0d-4c5e-9a7b-3d2c1b0a9f8e\"", "null", "\"a_b-C\""] {
+        for id in [
+            "-7",
+            "\"e2a8b3c4-1f0d-4c5e-9a7b-3d2c1b0a9f8e\"",
+            "null",
+            "\"a_b-C\"",
+        ] {
             let text = format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#);
             let (_, parsed) = parse(&text).unwrap();
             assert_eq!(parsed.get(), id);
@@ -246,7 +262,13 @@ mod tests {
     #[test]
     fn refuses_bad_ids() {
         let expected = r#"{"error":{"code":2,"msg":"Invalid request: request ID must be an unsigned integer"},"id":null}"#;
-        for id in ["1.5", "\"has space\"", "\"0123456789012345678901234567890123456\"", "[1]", "18446744073709551615"] {
+        for id in [
+            "1.5",
+            "\"has space\"",
+            "\"0123456789012345678901234567890123456\"",
+            "[1]",
+            "18446744073709551615",
+        ] {
             let text = format!(r#"{{"method":"LIST_SUBSCRIPTIONS","id":{id}}}"#);
             assert_eq!(err(&text), expected, "id {id}");
         }

@@ -35,7 +35,9 @@ impl MessageRate {
     pub fn admit(&mut self, now_ms: u32) -> bool {
         let slot = usize::from(self.next);
         // Once the ring is full, the slot to overwrite holds the arrival `limit` messages ago.
-        if self.filled == self.limit && now_ms.saturating_sub(self.arrivals_ms[slot]) < self.window_ms {
+        if self.filled == self.limit
+            && now_ms.saturating_sub(self.arrivals_ms[slot]) < self.window_ms
+        {
             return false;
         }
         self.arrivals_ms[slot] = now_ms;

@@ -46,7 +46,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
         };
         match accepted {
             Ok((stream, _)) => {
-                ctx.tracker.spawn(handle_connection(Arc::clone(&ctx), stream));
+                ctx.tracker
+                    .spawn(handle_connection(Arc::clone(&ctx), stream));
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -72,7 +73,10 @@ async fn handle_connection(ctx: Arc<WsContext>, stream: TcpStream) {
 
 type HttpResponse = Response<Full<Bytes>>;
 
-async fn respond(ctx: Arc<WsContext>, mut request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+async fn respond(
+    ctx: Arc<WsContext>,
+    mut request: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
     let target = match parse_target(request.uri().path(), request.uri().query()) {
         Ok(target) => target,
         Err(TargetError::NotFound) => return Ok(error(StatusCode::NOT_FOUND, -1, "Not found")),
@@ -81,14 +85,22 @@ async fn respond(ctx: Arc<WsContext>, mut request: Request<Incoming>) -> Result<
         }
     };
     let Some(key) = websocket_key(request.method(), request.headers()) else {
-        return Ok(error(StatusCode::UPGRADE_REQUIRED, -1, "Expected a WebSocket upgrade"));
+        return Ok(error(
+            StatusCode::UPGRADE_REQUIRED,
+            -1,
+            "Expected a WebSocket upgrade",
+        ));
     };
     let topics = match resolve_streams(&ctx, &target.streams) {
         Ok(topics) => topics,
         Err(msg) => return Ok(error(StatusCode::BAD_REQUEST, 2, msg)),
     };
     if ctx.metrics.connections.get() as usize >= ctx.settings.max_connections {
-        return Ok(error(StatusCode::SERVICE_UNAVAILABLE, -1, "Node at connection limit"));
+        return Ok(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -1,
+            "Node at connection limit",
+        ));
     }
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut request);
@@ -138,8 +150,13 @@ fn websocket_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a Head
     let upgrade = method == Method::GET
         && has_token(header::CONNECTION, "upgrade")
         && has_token(header::UPGRADE, "websocket")
-        && headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) == Some(b"13");
-    upgrade.then(|| headers.get(header::SEC_WEBSOCKET_KEY)).flatten()
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            == Some(b"13");
+    upgrade
+        .then(|| headers.get(header::SEC_WEBSOCKET_KEY))
+        .flatten()
 }
 
 /// Resolves the streams named in the URL, as a SUBSCRIBE would.
@@ -165,8 +182,9 @@ fn error(status: StatusCode, code: i32, msg: &str) -> HttpResponse {
     let body = serde_json::json!({ "code": code, "msg": msg }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

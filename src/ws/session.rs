@@ -44,6 +44,18 @@ enum Ending {
     Dropped,
 }
 
+impl Ending {
+    /// The close code this ending is counted under (1005: no code given, 1006: no close frame).
+    fn code(&self) -> u16 {
+        match *self {
+            Ending::Close { code, .. } => code,
+            Ending::ClientClosed(code) => code.unwrap_or(1005),
+            Ending::SlowConsumer => close::SLOW_CONSUMER,
+            Ending::Dropped => 1006,
+        }
+    }
+}
+
 /// A stream the connection is subscribed to.
 enum Subscribed {
     /// A stream the gateway serves.
@@ -120,14 +132,17 @@ impl Session {
         metrics.connections.inc();
         metrics.connections_opened.inc();
         let ending = self.serve().await;
-        let code = self.finish(&ending).await;
+        metrics
+            .closes
+            .with_label_values(&[&ending.code().to_string()])
+            .inc();
+        self.finish(&ending).await;
         for subscribed in self.subscribed.drain(..) {
             if let Subscribed::Live(topic) = subscribed {
                 topic.unsubscribe(self.outbox.id());
             }
         }
         self.outbox.close();
-        metrics.closes.with_label_values(&[&code.to_string()]).inc();
         metrics.connections.dec();
     }
 
@@ -137,7 +152,8 @@ impl Session {
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
-            if self.writer.data_queue().is_empty() && self.outbox.take_all(self.writer.data_queue()) {
+            if self.writer.data_queue().is_empty() && self.outbox.take_all(self.writer.data_queue())
+            {
                 return Ending::SlowConsumer;
             }
             let blocked = match self.flush_now() {
@@ -226,7 +242,8 @@ impl Session {
         if now >= self.next_ping {
             let stamp = (now_us() / 1000).to_string();
             self.writer.push_own(frame::ping(stamp.as_bytes()));
-            self.pong_due.get_or_insert(now + self.ctx.settings.pong_timeout);
+            self.pong_due
+                .get_or_insert(now + self.ctx.settings.pong_timeout);
             self.next_ping = now + self.ctx.settings.ping_interval;
         }
         None
@@ -327,7 +344,8 @@ impl Session {
                     .client_errors
                     .with_label_values(&[&error.code.to_string()])
                     .inc();
-                self.writer.push_own(frame::text(&[protocol::error_json(&error).as_bytes()]));
+                self.writer
+                    .push_own(frame::text(&[protocol::error_json(&error).as_bytes()]));
                 error.closes_connection().then_some(Ending::Close {
                     code: close::POLICY,
                     reason: "Invalid JSON",
@@ -413,11 +431,15 @@ impl Session {
         Ok(())
     }
 
-    /// Sends the closing frames; returns the close code to count.
-    async fn finish(&mut self, ending: &Ending) -> u16 {
+    /// Sends the closing frames and waits (briefly) for the client's.
+    async fn finish(&mut self, ending: &Ending) {
         let grace = self.ctx.settings.close_grace;
         match *ending {
-            Ending::Close { code, reason, notice } => {
+            Ending::Close {
+                code,
+                reason,
+                notice,
+            } => {
                 self.writer.discard_data();
                 if notice {
                     self.writer.push_own(self.format.server_shutdown(now_us()));
@@ -427,22 +449,20 @@ impl Session {
                 if self.flush_until(deadline).await {
                     self.await_client_close(deadline).await;
                 }
-                code
             }
             Ending::ClientClosed(code) => {
                 self.writer.discard_data();
                 let echo = code.unwrap_or(close::NORMAL);
                 self.writer.push_own(frame::close(echo, ""));
                 self.flush_until(Instant::now() + grace).await;
-                code.unwrap_or(1005)
             }
             Ending::SlowConsumer => {
                 self.writer.discard_data();
-                self.writer.push_own(frame::close(close::SLOW_CONSUMER, "Slow consumer"));
+                self.writer
+                    .push_own(frame::close(close::SLOW_CONSUMER, "Slow consumer"));
                 let _ = self.flush_now();
-                close::SLOW_CONSUMER
             }
-            Ending::Dropped => 1006,
+            Ending::Dropped => {}
         }
     }
 

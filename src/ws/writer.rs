@@ -130,7 +130,9 @@ impl Writer {
             self.own.pop_front();
         }
         while written > 0 {
-            let Some(delivery) = self.data.front() else { break };
+            let Some(delivery) = self.data.front() else {
+                break;
+            };
             let frame = format.frame(delivery);
             if written < frame.len() {
                 self.partial = Some((frame.clone(), written, true));

@@ -39,7 +39,11 @@ pub fn shipped_config() -> Value {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A gateway process, killed when dropped.
@@ -103,10 +107,18 @@ impl Gateway {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("wsgate exited early ({status}):\n{}", self.log());
             }
-            if self.http_get("/readyz").map(|(s, _)| s == 200).unwrap_or(false) {
+            if self
+                .http_get("/readyz")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+            {
                 return;
             }
-            assert!(start.elapsed() < limit, "wsgate not ready in time:\n{}", self.log());
+            assert!(
+                start.elapsed() < limit,
+                "wsgate not ready in time:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -143,7 +155,10 @@ impl Gateway {
     /// Sends a signal to the process.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
-        let status = Command::new("kill").args(["-s", signal, &pid]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -189,7 +204,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -274,12 +292,21 @@ pub fn code(close: CloseCode) -> u16 {
 }
 
 /// Messages of `stream` received within `limit`, at least `count` of them (combined format).
-pub async fn collect_stream(client: &mut Client, stream: &str, count: usize, limit: Duration) -> Vec<Value> {
+pub async fn collect_stream(
+    client: &mut Client,
+    stream: &str,
+    count: usize,
+    limit: Duration,
+) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut got = Vec::new();
     while got.len() < count {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "only {} of {count} `{stream}` messages in time", got.len());
+        assert!(
+            !left.is_zero(),
+            "only {} of {count} `{stream}` messages in time",
+            got.len()
+        );
         let value = next_json(client, left).await;
         if value["stream"] == stream {
             got.push(value["data"].clone());
@@ -310,8 +337,14 @@ impl RawClient {
             head.push(byte[0]);
         }
         let head = String::from_utf8_lossy(&head);
-        assert!(head.starts_with("HTTP/1.1 101"), "handshake refused: {head}");
-        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "wrong accept key: {head}");
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "handshake refused: {head}"
+        );
+        assert!(
+            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "wrong accept key: {head}"
+        );
         RawClient { stream }
     }
 
@@ -321,7 +354,9 @@ impl RawClient {
         let mut pings = 0;
         loop {
             let mut head = [0u8; 2];
-            self.stream.read_exact(&mut head).expect("frame header before the close");
+            self.stream
+                .read_exact(&mut head)
+                .expect("frame header before the close");
             let mut len = u64::from(head[1] & 0x7f);
             if len == 126 {
                 let mut ext = [0u8; 2];

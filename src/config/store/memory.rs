@@ -59,7 +59,13 @@ mod tests {
         let store = MemoryStore::new(GatewayConfig::default());
         assert_eq!(store.apply(1, GatewayConfig::default()).unwrap(), 2);
         let err = store.apply(1, GatewayConfig::default()).unwrap_err();
-        assert!(matches!(err, StoreError::Stale { expected: 1, actual: 2 }));
+        assert!(matches!(
+            err,
+            StoreError::Stale {
+                expected: 1,
+                actual: 2
+            }
+        ));
         assert_eq!(store.current().version, 2);
     }
 }
