@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
-use crate::bus::{Bus, MemoryBus};
+use crate::bus::{Bus, BusSink, MemoryBus};
 use crate::config::{self, Auth, GatewayConfig, MapperRef, Snapshot};
 use crate::hub::Hub;
 use crate::mapper::{MapperEngine, MapperInstance, MapperLimits, MapperRegistry};
@@ -78,16 +78,8 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         .filter(|(_, spec)| spec.auth == Auth::Public);
     hub.set_streams(public.map(|(name, _)| name));
     let bus: Arc<dyn Bus> = MemoryBus::new();
-    let mut fanout = bus.subscribe(">").await?;
-    let deliver_hub = Arc::clone(&hub);
-    let deliverer = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(256);
-        while fanout.next_batch(&mut batch, 256).await > 0 {
-            for message in batch.drain(..) {
-                deliver_hub.publish(message);
-            }
-        }
-    });
+    bus.subscribe(">", Arc::clone(&hub) as Arc<dyn BusSink>)
+        .await?;
 
     let sources_stop = CancellationToken::new();
     let mut threads = Vec::new();
@@ -182,7 +174,6 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     }
     sources_stop.cancel();
     admin_stop.cancel();
-    deliverer.abort();
     drop(threads);
     tracing::info!("wsgate node stopped");
     Ok(())

@@ -1,22 +1,27 @@
-//! The in-process bus of an embedded node.
+//! The in-process bus of an embedded node: publishing hands each message straight to the
+//! matching sinks on the publisher's thread, with no queue and no extra wake-up.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::RwLock;
-use tokio::sync::mpsc;
 
-use super::{Bus, BusError, BusMessage, Subscription};
+use super::{Bus, BusError, BusMessage, BusSink, SubscriptionId};
 use crate::subject;
 
-/// Messages buffered per subscription before publishers wait.
-const SUBSCRIPTION_BUFFER: usize = 65_536;
+struct Entry {
+    id: SubscriptionId,
+    pattern: String,
+    sink: Arc<dyn BusSink>,
+}
 
-/// A bus inside one process: publish hands each message to every matching subscription.
+/// A bus inside one process.
 #[derive(Default)]
 pub struct MemoryBus {
-    subscriptions: RwLock<Vec<(String, mpsc::Sender<BusMessage>)>>,
+    subscriptions: RwLock<Vec<Entry>>,
+    next_id: AtomicU64,
 }
 
 impl MemoryBus {
@@ -25,13 +30,32 @@ impl MemoryBus {
         Arc::new(MemoryBus::default())
     }
 
-    fn matching(&self, subject: &str) -> Vec<mpsc::Sender<BusMessage>> {
-        self.subscriptions
-            .read()
-            .iter()
-            .filter(|(pattern, tx)| !tx.is_closed() && subject::matches(pattern, subject))
-            .map(|(_, tx)| tx.clone())
-            .collect()
+    /// Delivers `messages` to every matching sink, in order, as one batch per sink.
+    pub fn publish_now(&self, messages: Vec<(Arc<str>, BusMessage)>) {
+        let subscriptions = self.subscriptions.read();
+        let matches = |entry: &Entry, subject: &str| subject::matches(&entry.pattern, subject);
+        match &subscriptions[..] {
+            [] => {}
+            [only] => only.sink.deliver_batch(
+                messages
+                    .into_iter()
+                    .filter(|(subject, _)| matches(only, subject))
+                    .map(|(_, message)| message)
+                    .collect(),
+            ),
+            all => {
+                for entry in all {
+                    let batch: Vec<BusMessage> = messages
+                        .iter()
+                        .filter(|(subject, _)| matches(entry, subject))
+                        .map(|(_, message)| message.clone())
+                        .collect();
+                    if !batch.is_empty() {
+                        entry.sink.deliver_batch(batch);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -40,35 +64,27 @@ impl Bus for MemoryBus {
         &self,
         messages: Vec<(Arc<str>, BusMessage)>,
     ) -> BoxFuture<'_, Result<(), BusError>> {
-        async move {
-            let mut cached: Option<(Arc<str>, Vec<mpsc::Sender<BusMessage>>)> = None;
-            for (subject, message) in messages {
-                let targets = match &cached {
-                    Some((s, targets)) if *s == subject => targets,
-                    _ => {
-                        let targets = self.matching(&subject);
-                        &cached.insert((subject, targets)).1
-                    }
-                };
-                if let Some((last, rest)) = targets.split_last() {
-                    for tx in rest {
-                        let _ = tx.send(message.clone()).await;
-                    }
-                    let _ = last.send(message).await;
-                }
-            }
-            Ok(())
-        }
-        .boxed()
+        self.publish_now(messages);
+        async { Ok(()) }.boxed()
     }
 
-    fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<Subscription, BusError>> {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
-        let mut subscriptions = self.subscriptions.write();
-        subscriptions.retain(|(_, tx)| !tx.is_closed());
-        subscriptions.push((pattern.to_string(), tx));
-        drop(subscriptions);
-        async move { Ok(Subscription::new(rx)) }.boxed()
+    fn subscribe(
+        &self,
+        pattern: &str,
+        sink: Arc<dyn BusSink>,
+    ) -> BoxFuture<'_, Result<SubscriptionId, BusError>> {
+        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.subscriptions.write().push(Entry {
+            id,
+            pattern: pattern.to_string(),
+            sink,
+        });
+        async move { Ok(id) }.boxed()
+    }
+
+    fn unsubscribe(&self, id: SubscriptionId) -> BoxFuture<'_, Result<(), BusError>> {
+        self.subscriptions.write().retain(|entry| entry.id != id);
+        async { Ok(()) }.boxed()
     }
 }
 
@@ -76,6 +92,18 @@ impl Bus for MemoryBus {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<(String, u64)>>);
+
+    impl BusSink for Collect {
+        fn deliver(&self, message: BusMessage) {
+            self.0
+                .lock()
+                .push((message.stream.to_string(), message.seq));
+        }
+    }
 
     fn message(stream: &str, seq: u64) -> BusMessage {
         BusMessage {
@@ -91,18 +119,29 @@ mod tests {
     #[tokio::test]
     async fn delivers_to_matching_subscriptions_in_order() {
         let bus = MemoryBus::new();
-        let mut trades = bus.subscribe("md.*.trade").await.unwrap();
-        let mut all = bus.subscribe(">").await.unwrap();
+        let trades = Arc::new(Collect::default());
+        let all = Arc::new(Collect::default());
+        bus.subscribe("md.*.trade", trades.clone()).await.unwrap();
+        let id = bus.subscribe(">", all.clone()).await.unwrap();
         let batch = vec![
             (Arc::from("md.btcusdt.trade"), message("btcusdt@trade", 1)),
             (Arc::from("md.btcusdt.depth"), message("btcusdt@depth", 1)),
             (Arc::from("md.btcusdt.trade"), message("btcusdt@trade", 2)),
         ];
         bus.publish(batch).await.unwrap();
-        assert_eq!(trades.next().await.unwrap().seq, 1);
-        assert_eq!(trades.next().await.unwrap().seq, 2);
-        let mut got = Vec::new();
-        assert_eq!(all.next_batch(&mut got, 10).await, 3);
-        assert_eq!(&*got[1].stream, "btcusdt@depth");
+        assert_eq!(
+            *trades.0.lock(),
+            [
+                ("btcusdt@trade".to_string(), 1),
+                ("btcusdt@trade".to_string(), 2)
+            ]
+        );
+        assert_eq!(all.0.lock().len(), 3);
+        bus.unsubscribe(id).await.unwrap();
+        bus.publish(vec![(Arc::from("md.x.trade"), message("x@trade", 3))])
+            .await
+            .unwrap();
+        assert_eq!(all.0.lock().len(), 3);
+        assert_eq!(trades.0.lock().len(), 3);
     }
 }

@@ -1,8 +1,9 @@
 //! The bus between the node that maps an event and every node that delivers it.
 //!
 //! The owner of a source publishes each mapped output once to its mapping's fanout subject; every
-//! node subscribes to the subjects its clients need and hands what arrives to its hub. Alone, a
-//! node uses the in-process [`MemoryBus`]; in a cluster, NATS.
+//! node subscribes to the subjects its clients need and the bus hands what arrives to a
+//! [`BusSink`] (the node's hub). Alone, a node uses the in-process [`MemoryBus`], which delivers
+//! synchronously on the publishing thread; in a cluster, NATS.
 
 mod memory;
 
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc;
 
 pub use memory::MemoryBus;
 
@@ -39,27 +39,20 @@ pub enum BusError {
     Closed,
 }
 
-/// A stream of messages for one subscription; dropping it unsubscribes.
-pub struct Subscription {
-    rx: mpsc::Receiver<BusMessage>,
-}
+/// Where a subscription's messages go.
+pub trait BusSink: Send + Sync + 'static {
+    /// Takes one message; must not block.
+    fn deliver(&self, message: BusMessage);
 
-impl Subscription {
-    /// Wraps the receiving end of a subscription channel.
-    pub fn new(rx: mpsc::Receiver<BusMessage>) -> Self {
-        Subscription { rx }
-    }
-
-    /// The next message, or `None` once the bus is gone.
-    pub async fn next(&mut self) -> Option<BusMessage> {
-        self.rx.recv().await
-    }
-
-    /// Receives up to `limit` messages, waiting for at least one; returns how many arrived.
-    pub async fn next_batch(&mut self, into: &mut Vec<BusMessage>, limit: usize) -> usize {
-        self.rx.recv_many(into, limit).await
+    /// Takes several messages, in order; must not block.
+    fn deliver_batch(&self, messages: Vec<BusMessage>) {
+        messages.into_iter().for_each(|m| self.deliver(m));
     }
 }
+
+/// Identifies a subscription for [`Bus::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(pub u64);
 
 /// Publish/subscribe between nodes.
 pub trait Bus: Send + Sync + 'static {
@@ -67,6 +60,13 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, messages: Vec<(Arc<str>, BusMessage)>)
         -> BoxFuture<'_, Result<(), BusError>>;
 
-    /// Subscribes to subjects matching `pattern` (`*` one token, `>` the rest).
-    fn subscribe(&self, pattern: &str) -> BoxFuture<'_, Result<Subscription, BusError>>;
+    /// Delivers messages on subjects matching `pattern` (`*` one token, `>` the rest) to `sink`.
+    fn subscribe(
+        &self,
+        pattern: &str,
+        sink: Arc<dyn BusSink>,
+    ) -> BoxFuture<'_, Result<SubscriptionId, BusError>>;
+
+    /// Ends a subscription.
+    fn unsubscribe(&self, id: SubscriptionId) -> BoxFuture<'_, Result<(), BusError>>;
 }

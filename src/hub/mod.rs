@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::bus::BusMessage;
+use crate::bus::{BusMessage, BusSink};
 use crate::metrics::Metrics;
 
 pub use outbox::{ConnId, Outbox, Pushed};
@@ -115,28 +115,57 @@ impl Hub {
         self.topics.load().len()
     }
 
-    /// Fans `message` out to its stream's subscribers.
+    /// Fans `message` out to its stream's subscribers and wakes them.
     pub fn publish(&self, message: BusMessage) -> FanOut {
-        self.metrics.messages_in.inc();
-        let Some(topic) = self.topic(&message.stream) else {
-            self.metrics
-                .messages_dropped
-                .with_label_values(&["unknown_stream"])
-                .inc();
-            return FanOut::default();
-        };
-        if topic.subscribers() == 0 {
-            return FanOut::default();
+        self.publish_batch(std::iter::once(message))
+    }
+
+    /// Fans out a batch, then wakes every subscriber that received something, once: a client
+    /// taking several of the batch's streams gets them all in one write.
+    pub fn publish_batch(&self, messages: impl IntoIterator<Item = BusMessage>) -> FanOut {
+        let mut total = FanOut::default();
+        let mut touched: Vec<Arc<Topic>> = Vec::new();
+        for message in messages {
+            self.metrics.messages_in.inc();
+            let Some(topic) = self.topic(&message.stream) else {
+                self.metrics
+                    .messages_dropped
+                    .with_label_values(&["unknown_stream"])
+                    .inc();
+                continue;
+            };
+            if topic.subscribers() == 0 {
+                continue;
+            }
+            let counts = topic.fan_out(&Arc::new(Delivery::from(message)));
+            total.queued += counts.queued;
+            total.overflowed += counts.overflowed;
+            total.refused += counts.refused;
+            if !touched.iter().any(|t| Arc::ptr_eq(t, &topic)) {
+                touched.push(topic);
+            }
         }
-        let counts = topic.fan_out(&Arc::new(Delivery::from(message)));
-        let dropped = counts.overflowed + counts.refused;
+        for topic in &touched {
+            topic.wake();
+        }
+        let dropped = total.overflowed + total.refused;
         if dropped > 0 {
             self.metrics
                 .messages_dropped
                 .with_label_values(&["slow_consumer"])
                 .inc_by(dropped as u64);
         }
-        counts
+        total
+    }
+}
+
+impl BusSink for Hub {
+    fn deliver(&self, message: BusMessage) {
+        self.publish(message);
+    }
+
+    fn deliver_batch(&self, messages: Vec<BusMessage>) {
+        self.publish_batch(messages);
     }
 }
 

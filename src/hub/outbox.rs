@@ -28,13 +28,17 @@ pub enum Pushed {
 
 /// A connection's outbound queue, bounded in bytes.
 ///
-/// Pushing takes only this connection's lock; the writer is woken once per empty-to-non-empty
-/// transition, so a burst of pushes costs one wake-up.
+/// Pushing takes only this connection's lock and never wakes anyone: the publisher calls
+/// [`wake_if_due`](Self::wake_if_due) after its whole batch, so the writer wakes once per batch
+/// (and only on an empty-to-non-empty transition), and then writes the batch in one go.
 pub struct Outbox {
     id: ConnId,
     limit_bytes: usize,
     state: Mutex<State>,
+    /// News the writer has not seen yet.
     signalled: AtomicBool,
+    /// A wake-up the publisher still owes the writer.
+    wake_due: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -54,6 +58,7 @@ impl Outbox {
             limit_bytes,
             state: Mutex::new(State::default()),
             signalled: AtomicBool::new(false),
+            wake_due: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         })
     }
@@ -63,7 +68,8 @@ impl Outbox {
         self.id
     }
 
-    /// Queues `delivery` unless that would exceed the byte limit.
+    /// Queues `delivery` unless that would exceed the byte limit. The writer is not woken until
+    /// [`wake_if_due`](Self::wake_if_due).
     pub fn push(&self, delivery: &Arc<Delivery>) -> Pushed {
         let size = delivery.payload.len();
         let mut state = self.state.lock();
@@ -88,7 +94,14 @@ impl Outbox {
 
     fn signal(&self) {
         self.signalled.store(true, Ordering::Release);
-        self.waker.wake();
+        self.wake_due.store(true, Ordering::Release);
+    }
+
+    /// Wakes the writer if a push since the last call needs it to.
+    pub fn wake_if_due(&self) {
+        if self.wake_due.load(Ordering::Relaxed) && self.wake_due.swap(false, Ordering::AcqRel) {
+            self.waker.wake();
+        }
     }
 
     /// Moves everything queued to the back of `into`. Returns true if the outbox overflowed.
@@ -168,6 +181,27 @@ mod tests {
     fn a_message_larger_than_the_limit_still_goes_to_an_idle_connection() {
         let outbox = Outbox::new(1, 10);
         assert_eq!(outbox.push(&delivery(50)), Pushed::Queued);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_is_woken_only_after_the_batch() {
+        let outbox = Outbox::new(1, 1000);
+        let waiter = Arc::clone(&outbox);
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            waiter.ready().await;
+            tx.send(()).unwrap();
+        });
+        tokio::task::yield_now().await;
+        outbox.push(&delivery(1));
+        outbox.push(&delivery(1));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(rx.try_recv().is_err(), "woken before the publisher's wake");
+        outbox.wake_if_due();
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]

@@ -91,8 +91,9 @@ impl Topic {
         removed
     }
 
-    /// Queues `delivery` for every subscriber. Each shard is read-locked in turn, so subscribes
-    /// and unsubscribes elsewhere proceed, and other publishers are never blocked.
+    /// Queues `delivery` for every subscriber, without waking them (see [`wake`](Self::wake)).
+    /// Each shard is read-locked in turn, so subscribes and unsubscribes elsewhere proceed, and
+    /// other publishers are never blocked.
     pub fn fan_out(&self, delivery: &Arc<Delivery>) -> FanOut {
         self.last_seq.fetch_max(delivery.seq, Ordering::Relaxed);
         let mut counts = FanOut::default();
@@ -107,6 +108,15 @@ impl Topic {
             }
         }
         counts
+    }
+
+    /// Wakes the subscribers that received something since they were last woken.
+    pub fn wake(&self) {
+        for shard in self.shards.iter() {
+            for outbox in shard.read().values() {
+                outbox.wake_if_due();
+            }
+        }
     }
 }
 

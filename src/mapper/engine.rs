@@ -60,6 +60,8 @@ impl MapperEngine {
         config
             .wasm_component_model(true)
             .epoch_interruption(true)
+            // Mappers are synchronous: the cheaper call path (≈140 ns instead of ≈600 ns).
+            .concurrency_support(false)
             .cranelift_opt_level(OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config)?;

@@ -145,7 +145,6 @@ impl RouteWorker {
     /// Maps events through every mapping; returns what to publish, in order.
     pub fn map(&mut self, batch: &[&UpstreamEvent]) -> Vec<(Arc<str>, BusMessage)> {
         let events: Vec<bindings::Event> = batch.iter().map(|e| to_wit(e, &self.source)).collect();
-        let published_us = now_us();
         let mut messages = Vec::new();
         for mapping in &mut self.mappings {
             let outcomes = mapping.instance.map_batch(&events);
@@ -171,13 +170,17 @@ impl RouteWorker {
                         stream: Arc::clone(&target.stream),
                         seq,
                         event_time_us: event.timestamp_us,
-                        published_us,
+                        published_us: 0,
                         payload: Bytes::from(output.payload),
                         user_id: output.user_id.map(Arc::from),
                     };
                     messages.push((Arc::clone(&target.subject), message));
                 }
             }
+        }
+        let published_us = now_us();
+        for (_, message) in &mut messages {
+            message.published_us = published_us;
         }
         messages
     }

@@ -117,9 +117,11 @@ async fn respond(
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let socket = parts.io.into_inner();
-                Session::new(session_ctx, socket, &parts.read_buf, format, topics)
-                    .run()
-                    .await
+                let session = Session::new(session_ctx, socket, &parts.read_buf, format, topics);
+                // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
+                // session's lifetime, not after.
+                drop(parts.read_buf);
+                session.run().await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

@@ -77,6 +77,16 @@ impl Clock {
     }
 }
 
+/// Offset of symbol `index` of `count` within one period of an activity at `rate_milli`
+/// occurrences per 1000 s.
+fn phase(rate_milli: u64, (index, count): (usize, usize)) -> i64 {
+    if rate_milli == 0 {
+        return 0;
+    }
+    let period_us = 1_000_000_000 / u128::from(rate_milli);
+    (period_us * index as u128 / count.max(1) as u128) as i64
+}
+
 /// The synthetic exchange: a deterministic, synchronous engine emitting internal events.
 pub struct DemoMarket {
     stamp: Stamp,
@@ -102,9 +112,18 @@ impl DemoMarket {
                 start_us,
             };
             let mut sim = SymbolSim::new(spec, &params);
+            // Symbols are spread evenly over each period, so a fixed schedule does not make
+            // every symbol trade at the same instant.
+            let share = (index, config.symbols().len());
             let mut pair = [
-                Clock::new(start_us, config.trades_milli()),
-                Clock::new(start_us, config.book_updates_milli()),
+                Clock::new(
+                    start_us + phase(config.trades_milli(), share),
+                    config.trades_milli(),
+                ),
+                Clock::new(
+                    start_us + phase(config.book_updates_milli(), share),
+                    config.book_updates_milli(),
+                ),
             ];
             for (clock, task) in pair.iter_mut().zip([Task::Taker, Task::Passive]) {
                 if clock.rate_milli > 0 {
