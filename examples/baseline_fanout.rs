@@ -102,6 +102,8 @@ async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let mut wanted = HashSet::new();
+    // tungstenite's handshake callback type fixes the (large) error type.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         let query = request.uri().query().unwrap_or("");
         for pair in query.split('&') {
