@@ -1,9 +1,9 @@
 //! The demo market's internal events, the Binance Spot payloads built from them, and the pure
 //! functions that map one to the other.
 //!
-//! This crate has no WebAssembly or `wit-bindgen` code: the mapper components in this workspace
-//! are thin shells that call [`map`] functions, so all mapping logic is testable natively with
-//! `cargo test`.
+//! This crate has no WebAssembly code of its own: each mapper component in this workspace is one
+//! [`binance_mapper!`] line over a [`map`] function, so all mapping logic is testable natively
+//! with `cargo test`.
 //!
 //! Every mapping function has the shape `fn(payload: &[u8]) -> Result<Vec<Output>, MapError>`:
 //! it parses the event payload (borrowing strings from it), returns an empty list for an event of
@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod binance;
+mod component;
 pub mod decimal;
 mod error;
 pub mod events;
