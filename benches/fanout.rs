@@ -32,7 +32,8 @@ fn fan_out(c: &mut Criterion) {
                     0,
                     Bytes::from_static(PAYLOAD),
                 ));
-                topic.fan_out(&delivery);
+                topic.fan_out(&delivery, 0, 1);
+                topic.wake(0, 1);
                 for outbox in &outboxes {
                     outbox.take_all(&mut drained);
                     drained.clear();

@@ -71,7 +71,8 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         .map(|ds| source::build(ds).map(|s| (ds.clone(), s)))
         .collect::<Result<_, _>>()?;
 
-    let hub = Arc::new(Hub::new(Arc::clone(&metrics)));
+    let lanes = tokio::runtime::Handle::current().metrics().num_workers();
+    let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes));
     let public = snapshot
         .streams
         .iter()

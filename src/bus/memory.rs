@@ -1,5 +1,5 @@
-//! The in-process bus of an embedded node: publishing hands each message straight to the
-//! matching sinks on the publisher's thread, with no queue and no extra wake-up.
+//! The in-process bus of an embedded node: publishing hands each batch straight to the matching
+//! sinks, with no queue of its own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,29 +31,24 @@ impl MemoryBus {
     }
 
     /// Delivers `messages` to every matching sink, in order, as one batch per sink.
-    pub fn publish_now(&self, messages: Vec<(Arc<str>, BusMessage)>) {
-        let subscriptions = self.subscriptions.read();
-        let matches = |entry: &Entry, subject: &str| subject::matches(&entry.pattern, subject);
-        match &subscriptions[..] {
-            [] => {}
-            [only] => only.sink.deliver_batch(
-                messages
-                    .into_iter()
-                    .filter(|(subject, _)| matches(only, subject))
-                    .map(|(_, message)| message)
-                    .collect(),
-            ),
-            all => {
-                for entry in all {
-                    let batch: Vec<BusMessage> = messages
+    pub async fn publish_now(&self, messages: Vec<(Arc<str>, BusMessage)>) {
+        let batches: Vec<(Arc<dyn BusSink>, Vec<BusMessage>)> = {
+            let subscriptions = self.subscriptions.read();
+            subscriptions
+                .iter()
+                .map(|entry| {
+                    let batch = messages
                         .iter()
-                        .filter(|(subject, _)| matches(entry, subject))
+                        .filter(|(subject, _)| subject::matches(&entry.pattern, subject))
                         .map(|(_, message)| message.clone())
                         .collect();
-                    if !batch.is_empty() {
-                        entry.sink.deliver_batch(batch);
-                    }
-                }
+                    (Arc::clone(&entry.sink), batch)
+                })
+                .collect()
+        };
+        for (sink, batch) in batches {
+            if !batch.is_empty() {
+                sink.deliver(batch).await;
             }
         }
     }
@@ -64,8 +59,11 @@ impl Bus for MemoryBus {
         &self,
         messages: Vec<(Arc<str>, BusMessage)>,
     ) -> BoxFuture<'_, Result<(), BusError>> {
-        self.publish_now(messages);
-        async { Ok(()) }.boxed()
+        async move {
+            self.publish_now(messages).await;
+            Ok(())
+        }
+        .boxed()
     }
 
     fn subscribe(
@@ -98,10 +96,10 @@ mod tests {
     struct Collect(Mutex<Vec<(String, u64)>>);
 
     impl BusSink for Collect {
-        fn deliver(&self, message: BusMessage) {
-            self.0
-                .lock()
-                .push((message.stream.to_string(), message.seq));
+        fn deliver(&self, messages: Vec<BusMessage>) -> BoxFuture<'_, ()> {
+            let got = messages.iter().map(|m| (m.stream.to_string(), m.seq));
+            self.0.lock().extend(got);
+            async {}.boxed()
         }
     }
 

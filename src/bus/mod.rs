@@ -2,8 +2,8 @@
 //!
 //! The owner of a source publishes each mapped output once to its mapping's fanout subject; every
 //! node subscribes to the subjects its clients need and the bus hands what arrives to a
-//! [`BusSink`] (the node's hub). Alone, a node uses the in-process [`MemoryBus`], which delivers
-//! synchronously on the publishing thread; in a cluster, NATS.
+//! [`BusSink`] (the node's hub). Alone, a node uses the in-process [`MemoryBus`], which hands each
+//! published batch straight to the sinks; in a cluster, NATS.
 
 mod memory;
 
@@ -41,13 +41,9 @@ pub enum BusError {
 
 /// Where a subscription's messages go.
 pub trait BusSink: Send + Sync + 'static {
-    /// Takes one message; must not block.
-    fn deliver(&self, message: BusMessage);
-
-    /// Takes several messages, in order; must not block.
-    fn deliver_batch(&self, messages: Vec<BusMessage>) {
-        messages.into_iter().for_each(|m| self.deliver(m));
-    }
+    /// Takes a batch of messages, in order; resolves once they are accepted (it may wait while
+    /// the sink is full, which slows the publisher down).
+    fn deliver(&self, messages: Vec<BusMessage>) -> BoxFuture<'_, ()>;
 }
 
 /// Identifies a subscription for [`Bus::unsubscribe`].

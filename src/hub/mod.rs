@@ -5,6 +5,7 @@
 //! client format), so a message is encoded at most once per format no matter how many
 //! connections receive it.
 
+mod lanes;
 pub mod outbox;
 mod topic;
 
@@ -13,11 +14,14 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 
 use crate::bus::{BusMessage, BusSink};
 use crate::metrics::Metrics;
 
+use lanes::Lanes;
 pub use outbox::{ConnId, Outbox, Pushed};
 pub use topic::{FanOut, Topic};
 
@@ -70,19 +74,22 @@ impl From<BusMessage> for Delivery {
     }
 }
 
-/// The node's subscription index.
+/// The node's subscription index and its fan-out lanes.
 pub struct Hub {
     topics: ArcSwap<HashMap<Arc<str>, Arc<Topic>>>,
     update: Mutex<()>,
     metrics: Arc<Metrics>,
+    lanes: Lanes,
 }
 
 impl Hub {
-    /// A hub with no streams.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// A hub with no streams and `lanes` fan-out tasks (one per runtime worker is right).
+    /// Must be called inside a tokio runtime.
+    pub fn new(metrics: Arc<Metrics>, lanes: usize) -> Self {
         Hub {
             topics: ArcSwap::from_pointee(HashMap::new()),
             update: Mutex::new(()),
+            lanes: Lanes::start(lanes, Arc::clone(&metrics)),
             metrics,
         }
     }
@@ -115,16 +122,11 @@ impl Hub {
         self.topics.load().len()
     }
 
-    /// Fans `message` out to its stream's subscribers and wakes them.
-    pub fn publish(&self, message: BusMessage) -> FanOut {
-        self.publish_batch(std::iter::once(message))
-    }
-
-    /// Fans out a batch, then wakes every subscriber that received something, once: a client
-    /// taking several of the batch's streams gets them all in one write.
-    pub fn publish_batch(&self, messages: impl IntoIterator<Item = BusMessage>) -> FanOut {
-        let mut total = FanOut::default();
-        let mut touched: Vec<Arc<Topic>> = Vec::new();
+    /// Hands a batch to the fan-out lanes, waiting while they are full. Every subscriber gets
+    /// the messages of its streams in order, and is woken once for the whole batch, so a client
+    /// taking several of the batch's streams receives them in one write.
+    pub async fn publish_batch(&self, messages: Vec<BusMessage>) {
+        let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
             self.metrics.messages_in.inc();
             let Some(topic) = self.topic(&message.stream) else {
@@ -134,44 +136,27 @@ impl Hub {
                     .inc();
                 continue;
             };
-            if topic.subscribers() == 0 {
-                continue;
-            }
-            let counts = topic.fan_out(&Arc::new(Delivery::from(message)));
-            total.queued += counts.queued;
-            total.overflowed += counts.overflowed;
-            total.refused += counts.refused;
-            if !touched.iter().any(|t| Arc::ptr_eq(t, &topic)) {
-                touched.push(topic);
+            if topic.subscribers() > 0 {
+                batch.push((topic, Arc::new(Delivery::from(message))));
             }
         }
-        for topic in &touched {
-            topic.wake();
+        if !batch.is_empty() {
+            self.lanes.send(Arc::from(batch)).await;
         }
-        let dropped = total.overflowed + total.refused;
-        if dropped > 0 {
-            self.metrics
-                .messages_dropped
-                .with_label_values(&["slow_consumer"])
-                .inc_by(dropped as u64);
-        }
-        total
     }
 }
 
 impl BusSink for Hub {
-    fn deliver(&self, message: BusMessage) {
-        self.publish(message);
-    }
-
-    fn deliver_batch(&self, messages: Vec<BusMessage>) {
-        self.publish_batch(messages);
+    fn deliver(&self, messages: Vec<BusMessage>) -> BoxFuture<'_, ()> {
+        self.publish_batch(messages).boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+    use std::time::Duration;
 
     fn message(stream: &str, seq: u64) -> BusMessage {
         BusMessage {
@@ -184,24 +169,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn publish_reaches_subscribers_of_that_stream_only() {
-        let hub = Hub::new(Arc::new(Metrics::new()));
-        let names: Vec<Arc<str>> = vec![Arc::from("a@trade"), Arc::from("b@trade")];
-        hub.set_streams(&names);
-        let outbox = Outbox::new(1, 1 << 20);
-        hub.topic("a@trade").unwrap().subscribe(&outbox);
-        assert_eq!(hub.publish(message("a@trade", 1)).queued, 1);
-        assert_eq!(hub.publish(message("b@trade", 1)).queued, 0);
-        assert_eq!(hub.publish(message("nope", 1)).queued, 0);
-        let mut got = std::collections::VecDeque::new();
+    async fn received(outbox: &Outbox) -> Vec<u64> {
+        tokio::time::timeout(Duration::from_secs(2), outbox.ready())
+            .await
+            .unwrap();
+        let mut got = VecDeque::new();
         outbox.take_all(&mut got);
-        assert_eq!(got.len(), 1);
+        got.iter().map(|d| d.seq).collect()
     }
 
-    #[test]
-    fn set_streams_keeps_existing_subscribers() {
-        let hub = Hub::new(Arc::new(Metrics::new()));
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publish_reaches_subscribers_of_that_stream_only() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 2);
+        let names: Vec<Arc<str>> = vec![Arc::from("a@trade"), Arc::from("b@trade")];
+        hub.set_streams(&names);
+        let outboxes: Vec<_> = (0..4).map(|id| Outbox::new(id, 1 << 20)).collect();
+        for outbox in &outboxes {
+            hub.topic("a@trade").unwrap().subscribe(outbox);
+        }
+        hub.publish_batch(vec![
+            message("a@trade", 1),
+            message("b@trade", 1),
+            message("nope", 1),
+            message("a@trade", 2),
+        ])
+        .await;
+        for outbox in &outboxes {
+            assert_eq!(received(outbox).await, [1, 2], "outbox {}", outbox.id());
+        }
+    }
+
+    #[tokio::test]
+    async fn set_streams_keeps_existing_subscribers() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 1);
         hub.set_streams(&[Arc::from("a@trade")]);
         let outbox = Outbox::new(1, 1 << 20);
         hub.topic("a@trade").unwrap().subscribe(&outbox);

@@ -91,13 +91,18 @@ impl Topic {
         removed
     }
 
-    /// Queues `delivery` for every subscriber, without waking them (see [`wake`](Self::wake)).
-    /// Each shard is read-locked in turn, so subscribes and unsubscribes elsewhere proceed, and
-    /// other publishers are never blocked.
-    pub fn fan_out(&self, delivery: &Arc<Delivery>) -> FanOut {
+    /// The shards of fan-out lane `lane` of `lanes`.
+    fn lane_shards(&self, lane: usize, lanes: usize) -> impl Iterator<Item = &Shard> {
+        self.shards.iter().skip(lane).step_by(lanes.max(1))
+    }
+
+    /// Queues `delivery` for the subscribers of lane `lane` of `lanes`, without waking them (see
+    /// [`wake`](Self::wake)). Each shard is read-locked in turn, so subscribes and unsubscribes
+    /// elsewhere proceed, and other lanes are never blocked.
+    pub fn fan_out(&self, delivery: &Arc<Delivery>, lane: usize, lanes: usize) -> FanOut {
         self.last_seq.fetch_max(delivery.seq, Ordering::Relaxed);
         let mut counts = FanOut::default();
-        for shard in self.shards.iter() {
+        for shard in self.lane_shards(lane, lanes) {
             let subscribers = shard.read();
             for outbox in subscribers.values() {
                 match outbox.push(delivery) {
@@ -110,9 +115,10 @@ impl Topic {
         counts
     }
 
-    /// Wakes the subscribers that received something since they were last woken.
-    pub fn wake(&self) {
-        for shard in self.shards.iter() {
+    /// Wakes the subscribers of lane `lane` of `lanes` that received something since they
+    /// were last woken.
+    pub fn wake(&self, lane: usize, lanes: usize) {
+        for shard in self.lane_shards(lane, lanes) {
             for outbox in shard.read().values() {
                 outbox.wake_if_due();
             }
@@ -144,7 +150,10 @@ mod tests {
             0,
             Bytes::from_static(b"{}"),
         ));
-        assert_eq!(topic.fan_out(&delivery).queued, 39);
+        assert_eq!(
+            topic.fan_out(&delivery, 0, 2).queued + topic.fan_out(&delivery, 1, 2).queued,
+            39
+        );
         assert_eq!(topic.last_seq(), 9);
         for outbox in &outboxes {
             let mut got = VecDeque::new();
