@@ -1,17 +1,44 @@
-//! A connection's writer: everything queued goes out in as few `writev` calls as the socket
+//! A connection's writer: everything queued goes out in as few `sendmsg` calls as the socket
 //! allows, straight from the shared frame buffers (no copy into a per-connection buffer).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
+use std::os::fd::AsRawFd;
+
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::binance::Format;
 use crate::hub::Delivery;
 
-/// Frames handed to one `writev` call at most.
+/// Sends `slices` with one `sendmsg` call, without waiting: `sendmsg` on a socket skips the
+/// file-position and VFS work `writev` does, which is a measurable share of a fan-out's CPU.
+fn send_vectored(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket.try_io(Interest::WRITABLE, || {
+        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the header only
+        // borrows `slices`, which outlives the call; the descriptor is the stream's own.
+        let sent = unsafe {
+            let mut header: libc::msghdr = std::mem::zeroed();
+            header.msg_iov = slices.as_ptr() as *mut libc::iovec;
+            header.msg_iovlen = slices.len() as _;
+            libc::sendmsg(
+                socket.as_raw_fd(),
+                &header,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(sent as usize)
+        }
+    })
+}
+
+/// Frames handed to one `sendmsg` call at most.
 const MAX_IOV: usize = 128;
 
 /// Queues of frames waiting for the socket.
@@ -31,7 +58,7 @@ pub struct Writer {
 pub struct Written {
     /// Market-data frames completely written.
     pub data_frames: usize,
-    /// `writev` calls made.
+    /// `sendmsg` calls made.
     pub syscalls: usize,
     /// Publish time of the oldest market-data frame in the first write, µs since the epoch.
     pub oldest_published_us: Option<i64>,
@@ -91,7 +118,7 @@ impl Writer {
             if result.syscalls == 0 {
                 result.oldest_published_us = self.data.front().map(|d| d.published_us);
             }
-            let written = match socket.try_write_vectored(&slices[..count]) {
+            let written = match send_vectored(socket, &slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Side-by-side fan-out benchmark: wsgate against the plain tokio-tungstenite baseline
+# (examples/baseline_fanout.rs), same clients, same machine, one after the other.
+#
+#   scripts/bench-fanout.sh CONNECTIONS TAKERS_PER_SEC FILLS_PER_TAKER [idle]
+#
+# wsgate runs the demo market from config/bench/ (idle.json, trades-0.2.json or trades-1.json,
+# chosen by TAKERS_PER_SEC); the baseline publishes FILLS_PER_TAKER trades per taker order at the
+# same taker rate, symbols staggered the same way. Every connection takes the five @trade streams.
+# Needs `make build` first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+connections=${1:-10000}
+rate=${2:-1}
+fills=${3:-5}
+mode=${4:-}
+streams=btcusdt@trade,ethusdt@trade,solusdt@trade,bnbusdt@trade,xrpusdt@trade
+procs=$(( (connections + 7999) / 8000 ))
+bench=(./target/release/wsgate-bench --connections "$connections" --streams "$streams"
+       --streams-per-conn 5 --duration 20s --warmup 5s --procs "$procs"
+       --source-ips 127.0.0.2-127.0.0.60 --quiet)
+if [ "$mode" = idle ]; then bench+=(--idle); config=config/bench/idle.json; else config=config/bench/trades-$rate.json; fi
+
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
+
+echo "== wsgate ($config) =="
+./target/release/wsgate serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
+    --config "$config" --mappers-dir target/mappers 2>/dev/null &
+gateway=$!
+wait_port 9100
+"${bench[@]}" --url ws://127.0.0.1:9100 --gateway-pid "$gateway" || true
+curl -s 127.0.0.1:9101/metrics | grep -E '^wsgate_(socket_writes_total|messages_out_total) ' || true
+kill "$gateway"; wait "$gateway" 2>/dev/null || true
+
+if [ "$mode" = idle ]; then baseline_rate=0.001; else baseline_rate=$rate; fi
+for buffer in default 8192; do
+  echo "== baseline tokio-tungstenite, read buffer $buffer =="
+  args=(127.0.0.1:9300 btcusdt,ethusdt,solusdt,bnbusdt,xrpusdt "$baseline_rate" "$fills")
+  [ "$buffer" = default ] || args+=("$buffer")
+  ./target/release/examples/baseline_fanout "${args[@]}" 2>/dev/null &
+  baseline=$!
+  wait_port 9300
+  "${bench[@]}" --url ws://127.0.0.1:9300 --gateway-pid "$baseline" || true
+  kill "$baseline"; wait "$baseline" 2>/dev/null || true
+done
