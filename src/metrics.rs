@@ -46,6 +46,8 @@ pub struct Metrics {
     pub mapper_duration: HistogramVec,
     /// Events received from upstream, by datasource.
     pub source_events: IntCounterVec,
+    /// Time from an upstream event's timestamp to the bus publish of its outputs.
+    pub publish_lag: Histogram,
 }
 
 impl Metrics {
@@ -131,6 +133,14 @@ impl Metrics {
                 &["datasource"],
             )
             .unwrap(),
+            publish_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "publish_lag_seconds",
+                    "Upstream event time to bus publish of its outputs",
+                )
+                .buckets(exponential_buckets(0.000_05, 2.0, 18).expect("valid buckets")),
+            )
+            .unwrap(),
             registry,
         };
         metrics.register_all();
@@ -156,6 +166,7 @@ impl Metrics {
         r.register(Box::new(self.mapper_errors.clone())).unwrap();
         r.register(Box::new(self.mapper_duration.clone())).unwrap();
         r.register(Box::new(self.source_events.clone())).unwrap();
+        r.register(Box::new(self.publish_lag.clone())).unwrap();
         let process = prometheus::process_collector::ProcessCollector::for_self();
         r.register(Box::new(process)).unwrap();
     }

@@ -146,6 +146,9 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         .with_context(|| format!("binding {}", settings.admin_listen))?;
     let admin_state = AdminState::new(Arc::clone(&metrics));
     let admin_stop = CancellationToken::new();
+    // The bound addresses, so port 0 (any free port) reports the port it got.
+    let listen = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
     tokio::spawn(admin::serve(
         admin_listener,
         Arc::clone(&admin_state),
@@ -154,8 +157,8 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     let accept = tokio::spawn(ws::serve(listener, Arc::clone(&ws_ctx)));
     admin_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(
-        listen = %settings.listen,
-        admin = %settings.admin_listen,
+        listen = %listen,
+        admin = %admin_addr,
         streams = hub.stream_count(),
         mappers = registry.names().count(),
         "wsgate node ready"
@@ -164,7 +167,7 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     stop.cancelled().await;
     tracing::info!("shutting down: not ready, closing clients with 1001");
     admin_state.ready.store(false, Ordering::Relaxed);
-    shutdown.cancel();
+    ws_ctx.shut_down();
     let _ = accept.await;
     ws_ctx.tracker.close();
     if tokio::time::timeout(settings.shutdown_timeout, ws_ctx.tracker.wait())

@@ -97,6 +97,13 @@ impl Outbox {
         self.wake_due.store(true, Ordering::Release);
     }
 
+    /// Wakes the writer now, whether or not anything is queued (to make it look at its
+    /// connection's state, e.g. at shutdown).
+    pub fn interrupt(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
     /// Wakes the writer if a push since the last call needs it to.
     pub fn wake_if_due(&self) {
         if self.wake_due.load(Ordering::Relaxed) && self.wake_due.swap(false, Ordering::AcqRel) {

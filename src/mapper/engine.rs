@@ -2,9 +2,7 @@
 //! bounds CPU time, and the compile cache keyed by content hash.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -13,10 +11,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 
 use super::bindings::{EventMapper, EventMapperPre};
 use super::host::HostState;
+use super::ticker::EpochTicker;
 use super::{LoadError, MapperLimits};
-
-/// How often the engine's epoch advances: the granularity of CPU deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// A module compiled and linked against the mapper world, ready to instantiate.
 pub struct CompiledMapper {
@@ -40,7 +36,7 @@ pub struct MapperEngine {
     linker: Linker<HostState>,
     cache: Mutex<HashMap<[u8; 32], Arc<CompiledMapper>>>,
     limits: MapperLimits,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: EpochTicker,
 }
 
 impl MapperEngine {
@@ -68,14 +64,13 @@ impl MapperEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         EventMapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), Arc::clone(&ticker_stop));
+        let ticker = EpochTicker::start(engine.clone());
         Ok(Arc::new(MapperEngine {
             engine,
             linker,
             cache: Mutex::new(HashMap::new()),
             limits,
-            ticker_stop,
+            ticker,
         }))
     }
 
@@ -86,6 +81,10 @@ impl MapperEngine {
 
     pub(super) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub(super) fn ticker(&self) -> &EpochTicker {
+        &self.ticker
     }
 
     /// Compiles `bytes` (or returns the cached result for the same content) and checks that it
@@ -120,22 +119,4 @@ impl MapperEngine {
         })?;
         self.compile(&bytes)
     }
-}
-
-impl Drop for MapperEngine {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
-    std::thread::Builder::new()
-        .name("wsgate-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })
-        .expect("spawning the epoch ticker thread");
 }

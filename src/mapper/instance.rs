@@ -8,8 +8,9 @@ use prometheus::{Histogram, IntCounter};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{Event, EventMapper, MapError, Output};
-use super::engine::{CompiledMapper, MapperEngine, EPOCH_TICK};
+use super::engine::{CompiledMapper, MapperEngine};
 use super::host::HostState;
+use super::ticker::EPOCH_TICK;
 use crate::metrics::Metrics;
 
 /// What became of one event.
@@ -163,10 +164,12 @@ impl MapperInstance {
         self.calls.inc();
         let started = Instant::now();
         let live = self.live.as_mut().expect("instantiated above");
+        let running = self.engine.ticker().call();
         let result = live
             .bindings
             .wsgate_mapper_mapper()
             .call_map_batch(&mut live.store, events);
+        drop(running);
         self.duration.observe(started.elapsed().as_secs_f64());
         result.map_err(|error| {
             self.live = None;
@@ -185,6 +188,7 @@ impl MapperInstance {
             store.limiter(|state| &mut state.limits);
             store.epoch_deadline_trap();
             store.set_epoch_deadline(ticks(limits.call_timeout * 5));
+            let _running = self.engine.ticker().call();
             let bindings = self
                 .compiled
                 .pre

@@ -9,6 +9,7 @@ mod engine;
 mod host;
 mod instance;
 mod registry;
+mod ticker;
 
 use std::time::Duration;
 

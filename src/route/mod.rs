@@ -182,6 +182,15 @@ impl RouteWorker {
         for (_, message) in &mut messages {
             message.published_us = published_us;
         }
+        if let Some(oldest) = batch
+            .iter()
+            .map(|e| e.timestamp_us)
+            .filter(|t| *t > 0)
+            .min()
+        {
+            let lag = (published_us - oldest).max(0) as f64 / 1e6;
+            self.metrics.publish_lag.observe(lag);
+        }
         messages
     }
 }

@@ -5,6 +5,7 @@ pub mod binance;
 pub mod frame;
 pub mod protocol;
 mod rate;
+mod registry;
 mod server;
 mod session;
 mod writer;
@@ -71,8 +72,11 @@ pub struct WsContext {
     pub settings: WsSettings,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
-    /// Cancelled when the node shuts down: every session sends `serverShutdown` and closes 1001.
+    /// Cancelled when the node shuts down: the listener stops accepting.
     pub shutdown: CancellationToken,
+    /// Live connections; [`WsContext::shut_down`] tells each to send `serverShutdown` and close
+    /// with 1001.
+    pub connections: registry::Registry,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
     next_id: AtomicU64,
@@ -91,9 +95,16 @@ impl WsContext {
             settings,
             metrics,
             shutdown,
+            connections: registry::Registry::new(),
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Stops accepting and tells every connection to close with 1001 after `serverShutdown`.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.connections.shut_down();
     }
 
     fn next_connection_id(&self) -> ConnId {

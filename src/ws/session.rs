@@ -129,6 +129,7 @@ impl Session {
     /// Serves the connection until it ends, then cleans up.
     pub async fn run(mut self) {
         let metrics = Arc::clone(&self.ctx.metrics);
+        self.ctx.connections.insert(&self.outbox);
         metrics.connections.inc();
         metrics.connections_opened.inc();
         let ending = self.serve().await;
@@ -143,15 +144,21 @@ impl Session {
             }
         }
         self.outbox.close();
+        self.ctx.connections.remove(self.outbox.id());
         metrics.connections.dec();
     }
 
     async fn serve(&mut self) -> Ending {
-        let shutdown = self.ctx.shutdown.clone().cancelled_owned();
-        tokio::pin!(shutdown);
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
+            if self.ctx.connections.shutting_down() {
+                return Ending::Close {
+                    code: close::GOING_AWAY,
+                    reason: "Server shutting down",
+                    notice: true,
+                };
+            }
             if self.writer.data_queue().is_empty() && self.outbox.take_all(self.writer.data_queue())
             {
                 return Ending::SlowConsumer;
@@ -162,9 +169,6 @@ impl Session {
             };
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
-                    return Ending::Close { code: close::GOING_AWAY, reason: "Server shutting down", notice: true };
-                }
                 _ = &mut timer => {
                     if let Some(ending) = self.on_timer(Instant::now()) {
                         return ending;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,14 +38,6 @@ pub fn shipped_config() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A gateway process, killed when dropped.
 pub struct Gateway {
     child: Option<Child>,
@@ -72,15 +64,16 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("gateway.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Port 0: the gateway binds free ports and reports them in its ready line, so no port
+        // picked here can be taken by someone else before the gateway binds it.
+        let unbound: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let log = std::fs::File::create(dir.path().join("wsgate.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
             .arg("serve")
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg(unbound.to_string())
             .arg("--admin-listen")
-            .arg(admin.to_string())
+            .arg(unbound.to_string())
             .arg("--config")
             .arg(&config_path)
             .arg("--mappers-dir")
@@ -93,8 +86,8 @@ impl Gateway {
             .expect("starting wsgate");
         let mut gateway = Gateway {
             child: Some(child),
-            addr,
-            admin,
+            addr: unbound,
+            admin: unbound,
             _dir: dir,
         };
         gateway.wait_ready(Duration::from_secs(60));
@@ -107,12 +100,13 @@ impl Gateway {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("wsgate exited early ({status}):\n{}", self.log());
             }
-            if self
-                .http_get("/readyz")
-                .map(|(s, _)| s == 200)
-                .unwrap_or(false)
-            {
-                return;
+            if let Some((addr, admin)) = ready_addresses(&self.log()) {
+                self.addr = addr;
+                self.admin = admin;
+                let ready = self.http_get("/readyz").map(|(s, _)| s == 200);
+                if ready.unwrap_or(false) {
+                    return;
+                }
             }
             assert!(
                 start.elapsed() < limit,
@@ -182,6 +176,16 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// The client and admin addresses from the gateway's `wsgate node ready` log line.
+fn ready_addresses(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = log.lines().find(|l| l.contains("wsgate node ready"))?;
+    let field = |name: &str| -> Option<SocketAddr> {
+        let start = line.find(name)? + name.len();
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    Some((field(" listen=")?, field(" admin=")?))
 }
 
 /// The sum of every sample whose line starts with `prefix` (labels included in the prefix).
