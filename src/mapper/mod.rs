@@ -9,6 +9,7 @@ mod engine;
 mod host;
 mod instance;
 mod registry;
+pub mod sample;
 mod ticker;
 
 use std::time::Duration;
