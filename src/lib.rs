@@ -6,7 +6,9 @@
 
 pub mod admin;
 pub mod bus;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod hub;
 pub mod mapper;
 pub mod metrics;

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use wsgate::cli;
 use wsgate::mapper::MapperLimits;
-use wsgate::node::{self, NodeSettings};
+use wsgate::node::{self, AutoRollback, NodeSettings};
 use wsgate::ws::WsSettings;
 
 /// WebSocket gateway streaming exchange market data in the Binance Spot protocol.
@@ -32,12 +33,63 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a gateway node (embedded mode: in-memory config and bus, demo market).
-    Serve(ServeArgs),
+    /// Run a gateway node (embedded mode without --redis: in-memory config and bus, demo market).
+    Serve(Box<ServeArgs>),
+    /// Read, change, diff and roll back the cluster's config (through a node's admin API).
+    Config {
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+        #[command(subcommand)]
+        command: cli::ConfigCommand,
+    },
+    /// Push, list, promote and roll back mappers; test a module locally.
+    Mapper {
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+        #[command(subcommand)]
+        command: cli::MapperCommand,
+    },
 }
 
 #[derive(Args)]
 struct ServeArgs {
+    /// This node's id (status, audit entries of automatic changes). Default: host name and pid.
+    #[arg(long, env = "WSGATE_NODE_ID")]
+    node_id: Option<String>,
+    /// Redis URL of the cluster's config store (e.g. redis://127.0.0.1:6379). Without it the
+    /// store is in memory, seeded from --config and --mappers-dir.
+    #[arg(long, env = "WSGATE_REDIS")]
+    redis: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "WSGATE_REDIS_PREFIX", default_value = "wsgate:")]
+    redis_prefix: String,
+    /// Bearer token of the admin API (/api/v1); without it the API is disabled.
+    #[arg(long, env = "WSGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Directory of compiled mappers kept across restarts ("" disables it).
+    #[arg(
+        long,
+        env = "WSGATE_MAPPER_CACHE_DIR",
+        default_value = "target/mapper-cache"
+    )]
+    mapper_cache_dir: PathBuf,
+    /// Capabilities a mapper's manifest may be granted: `clock`, `env:NAME` (comma-separated).
+    #[arg(long, env = "WSGATE_MAPPER_ALLOW", value_delimiter = ',')]
+    mapper_allow: Vec<String>,
+    /// Roll back a promoted mapper version when this share of its events fails in a window
+    /// (e.g. 0.5); off when unset.
+    #[arg(long, env = "WSGATE_MAPPER_AUTO_ROLLBACK")]
+    mapper_auto_rollback: Option<f64>,
+    /// Fewest events in a window before the auto-rollback judges it.
+    #[arg(
+        long,
+        env = "WSGATE_MAPPER_AUTO_ROLLBACK_MIN_EVENTS",
+        default_value_t = 100
+    )]
+    mapper_auto_rollback_min_events: u64,
+    /// Length of an auto-rollback window.
+    #[arg(long, env = "WSGATE_MAPPER_AUTO_ROLLBACK_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    mapper_auto_rollback_window: Duration,
     /// Address clients connect to.
     #[arg(long, env = "WSGATE_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -99,12 +151,28 @@ struct ServeArgs {
 
 impl ServeArgs {
     fn settings(&self) -> NodeSettings {
+        let node_id = self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let cache = &self.mapper_cache_dir;
         NodeSettings {
+            node_id,
             listen: self.listen,
             admin_listen: self.admin_listen,
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
             reuse_port: self.reuse_port,
+            redis: self.redis.clone().filter(|r| !r.is_empty()),
+            redis_prefix: self.redis_prefix.clone(),
             config_path: self.config.clone(),
             mappers_dir: self.mappers_dir.clone(),
+            mapper_cache_dir: (!cache.as_os_str().is_empty()).then(|| cache.clone()),
+            mapper_allow: self.mapper_allow.clone(),
+            auto_rollback: self.mapper_auto_rollback.map(|error_ratio| AutoRollback {
+                error_ratio,
+                min_events: self.mapper_auto_rollback_min_events,
+                window: self.mapper_auto_rollback_window,
+            }),
             ws: WsSettings {
                 ping_interval: self.ping_interval,
                 pong_timeout: self.pong_timeout,
@@ -147,7 +215,18 @@ fn main() -> anyhow::Result<()> {
             runtime.shutdown_timeout(Duration::from_millis(100));
             Ok(())
         }
+        Command::Config { admin, command } => exit_on_error(cli::config(&admin, command)),
+        Command::Mapper { admin, command } => exit_on_error(cli::mapper(&admin, command)),
     }
+}
+
+/// Operator commands print a one-line error and exit with 1 instead of a debug dump.
+fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -48,6 +48,16 @@ pub struct Metrics {
     pub source_events: IntCounterVec,
     /// Time from an upstream event's timestamp to the bus publish of its outputs.
     pub publish_lag: Histogram,
+    /// Config version the node runs.
+    pub config_version: IntGauge,
+    /// Store revision the node runs.
+    pub store_revision: IntGauge,
+    /// Reloads after a config or mapper change, by result (`applied`, `failed`).
+    pub config_reloads: IntCounterVec,
+    /// Route mapping swaps that took effect (new mapper versions or mappings).
+    pub mapper_swaps: IntCounter,
+    /// Automatic mapper rollbacks this node performed.
+    pub mapper_auto_rollbacks: IntCounter,
 }
 
 impl Metrics {
@@ -141,6 +151,28 @@ impl Metrics {
                 .buckets(exponential_buckets(0.000_05, 2.0, 18).expect("valid buckets")),
             )
             .unwrap(),
+            config_version: IntGauge::new("config_version", "Config version this node runs")
+                .unwrap(),
+            store_revision: IntGauge::new("store_revision", "Config store revision this node runs")
+                .unwrap(),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "config_reloads_total",
+                    "Reloads after config or mapper changes, by result",
+                ),
+                &["result"],
+            )
+            .unwrap(),
+            mapper_swaps: IntCounter::new(
+                "mapper_swaps_total",
+                "Route mapping swaps that took effect",
+            )
+            .unwrap(),
+            mapper_auto_rollbacks: IntCounter::new(
+                "mapper_auto_rollbacks_total",
+                "Mapper versions this node rolled back automatically",
+            )
+            .unwrap(),
             registry,
         };
         metrics.register_all();
@@ -167,6 +199,12 @@ impl Metrics {
         r.register(Box::new(self.mapper_duration.clone())).unwrap();
         r.register(Box::new(self.source_events.clone())).unwrap();
         r.register(Box::new(self.publish_lag.clone())).unwrap();
+        r.register(Box::new(self.config_version.clone())).unwrap();
+        r.register(Box::new(self.store_revision.clone())).unwrap();
+        r.register(Box::new(self.config_reloads.clone())).unwrap();
+        r.register(Box::new(self.mapper_swaps.clone())).unwrap();
+        r.register(Box::new(self.mapper_auto_rollbacks.clone()))
+            .unwrap();
         let process = prometheus::process_collector::ProcessCollector::for_self();
         r.register(Box::new(process)).unwrap();
     }

@@ -2,6 +2,9 @@
 //! bounds CPU time, and the compile cache keyed by content hash.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use anyhow::Context;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -37,6 +40,7 @@ pub struct MapperEngine {
     cache: Mutex<HashMap<[u8; 32], Arc<CompiledMapper>>>,
     limits: MapperLimits,
     ticker: EpochTicker,
+    disk_cache: Option<std::path::PathBuf>,
 }
 
 impl MapperEngine {
@@ -71,7 +75,24 @@ impl MapperEngine {
             cache: Mutex::new(HashMap::new()),
             limits,
             ticker,
+            disk_cache: None,
         }))
+    }
+
+    /// Like [`new`](Self::new), keeping compiled modules in `dir` (created if missing) so a
+    /// restarted node loads them without compiling. Entries are keyed by content hash and the
+    /// engine's compatibility hash, so a wasmtime upgrade or another configuration never loads
+    /// a stale artifact.
+    pub fn with_disk_cache(
+        limits: MapperLimits,
+        max_instances: u32,
+        dir: std::path::PathBuf,
+    ) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the mapper cache {}", dir.display()))?;
+        let mut engine = Arc::into_inner(Self::new(limits, max_instances)?).expect("fresh");
+        engine.disk_cache = Some(dir);
+        Ok(Arc::new(engine))
     }
 
     /// The limits every call runs under.
@@ -94,21 +115,76 @@ impl MapperEngine {
         if let Some(compiled) = self.cache.lock().get(&hash) {
             return Ok(Arc::clone(compiled));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = match self.from_disk(&hash) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                self.to_disk(&hash, &component);
+                component
+            }
+        };
+        self.link(hash, bytes.len(), component)
+    }
+
+    /// The module with this SHA-256 (hex) if it was compiled before, in this process or (with a
+    /// disk cache) by an earlier one; `None` means the bytes are needed.
+    pub fn cached(&self, hash_hex: &str, size: usize) -> Option<Arc<CompiledMapper>> {
+        let hash: [u8; 32] = hex::decode(hash_hex).ok()?.try_into().ok()?;
+        if let Some(compiled) = self.cache.lock().get(&hash) {
+            return Some(Arc::clone(compiled));
+        }
+        let component = self.from_disk(&hash)?;
+        self.link(hash, size, component).ok()
+    }
+
+    /// Links a compiled component against the mapper world and caches it.
+    fn link(
+        &self,
+        hash: [u8; 32],
+        size: usize,
+        component: Component,
+    ) -> Result<Arc<CompiledMapper>, LoadError> {
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::World(format!("{e:#}")))?;
         let pre =
             EventMapperPre::new(instance_pre).map_err(|e| LoadError::World(format!("{e:#}")))?;
-        let compiled = Arc::new(CompiledMapper {
-            hash,
-            size: bytes.len(),
-            pre,
-        });
+        let compiled = Arc::new(CompiledMapper { hash, size, pre });
         self.cache.lock().insert(hash, Arc::clone(&compiled));
         Ok(compiled)
+    }
+
+    fn disk_path(&self, hash: &[u8; 32]) -> Option<std::path::PathBuf> {
+        let dir = self.disk_cache.as_ref()?;
+        let mut engine_hash = std::hash::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let name = format!("{}-{:016x}.cwasm", hex::encode(hash), engine_hash.finish());
+        Some(dir.join(name))
+    }
+
+    fn from_disk(&self, hash: &[u8; 32]) -> Option<Component> {
+        let path = self.disk_path(hash).filter(|p| p.exists())?;
+        // SAFETY: the file was written by `Component::serialize` of an engine with the same
+        // compatibility hash (it is in the name), into a directory only this node writes.
+        match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cache entry");
+                None
+            }
+        }
+    }
+
+    fn to_disk(&self, hash: &[u8; 32], component: &Component) {
+        if let Some(path) = self.disk_path(hash) {
+            if let Err(e) = write_atomically(&path, component) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the mapper cache");
+            }
+        }
     }
 
     /// Reads and compiles a module file.
@@ -119,4 +195,12 @@ impl MapperEngine {
         })?;
         self.compile(&bytes)
     }
+}
+
+fn write_atomically(path: &std::path::Path, component: &Component) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path)?;
+    Ok(())
 }

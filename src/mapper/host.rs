@@ -15,6 +15,38 @@ use super::bindings::wsgate::mapper::types;
 /// Log lines a mapper instance may write per second; the rest are counted and dropped.
 const LOG_LINES_PER_SEC: u32 = 20;
 
+/// What a mapper's sandbox is granted beyond computing: the capabilities its manifest asked for
+/// that the node's operator also allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Real wall and monotonic clocks instead of frozen ones.
+    pub clock: bool,
+    /// Environment variables visible to the mapper.
+    pub env: Vec<(String, String)>,
+}
+
+impl Grants {
+    /// Grants every capability in `requested` (`clock`, `env:NAME`) that `allowed` also lists;
+    /// returns the grants and the capabilities refused.
+    pub fn resolve(requested: &[String], allowed: &[String]) -> (Grants, Vec<String>) {
+        let mut grants = Grants::default();
+        let mut refused = Vec::new();
+        for capability in requested {
+            if !allowed.contains(capability) {
+                refused.push(capability.clone());
+            } else if capability == "clock" {
+                grants.clock = true;
+            } else if let Some(name) = capability.strip_prefix("env:") {
+                let value = std::env::var(name).unwrap_or_default();
+                grants.env.push((name.to_string(), value));
+            } else {
+                refused.push(capability.clone());
+            }
+        }
+        (grants, refused)
+    }
+}
+
 /// Everything a mapper's store holds besides the instance.
 pub struct HostState {
     wasi: WasiCtx,
@@ -27,16 +59,19 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// A sandbox with no files, network, environment or arguments, a clock frozen at the epoch,
-    /// and at most `max_memory` bytes of linear memory.
-    pub fn new(label: &str, max_memory: usize) -> Self {
-        let wasi = WasiCtxBuilder::new()
-            .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
-            .allow_tcp(false)
+    /// A sandbox with no files, network or arguments, at most `max_memory` bytes of linear
+    /// memory, and only what `grants` allows: without them the environment is empty and the
+    /// clocks are frozen at the epoch.
+    pub fn new(label: &str, max_memory: usize, grants: &Grants) -> Self {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .build();
+            .envs(&grants.env);
+        if !grants.clock {
+            wasi.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        }
+        let wasi = wasi.build();
         HostState {
             wasi,
             table: ResourceTable::new(),

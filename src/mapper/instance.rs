@@ -9,7 +9,7 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::{Event, EventMapper, MapError, Output};
 use super::engine::{CompiledMapper, MapperEngine};
-use super::host::HostState;
+use super::host::{Grants, HostState};
 use super::ticker::EPOCH_TICK;
 use crate::metrics::Metrics;
 
@@ -51,6 +51,18 @@ impl Failure {
     }
 }
 
+/// A mapper version's own sandbox: its grants and the limits its manifest sets.
+#[derive(Debug, Clone, Default)]
+pub struct Sandbox {
+    /// Capabilities granted.
+    pub grants: Grants,
+    /// CPU time per call instead of the engine's default.
+    pub call_timeout: Option<std::time::Duration>,
+    /// Memory cap instead of the engine's default (never above it: the engine's cap sizes the
+    /// instance pool).
+    pub memory_bytes: Option<usize>,
+}
+
 struct Live {
     store: Store<HostState>,
     bindings: EventMapper,
@@ -62,6 +74,7 @@ pub struct MapperInstance {
     compiled: Arc<CompiledMapper>,
     label: Arc<str>,
     params: Vec<(String, String)>,
+    sandbox: Sandbox,
     live: Option<Live>,
     metrics: Arc<Metrics>,
     calls: IntCounter,
@@ -87,9 +100,23 @@ impl MapperInstance {
             compiled,
             label: Arc::from(label),
             params,
+            sandbox: Sandbox::default(),
             live: None,
             metrics,
         }
+    }
+
+    /// Runs this instance under `sandbox` instead of the engine's defaults.
+    pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = sandbox;
+        self.live = None;
+        self
+    }
+
+    /// Instantiates and initialises the instance now rather than on the first batch, so a swap
+    /// costs the route nothing and a mapper whose `init` fails is found before it is used.
+    pub fn warm_up(&mut self) -> Result<(), Failure> {
+        self.live().map(|_| ())
     }
 
     /// The module this instance runs.
@@ -158,7 +185,8 @@ impl MapperInstance {
     /// One guest call; any failure discards the instance.
     fn call(&mut self, events: &[Event]) -> Result<Vec<Result<Vec<Output>, MapError>>, Failure> {
         let limits = self.engine.limits();
-        let budget = limits.call_timeout + limits.per_event_timeout * events.len() as u32;
+        let call_timeout = self.sandbox.call_timeout.unwrap_or(limits.call_timeout);
+        let budget = call_timeout + limits.per_event_timeout * events.len() as u32;
         let live = self.live()?;
         live.store.set_epoch_deadline(ticks(budget));
         self.calls.inc();
@@ -181,13 +209,18 @@ impl MapperInstance {
     fn live(&mut self) -> Result<&mut Live, Failure> {
         if self.live.is_none() {
             let limits = self.engine.limits();
-            let mut store = Store::new(
-                self.engine.engine(),
-                HostState::new(&self.label, limits.max_memory_bytes),
-            );
+            let memory = self
+                .sandbox
+                .memory_bytes
+                .unwrap_or(limits.max_memory_bytes)
+                .min(limits.max_memory_bytes);
+            let host = HostState::new(&self.label, memory, &self.sandbox.grants);
+            let mut store = Store::new(self.engine.engine(), host);
             store.limiter(|state| &mut state.limits);
             store.epoch_deadline_trap();
-            store.set_epoch_deadline(ticks(limits.call_timeout * 5));
+            // Instantiation and `init` run once; big runtimes (Python, JS) need longer than a call.
+            let init_budget = (limits.call_timeout * 5).max(std::time::Duration::from_secs(2));
+            store.set_epoch_deadline(ticks(init_budget));
             let _running = self.engine.ticker().call();
             let bindings = self
                 .compiled

@@ -8,15 +8,17 @@
 mod engine;
 mod host;
 mod instance;
-mod registry;
 pub mod sample;
 mod ticker;
 
 use std::time::Duration;
 
 pub use engine::{CompiledMapper, MapperEngine};
-pub use instance::{EventOutcome, Failure, MapperInstance};
-pub use registry::{MapperRegistry, MapperVersion};
+pub use host::Grants;
+pub use instance::{EventOutcome, Failure, MapperInstance, Sandbox};
+
+/// The WIT world every mapper implements, as recorded with each pushed version.
+pub const WORLD: &str = "wsgate:mapper/event-mapper@0.1.0";
 
 /// Generated bindings of the `event-mapper` world.
 pub mod bindings {
@@ -54,6 +56,32 @@ impl Default for MapperLimits {
             max_output_bytes: 1 << 20,
         }
     }
+}
+
+/// Every `<name>.wasm` in `dir`, sorted by name: the modules an empty store is seeded with.
+pub fn modules_in_dir(dir: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>, LoadError> {
+    let read_error = |error| LoadError::Read {
+        path: dir.display().to_string(),
+        error,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(read_error)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+        .collect();
+    paths.sort();
+    let mut modules = Vec::new();
+    for path in paths {
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).map_err(|error| LoadError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        modules.push((name.to_string(), bytes));
+    }
+    Ok(modules)
 }
 
 /// Why a module could not become a mapper.

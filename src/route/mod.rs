@@ -3,6 +3,12 @@
 //!
 //! Mappers are pure compute, so each route runs on its own thread with warm instances; the order
 //! of events within a route is the order of their outputs on every stream.
+//!
+//! A route's mappings are swapped between two batches ([`RouteUpdate`]): the batch before the
+//! swap is mapped entirely by the old mappers and the next entirely by the new ones, and every
+//! stream's sequence numbers continue across the swap, so clients see neither a gap nor a
+//! repeat. When the worker stops it hands its streams' next sequence numbers back, so a route
+//! restarted for a config change continues them too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,6 +34,19 @@ struct StreamTarget {
     next_seq: u64,
 }
 
+/// Next sequence number per client stream.
+pub type Sequences = HashMap<Arc<str>, u64>;
+
+/// New mappings (and the streams they may publish to) for a running route.
+pub struct RouteUpdate {
+    /// The mappings, replacing all the current ones; `None` keeps them.
+    pub mappings: Option<Vec<MappingWorker>>,
+    /// Every declared stream.
+    pub streams: Arc<BTreeMap<Arc<str>, StreamSpec>>,
+    /// Called on the route's thread once the swap is in effect (for logs and metrics).
+    pub applied: Box<dyn FnOnce() + Send>,
+}
+
 /// One mapping of a route, with its warm mapper.
 pub struct MappingWorker {
     instance: MapperInstance,
@@ -50,11 +69,25 @@ impl MappingWorker {
         })
     }
 
-    /// The stream an output belongs to, if the config declares it.
+    /// The mapper this mapping runs.
+    pub fn instance(&self) -> &MapperInstance {
+        &self.instance
+    }
+
+    /// Moves every stream's next sequence number into `into`.
+    fn sequences_into(&self, into: &mut Sequences) {
+        for target in self.targets.values() {
+            into.insert(Arc::clone(&target.stream), target.next_seq);
+        }
+    }
+
+    /// The stream an output belongs to, if the config declares it. A stream seen for the first
+    /// time continues from `sequences` (numbers handed over by an earlier mapper), else from 1.
     fn target(
         &mut self,
         output: &Output,
         streams: &BTreeMap<Arc<str>, StreamSpec>,
+        sequences: &Sequences,
     ) -> Result<&mut StreamTarget, String> {
         let lookup = |name: &str| {
             output
@@ -78,7 +111,7 @@ impl MappingWorker {
             let target = StreamTarget {
                 stream: Arc::clone(stream),
                 subject: Arc::from(subject),
-                next_seq: 1,
+                next_seq: sequences.get(stream).copied().unwrap_or(1),
             };
             self.targets
                 .insert(self.scratch.clone().into_boxed_str(), target);
@@ -113,21 +146,37 @@ pub struct RouteWorker {
     pub bus: Arc<dyn Bus>,
     /// Node metrics.
     pub metrics: Arc<Metrics>,
+    /// Next sequence numbers of streams this route published to before (a restarted route).
+    pub sequences: Sequences,
 }
 
 impl RouteWorker {
-    /// Starts the worker on its own thread; it stops when its inbox closes.
-    pub fn spawn(self, inbox: RouteInbox, runtime: Handle) -> std::thread::JoinHandle<()> {
+    /// Starts the worker on its own thread; it stops when its inbox closes and returns its
+    /// streams' next sequence numbers. Updates sent to `updates` take effect between batches.
+    pub fn spawn(
+        self,
+        inbox: RouteInbox,
+        updates: std::sync::mpsc::Receiver<RouteUpdate>,
+        runtime: Handle,
+    ) -> std::thread::JoinHandle<Sequences> {
         std::thread::Builder::new()
             .name(format!("route-{}", self.route_id))
-            .spawn(move || self.run(inbox, runtime))
+            .spawn(move || self.run(inbox, updates, runtime))
             .expect("spawning a route thread")
     }
 
-    fn run(mut self, mut inbox: RouteInbox, runtime: Handle) {
+    fn run(
+        mut self,
+        mut inbox: RouteInbox,
+        updates: std::sync::mpsc::Receiver<RouteUpdate>,
+        runtime: Handle,
+    ) -> Sequences {
         let mut batches = Vec::new();
         // Whatever queued up while the last batch was mapped goes into one mapper call.
         while inbox.blocking_recv_many(&mut batches, MAX_MERGED_BATCHES) > 0 {
+            while let Ok(update) = updates.try_recv() {
+                self.swap(update);
+            }
             let events: Vec<&UpstreamEvent> = batches.iter().flat_map(|b| b.iter()).collect();
             let messages = self.map(&events);
             drop(events);
@@ -137,9 +186,29 @@ impl RouteWorker {
             }
             if runtime.block_on(self.bus.publish(messages)).is_err() {
                 tracing::warn!(route = %self.route_id, "bus closed; route worker stops");
-                return;
+                break;
             }
         }
+        self.sequences()
+    }
+
+    /// Every stream's next sequence number.
+    fn sequences(&self) -> Sequences {
+        let mut sequences = self.sequences.clone();
+        for mapping in &self.mappings {
+            mapping.sequences_into(&mut sequences);
+        }
+        sequences
+    }
+
+    /// Replaces the mappings between two batches, continuing every stream's numbering.
+    fn swap(&mut self, update: RouteUpdate) {
+        if let Some(mappings) = update.mappings {
+            self.sequences = self.sequences();
+            self.mappings = mappings;
+        }
+        self.streams = update.streams;
+        (update.applied)();
     }
 
     /// Maps events through every mapping; returns what to publish, in order.
@@ -153,7 +222,7 @@ impl RouteWorker {
                     continue;
                 };
                 for output in outputs {
-                    let target = match mapping.target(&output, &self.streams) {
+                    let target = match mapping.target(&output, &self.streams, &self.sequences) {
                         Ok(target) => target,
                         Err(why) => {
                             self.metrics

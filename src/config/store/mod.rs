@@ -10,6 +10,7 @@
 //! before anything is written.
 
 mod memory;
+mod redis;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 use super::GatewayConfig;
@@ -82,8 +84,8 @@ pub struct MapperVersionMeta {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MapperManifest {
-    /// WASI capabilities asked for: `clock` (real wall and monotonic clocks), `random`
-    /// (seeded from the host), `env:NAME` (one environment variable of the node).
+    /// WASI capabilities asked for: `clock` (real wall and monotonic clocks) and `env:NAME` (one
+    /// environment variable of the node). Filesystem and network are never granted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<String>,
     /// CPU time per call, in milliseconds, instead of the node's default.

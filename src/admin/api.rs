@@ -1,0 +1,363 @@
+//! The operator API under `/api/v1`, JSON in and out, authenticated with a bearer token.
+//!
+//! | method and path                        | does                                             |
+//! |----------------------------------------|--------------------------------------------------|
+//! | `GET  /api/v1/status`                  | this node: config version, revision, routes      |
+//! | `GET  /api/v1/config`                  | current config and its version                   |
+//! | `GET  /api/v1/config/versions/{v}`     | a stored version                                 |
+//! | `PUT  /api/v1/config`                  | validate and apply `{config, replaces?}`         |
+//! | `POST /api/v1/config/diff`             | what applying `{config}` would change            |
+//! | `GET  /api/v1/config/history?limit=N`  | the audit log, newest first                      |
+//! | `POST /api/v1/config/rollback`         | restore `{version}` as a new version             |
+//! | `GET  /api/v1/mappers`                 | every mapper: promoted version, version count    |
+//! | `GET  /api/v1/mappers/{name}`          | one mapper's versions                            |
+//! | `POST /api/v1/mappers/{name}`          | push `{module_base64, sample, ...}`              |
+//! | `POST /api/v1/mappers/{name}/promote`  | point `name` at `{version}`                      |
+//! | `POST /api/v1/mappers/{name}/rollback` | back to `{version}` or the one before            |
+//!
+//! Errors are `{"error": "..."}` (plus `"field"` for an invalid config) with a status that says
+//! what kind: 400 malformed request, 401 bad token, 404 unknown, 409 stale or conflicting,
+//! 422 refused config or mapper, 503 store unavailable or API disabled.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::config::store::{ConfigStore, MapperManifest, StoreError};
+use crate::config::GatewayConfig;
+use crate::control::{config_ops, mapper_ops, ControlError};
+use crate::mapper::MapperEngine;
+
+/// Largest request body (a pushed module, base64-encoded, with its sample).
+const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// What the node reports about itself in `/api/v1/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// Config version running.
+    pub config_version: u64,
+    /// Store revision running.
+    pub revision: u64,
+    /// Route id → `name@version` of each mapping's mapper, as running.
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// The last reload error, if the newest revision could not be applied.
+    pub last_error: Option<String>,
+}
+
+/// Everything the API handlers need.
+pub struct Api {
+    /// The config store.
+    pub store: Arc<dyn ConfigStore>,
+    /// The mapper engine, for push validation.
+    pub engine: Arc<MapperEngine>,
+    /// The bearer token; `None` disables the API.
+    pub token: Option<String>,
+    /// This node's status, replaced after every reload.
+    pub status: ArcSwap<NodeStatus>,
+}
+
+/// The `/api/v1` routes.
+pub fn routes(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/config", get(get_config).put(put_config))
+        .route("/api/v1/config/versions/{version}", get(get_config_version))
+        .route("/api/v1/config/diff", post(diff_config))
+        .route("/api/v1/config/history", get(history))
+        .route("/api/v1/config/rollback", post(rollback_config))
+        .route("/api/v1/mappers", get(list_mappers))
+        .route("/api/v1/mappers/{name}", get(show_mapper).post(push_mapper))
+        .route("/api/v1/mappers/{name}/promote", post(promote_mapper))
+        .route("/api/v1/mappers/{name}/rollback", post(rollback_mapper))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&api),
+            authenticate,
+        ))
+        .with_state(api)
+}
+
+/// An API error: status and message.
+struct ApiError(StatusCode, Value);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        let status = match &error {
+            ControlError::Invalid(_) | ControlError::BadMapper(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+            ControlError::Conflict(_) | ControlError::Store(StoreError::Stale { .. }) => {
+                StatusCode::CONFLICT
+            }
+            ControlError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut body = json!({ "error": error.to_string() });
+        if let ControlError::Invalid(invalid) = &error {
+            body["field"] = json!(invalid.field);
+        }
+        ApiError(status, body)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ControlError::Store(error).into()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn ok<T: Serialize>(value: T) -> ApiResult {
+    Ok(Json(serde_json::to_value(value).expect("serializable")))
+}
+
+async fn authenticate(
+    State(api): State<Arc<Api>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(token) = api.token.as_deref() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the admin API is disabled: start the node with --admin-token or WSGATE_ADMIN_TOKEN"}),
+        ));
+    };
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or wrong bearer token"}),
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The operator's name for the audit log: `X-Wsgate-Operator`, else `operator`.
+fn who(headers: &HeaderMap) -> String {
+    headers
+        .get("x-wsgate-operator")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 100)
+        .unwrap_or("operator")
+        .to_string()
+}
+
+async fn status(State(api): State<Arc<Api>>) -> ApiResult {
+    ok(&**api.status.load())
+}
+
+async fn get_config(State(api): State<Arc<Api>>) -> ApiResult {
+    ok(api.store.current().await?)
+}
+
+async fn get_config_version(State(api): State<Arc<Api>>, Path(version): Path<u64>) -> ApiResult {
+    match api.store.config_version(version).await? {
+        Some(versioned) => ok(versioned),
+        None => Err(ControlError::NotFound(format!("config version {version}")).into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    config: Value,
+    #[serde(default)]
+    replaces: Option<u64>,
+}
+
+fn parse_config(value: Value) -> Result<GatewayConfig, ApiError> {
+    serde_json::from_value(value).map_err(|e| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": format!("invalid config: {e}")}),
+        )
+    })
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("bad request body: {e}")}),
+        )
+    })
+}
+
+async fn put_config(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let body: ApplyBody = parse_body(&body)?;
+    let config = parse_config(body.config)?;
+    let who = who(&headers);
+    ok(config_ops::apply(&*api.store, body.replaces, config, &who, "config.apply").await?)
+}
+
+async fn diff_config(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> ApiResult {
+    let body: ApplyBody = parse_body(&body)?;
+    let config = parse_config(body.config)?;
+    let current = api.store.current().await?;
+    let mappers = api.store.mappers().await?;
+    let config = config_ops::assign_versions(&current.config, config)?;
+    let snapshot = config_ops::check(config, &mappers)?;
+    ok(json!({
+        "from_version": current.version,
+        "diff": config_ops::diff(&current.config, &snapshot.config),
+    }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(State(api): State<Arc<Api>>, Query(query): Query<HistoryQuery>) -> ApiResult {
+    ok(api.store.audit(query.limit.unwrap_or(50).min(1000)).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+async fn rollback_config(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let body: VersionBody = parse_body(&body)?;
+    let version = body
+        .version
+        .ok_or_else(|| ControlError::BadRequest("`version` is required".into()))?;
+    ok(config_ops::rollback(&*api.store, version, &who(&headers)).await?)
+}
+
+async fn list_mappers(State(api): State<Arc<Api>>) -> ApiResult {
+    let mappers = api.store.mappers().await?;
+    let list: Vec<Value> = mappers
+        .values()
+        .map(|m| {
+            let promoted = m.version(m.promoted);
+            json!({
+                "name": m.name,
+                "promoted": m.promoted,
+                "versions": m.versions.len(),
+                "hash": promoted.map(|v| v.hash.as_str()),
+                "uploader": promoted.map(|v| v.uploader.as_str()),
+                "uploaded_at_ms": promoted.map(|v| v.uploaded_at_ms),
+            })
+        })
+        .collect();
+    ok(list)
+}
+
+async fn show_mapper(State(api): State<Arc<Api>>, Path(name): Path<String>) -> ApiResult {
+    match api.store.mappers().await?.remove(&name) {
+        Some(meta) => ok(meta),
+        None => Err(ControlError::NotFound(format!("mapper `{name}`")).into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    module_base64: String,
+    sample: Value,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default)]
+    notes: String,
+    #[serde(default)]
+    manifest: MapperManifest,
+    #[serde(default)]
+    promote: bool,
+}
+
+async fn push_mapper(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let body: PushBody = parse_body(&body)?;
+    let module = base64::engine::general_purpose::STANDARD
+        .decode(body.module_base64.as_bytes())
+        .map_err(|e| ControlError::BadRequest(format!("module_base64: {e}")))?;
+    let push = mapper_ops::Push {
+        name,
+        module: module.into(),
+        sample: body.sample.to_string(),
+        params: body.params.into_iter().collect(),
+        notes: body.notes,
+        manifest: body.manifest,
+        promote: body.promote,
+    };
+    ok(mapper_ops::push(&*api.store, &api.engine, push, &who(&headers)).await?)
+}
+
+async fn promote_mapper(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let body: VersionBody = parse_body(&body)?;
+    let version = body
+        .version
+        .ok_or_else(|| ControlError::BadRequest("`version` is required".into()))?;
+    let version = u32::try_from(version)
+        .map_err(|_| ControlError::BadRequest("`version` is out of range".into()))?;
+    let who = who(&headers);
+    ok(mapper_ops::promote(&*api.store, &name, version, &who, "mapper.promote").await?)
+}
+
+async fn rollback_mapper(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let body: VersionBody = if body.is_empty() {
+        VersionBody { version: None }
+    } else {
+        parse_body(&body)?
+    };
+    let version = body
+        .version
+        .map(u32::try_from)
+        .transpose()
+        .map_err(|_| ControlError::BadRequest("`version` is out of range".into()))?;
+    ok(mapper_ops::rollback(&*api.store, &name, version, &who(&headers)).await?)
+}

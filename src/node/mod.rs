@@ -1,0 +1,295 @@
+//! A running node: opens the config store, resolves the desired state, runs sources and route
+//! workers, serves clients and the admin listener, reloads what changed whenever the store
+//! announces a new revision, and shuts down in order.
+
+mod components;
+mod rollback;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::api::{self, Api, NodeStatus};
+use crate::admin::{self, AdminState};
+use crate::bus::{Bus, BusSink, MemoryBus};
+use crate::config::store::{ConfigStore, MemoryStore, RedisStore};
+use crate::config::GatewayConfig;
+use crate::control::mapper_ops;
+use crate::hub::Hub;
+use crate::mapper::{MapperEngine, MapperLimits};
+use crate::metrics::Metrics;
+use crate::ws::{self, WsContext, WsSettings};
+
+use components::Components;
+pub use rollback::AutoRollback;
+use state::{Desired, Resolver};
+
+/// Static settings of a node (flags and `WSGATE_*` variables, never the dynamic store).
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// This node's id (audit entries of automatic changes, status).
+    pub node_id: String,
+    /// Client listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address (metrics, health, operator API).
+    pub admin_listen: SocketAddr,
+    /// Bearer token of the operator API; `None` disables it.
+    pub admin_token: Option<String>,
+    /// Share the client port with other processes (`SO_REUSEPORT`).
+    pub reuse_port: bool,
+    /// Redis URL of the cluster's config store; `None` keeps the store in memory.
+    pub redis: Option<String>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+    /// The config an empty store is seeded with.
+    pub config_path: PathBuf,
+    /// Directory of mapper modules (`<name>.wasm`) an empty registry is seeded with.
+    pub mappers_dir: PathBuf,
+    /// Where compiled mappers are cached on disk; `None` disables the disk cache.
+    pub mapper_cache_dir: Option<PathBuf>,
+    /// Capabilities mappers may be granted when their manifest asks (`clock`, `env:NAME`).
+    pub mapper_allow: Vec<String>,
+    /// Roll back a promoted mapper version that keeps failing.
+    pub auto_rollback: Option<AutoRollback>,
+    /// Client connection limits.
+    pub ws: WsSettings,
+    /// Mapper call limits.
+    pub mapper_limits: MapperLimits,
+    /// Longest a shutdown may take before the process exits anyway.
+    pub shutdown_timeout: Duration,
+}
+
+/// Opens the store: Redis when configured, else memory. An empty store is seeded with the
+/// config file and the modules of the mappers directory.
+async fn open_store(
+    settings: &NodeSettings,
+    engine: &Arc<MapperEngine>,
+) -> anyhow::Result<Arc<dyn ConfigStore>> {
+    let read_config = || -> anyhow::Result<GatewayConfig> {
+        let path = &settings.config_path;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        GatewayConfig::from_json(&text).with_context(|| format!("parsing {}", path.display()))
+    };
+    let seeder = format!("seed:{}", settings.node_id);
+    let store: Arc<dyn ConfigStore> = match &settings.redis {
+        None => Arc::new(MemoryStore::new(read_config()?)),
+        Some(url) => {
+            let store = RedisStore::connect(url, &settings.redis_prefix)
+                .await
+                .with_context(|| format!("connecting to the config store at {url}"))?;
+            if store.current().await.is_err() || store.revision().await? == 0 {
+                if store.seed_if_empty(read_config()?, &seeder).await? {
+                    tracing::info!(config = %settings.config_path.display(), "seeded the empty config store");
+                }
+            }
+            store
+        }
+    };
+    if settings.mappers_dir.is_dir() {
+        for (name, bytes) in crate::mapper::modules_in_dir(&settings.mappers_dir)? {
+            if mapper_ops::seed(&*store, engine, &name, bytes.into(), &seeder).await? {
+                tracing::info!(mapper = %name, "seeded mapper version 1");
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// Runs a node until `stop` is cancelled, then drains it.
+pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let engine = match &settings.mapper_cache_dir {
+        Some(dir) => {
+            MapperEngine::with_disk_cache(settings.mapper_limits.clone(), 1000, dir.clone())?
+        }
+        None => MapperEngine::new(settings.mapper_limits.clone(), 1000)?,
+    };
+    let store = open_store(&settings, &engine).await?;
+    let resolver = Resolver {
+        store: Arc::clone(&store),
+        engine: Arc::clone(&engine),
+        allowed_capabilities: settings.mapper_allow.clone(),
+    };
+    let desired = resolver
+        .load()
+        .await
+        .map_err(|e| anyhow!("cannot start: {e:#}"))?;
+
+    let lanes = tokio::runtime::Handle::current().metrics().num_workers();
+    let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes));
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    bus.subscribe(">", Arc::clone(&hub) as Arc<dyn BusSink>)
+        .await?;
+    let mut components = Components::new(
+        Arc::clone(&engine),
+        Arc::clone(&hub),
+        Arc::clone(&bus),
+        Arc::clone(&metrics),
+    );
+    components.apply(&desired).await?;
+
+    let api = Arc::new(Api {
+        store: Arc::clone(&store),
+        engine: Arc::clone(&engine),
+        token: settings.admin_token.clone(),
+        status: ArcSwap::from_pointee(NodeStatus::default()),
+    });
+    record_applied(&settings, &metrics, &api, &desired, None);
+
+    let shutdown = CancellationToken::new();
+    let ws_ctx = WsContext::new(
+        Arc::clone(&hub),
+        settings.ws.clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    );
+    let listener = ws::bind(settings.listen, settings.reuse_port)
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", settings.admin_listen))?;
+    let admin_state = AdminState::new(Arc::clone(&metrics));
+    let admin_stop = CancellationToken::new();
+    // The bound addresses, so port 0 (any free port) reports the port it got.
+    let listen = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let router =
+        admin::health_routes(Arc::clone(&admin_state)).merge(api::routes(Arc::clone(&api)));
+    tokio::spawn(admin::serve(admin_listener, router, admin_stop.clone()));
+    let accept = tokio::spawn(ws::serve(listener, Arc::clone(&ws_ctx)));
+    admin_state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        listen = %listen,
+        admin = %admin_addr,
+        streams = hub.stream_count(),
+        config_version = desired.version,
+        "wsgate node ready"
+    );
+
+    let reload_stop = CancellationToken::new();
+    let reloads = tokio::spawn(reload_loop(
+        settings.clone(),
+        resolver,
+        components,
+        desired,
+        Arc::clone(&metrics),
+        Arc::clone(&api),
+        reload_stop.clone(),
+    ));
+    if let Some(auto) = settings.auto_rollback.clone() {
+        tokio::spawn(rollback::watch(
+            auto,
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            Arc::clone(&api),
+            settings.node_id.clone(),
+            reload_stop.clone(),
+        ));
+    }
+
+    stop.cancelled().await;
+    tracing::info!("shutting down: not ready, closing clients with 1001");
+    admin_state.ready.store(false, Ordering::Relaxed);
+    ws_ctx.shut_down();
+    let _ = accept.await;
+    ws_ctx.tracker.close();
+    if tokio::time::timeout(settings.shutdown_timeout, ws_ctx.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?settings.shutdown_timeout, "clients still open at the shutdown deadline");
+    }
+    reload_stop.cancel();
+    if let Ok(mut components) = reloads.await {
+        let _ = tokio::time::timeout(Duration::from_secs(2), components.stop_all()).await;
+    }
+    admin_stop.cancel();
+    tracing::info!("wsgate node stopped");
+    Ok(())
+}
+
+/// Applies every new store revision until `stop`; returns the components for shutdown.
+async fn reload_loop(
+    settings: NodeSettings,
+    resolver: Resolver,
+    mut components: Components,
+    mut current: Desired,
+    metrics: Arc<Metrics>,
+    api: Arc<Api>,
+    stop: CancellationToken,
+) -> Components {
+    let mut announcements = resolver.store.watch();
+    loop {
+        tokio::select! {
+            changed = announcements.changed() => if changed.is_err() { break },
+            _ = stop.cancelled() => break,
+        }
+        let announced = *announcements.borrow_and_update();
+        if announced == current.revision {
+            continue;
+        }
+        let started = Instant::now();
+        let result = match resolver.load().await {
+            Ok(desired) => components.apply(&desired).await.map(|()| desired),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(desired) => {
+                metrics.config_reloads.with_label_values(&["applied"]).inc();
+                tracing::info!(
+                    revision = desired.revision,
+                    config_version = desired.version,
+                    took = ?started.elapsed(),
+                    "store revision applied"
+                );
+                record_applied(&settings, &metrics, &api, &desired, None);
+                current = desired;
+            }
+            Err(e) => {
+                metrics.config_reloads.with_label_values(&["failed"]).inc();
+                tracing::error!(revision = announced, error = %format!("{e:#}"), "store revision not applied; the node keeps running its last state");
+                record_applied(&settings, &metrics, &api, &current, Some(format!("{e:#}")));
+                // Do not retry the same revision in a loop; the next announcement tries again.
+                current.revision = announced;
+            }
+        }
+    }
+    components
+}
+
+fn record_applied(
+    settings: &NodeSettings,
+    metrics: &Metrics,
+    api: &Api,
+    desired: &Desired,
+    error: Option<String>,
+) {
+    metrics.config_version.set(desired.version as i64);
+    metrics.store_revision.set(desired.revision as i64);
+    let routes = desired
+        .mappers
+        .iter()
+        .map(|(id, mappers)| {
+            (
+                id.clone(),
+                mappers.iter().map(|m| m.label.clone()).collect(),
+            )
+        })
+        .collect();
+    api.status.store(Arc::new(NodeStatus {
+        node_id: settings.node_id.clone(),
+        config_version: desired.version,
+        revision: desired.revision,
+        routes,
+        last_error: error,
+    }));
+}

@@ -1,0 +1,368 @@
+//! Operator workflows against a real node through the `wsgate` CLI and its admin API: config
+//! apply/diff/history/rollback with validation, mapper push/promote/rollback with refusal of bad
+//! modules, a hot swap under load that clients cannot see except in the payload format, and
+//! automatic rollback of a failing version.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{collect_stream, mappers_dir, next_json, shipped_config, CliOutput, Gateway};
+use serde_json::{json, Value};
+
+fn token_args() -> Vec<&'static str> {
+    vec!["--admin-token", common::TEST_TOKEN]
+}
+
+fn write_temp(dir: &tempfile::TempDir, name: &str, contents: &[u8]) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn sample_path() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("mappers/samples/trade.json")
+        .display()
+        .to_string()
+}
+
+fn module(name: &str) -> String {
+    mappers_dir().join(name).display().to_string()
+}
+
+fn assert_refused(output: &CliOutput, needle: &str) {
+    assert!(!output.ok, "expected a refusal, got success: {output:?}");
+    assert!(
+        output.stderr.contains(needle),
+        "the error should mention `{needle}`: {}",
+        output.stderr
+    );
+}
+
+fn api_get(gateway: &Gateway, path: &str) -> Value {
+    let out = gateway.cli(&["config", "get"]);
+    assert!(out.ok, "{out:?}");
+    if path == "/api/v1/config" {
+        return serde_json::from_str(&out.stdout).unwrap();
+    }
+    unreachable!("only the config is read this way")
+}
+
+/// One trade from `btcusdt@trade` on a raw stream connection.
+async fn trades_flow(gateway: &Gateway) {
+    let mut client = gateway.connect("/ws/btcusdt@trade").await;
+    let trade = next_json(&mut client, Duration::from_secs(10)).await;
+    assert_eq!(trade["e"], "trade");
+}
+
+#[tokio::test]
+async fn bad_configs_are_refused_naming_the_field_and_change_nothing() {
+    let gateway = Gateway::start(&token_args());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = Vec::new();
+    let mut bad = shipped_config();
+    bad["routes"][0]["data_source"] = json!("nope");
+    cases.push((bad, "routes[0].data_source"));
+    let mut bad = shipped_config();
+    bad["topics"][0]["rate"] = json!(0);
+    cases.push((bad, "topics[0].rate"));
+    let mut bad = shipped_config();
+    bad["datasource"][0]["properties"]["colour"] = json!("blue");
+    cases.push((bad, "datasource[0].properties"));
+    let mut bad = shipped_config();
+    bad["routes"][0]["mappings"][0]["mapper"] = json!("binance_trade@9");
+    cases.push((bad, "routes[0].mappings[0].mapper"));
+    let mut bad = shipped_config();
+    bad["routes"][0]["mappings"][0]["ws_topic"] = json!("{symbol@trade");
+    cases.push((bad, "routes[0].mappings[0].ws_topic"));
+    for (i, (config, field)) in cases.iter().enumerate() {
+        let file = write_temp(&dir, &format!("bad{i}.json"), config.to_string().as_bytes());
+        let out = gateway.cli(&["config", "apply", file.to_str().unwrap()]);
+        assert_refused(&out, field);
+    }
+    let unparsable = write_temp(&dir, "unparsable.json", b"{\"datasource\": 7}");
+    assert_refused(
+        &gateway.cli(&["config", "apply", unparsable.to_str().unwrap()]),
+        "invalid config",
+    );
+    assert_eq!(api_get(&gateway, "/api/v1/config")["version"], 1);
+    let history = gateway.cli(&["config", "history"]);
+    assert!(
+        history.ok && !history.stdout.contains("config.apply"),
+        "{history:?}"
+    );
+    trades_flow(&gateway).await;
+}
+
+#[tokio::test]
+async fn apply_diff_stale_writers_history_and_rollback() {
+    let gateway = Gateway::start(&token_args());
+    let dir = tempfile::tempdir().unwrap();
+    let original = api_get(&gateway, "/api/v1/config")["config"].clone();
+
+    // A change: one more topic. `diff` shows it without applying it.
+    let mut changed = original.clone();
+    changed["topics"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"version": 1, "topic": "btcusdt@avgPrice"}));
+    let file = write_temp(&dir, "changed.json", changed.to_string().as_bytes());
+    let diff = gateway.cli(&["config", "diff", file.to_str().unwrap()]);
+    assert!(diff.ok, "{diff:?}");
+    assert!(
+        diff.stdout.contains("+ topic btcusdt@avgPrice"),
+        "{}",
+        diff.stdout
+    );
+    assert_eq!(api_get(&gateway, "/api/v1/config")["version"], 1);
+
+    let applied = gateway.cli(&["config", "apply", file.to_str().unwrap(), "--replaces", "1"]);
+    assert!(applied.ok, "{applied:?}");
+    assert!(
+        applied.stdout.contains("applied as version 2"),
+        "{}",
+        applied.stdout
+    );
+    // A second writer that read version 1 is refused, at the document and at the entry level.
+    let stale = gateway.cli(&["config", "apply", file.to_str().unwrap(), "--replaces", "1"]);
+    assert_refused(&stale, "stale");
+    let mut entry_stale = changed.clone();
+    entry_stale["routes"][0]["upstream"] = json!(["trade.BTCUSDT"]);
+    entry_stale["routes"][0]["version"] = json!(0);
+    let file2 = write_temp(&dir, "entry-stale.json", entry_stale.to_string().as_bytes());
+    assert_refused(
+        &gateway.cli(&["config", "apply", file2.to_str().unwrap()]),
+        "routes[0].version",
+    );
+
+    // The new topic is live: a client may subscribe to it now.
+    let mut client = gateway.connect("/ws").await;
+    let reply = common::request(
+        &mut client,
+        json!({"method": "SUBSCRIBE", "params": ["btcusdt@avgPrice"], "id": 1}),
+    )
+    .await;
+    assert_eq!(reply, json!({"result": null, "id": 1}));
+
+    // Rollback restores version 1's content exactly, as version 3.
+    let rollback = gateway.cli(&["config", "rollback", "1"]);
+    assert!(rollback.ok, "{rollback:?}");
+    assert!(
+        rollback.stdout.contains("as version 3"),
+        "{}",
+        rollback.stdout
+    );
+    let now = api_get(&gateway, "/api/v1/config");
+    assert_eq!(now["version"], 3);
+    assert_eq!(now["config"], original);
+
+    let history = gateway.cli(&["config", "history"]);
+    assert!(history.ok, "{history:?}");
+    let lines: Vec<&str> = history.stdout.lines().collect();
+    assert!(
+        lines[0].contains("config.rollback") && lines[0].contains("2 -> 3"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("config.apply") && lines[1].contains("1 -> 2"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("tester"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn bad_mappers_are_refused_and_nothing_is_stored() {
+    let gateway = Gateway::start(&token_args());
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = write_temp(&dir, "not.wasm", b"[package]\nname = \"x\"\n");
+    // A valid, empty component: it compiles but exports nothing of the mapper world.
+    let empty_component = write_temp(&dir, "empty.wasm", b"\0asm\x0d\x00\x01\x00");
+    let sample = sample_path();
+    let push = |file: &str, extra: &[&str]| {
+        let mut args = vec!["mapper", "push", "binance_trade", file, "--sample", &sample];
+        args.extend_from_slice(extra);
+        gateway.cli(&args)
+    };
+    assert_refused(
+        &push(not_wasm.to_str().unwrap(), &[]),
+        "not a valid WebAssembly component",
+    );
+    assert_refused(
+        &push(empty_component.to_str().unwrap(), &[]),
+        "does not implement the wsgate:mapper/event-mapper world",
+    );
+    assert_refused(
+        &push(&module("faulty.wasm"), &["--param", "mode=trap"]),
+        "smoke call failed on sample event 0: trap",
+    );
+    let bad_sample = write_temp(&dir, "sample.json", b"[]");
+    let out = gateway.cli(&[
+        "mapper",
+        "push",
+        "binance_trade",
+        &module("tagged_trade.wasm"),
+        "--sample",
+        bad_sample.to_str().unwrap(),
+    ]);
+    assert_refused(&out, "no event");
+
+    let show = gateway.cli(&["mapper", "show", "binance_trade"]);
+    let meta: Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(meta["versions"].as_array().unwrap().len(), 1, "{meta}");
+    let history = gateway.cli(&["config", "history"]);
+    assert!(!history.stdout.contains("tester"), "{}", history.stdout);
+    trades_flow(&gateway).await;
+}
+
+/// A config whose demo market makes `events_per_sec` match events per second over five symbols,
+/// with only the trade route.
+fn busy_trades_config(takers_per_symbol: u32, params: Value) -> Value {
+    let mut config = shipped_config();
+    config["datasource"][0]["properties"] = json!({
+        "trades_per_sec": takers_per_symbol,
+        "book_updates_per_sec": 1,
+        "seed": 11,
+    });
+    let routes = config["routes"].as_array().unwrap().clone();
+    let mut trade_route = routes
+        .into_iter()
+        .find(|r| r["id"] == "demo-trades")
+        .expect("the shipped config has a trade route");
+    trade_route["mappings"] = json!([{
+        "mapper": "binance_trade",
+        "fanout_topic": "md.{symbol}.trade",
+        "ws_topic": "{symbol}@trade",
+        "params": params,
+    }]);
+    config["routes"] = json!([trade_route]);
+    config
+}
+
+#[tokio::test]
+async fn hot_swap_under_load_switches_format_at_one_event_boundary() {
+    let gateway = Gateway::start_with(busy_trades_config(2_400, json!({})), &token_args());
+    let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
+    let started = Instant::now();
+    let events_before = gateway.metric("wsgate_source_events_total");
+    let mut seen: Vec<Value> =
+        collect_stream(&mut client, "btcusdt@trade", 200, Duration::from_secs(20)).await;
+
+    let push = gateway.cli(&[
+        "mapper",
+        "push",
+        "binance_trade",
+        &module("tagged_trade.wasm"),
+        "--sample",
+        &sample_path(),
+        "--promote",
+        "--notes",
+        "tagged format",
+    ]);
+    assert!(push.ok, "{push:?}");
+    let tagged = |v: &Value| v.get("mapper").is_some();
+    while !seen.iter().any(tagged) {
+        seen.extend(collect_stream(&mut client, "btcusdt@trade", 1, Duration::from_secs(20)).await);
+    }
+    seen.extend(collect_stream(&mut client, "btcusdt@trade", 200, Duration::from_secs(20)).await);
+
+    let rollback = gateway.cli(&["mapper", "rollback", "binance_trade"]);
+    assert!(rollback.ok, "{rollback:?}");
+    assert!(
+        rollback.stdout.contains("binance_trade@1"),
+        "{}",
+        rollback.stdout
+    );
+    while tagged(seen.last().unwrap()) {
+        seen.extend(collect_stream(&mut client, "btcusdt@trade", 1, Duration::from_secs(20)).await);
+    }
+    seen.extend(collect_stream(&mut client, "btcusdt@trade", 200, Duration::from_secs(20)).await);
+    let rate = (gateway.metric("wsgate_source_events_total") - events_before)
+        / started.elapsed().as_secs_f64();
+
+    // No gap and no repeat: trade ids are consecutive across both swaps.
+    for pair in seen.windows(2) {
+        assert_eq!(
+            pair[1]["t"].as_u64().unwrap(),
+            pair[0]["t"].as_u64().unwrap() + 1,
+            "trade ids must be consecutive: {} then {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // The format switches exactly twice: untagged, then tagged, then untagged again.
+    let switches = seen
+        .windows(2)
+        .filter(|p| tagged(&p[0]) != tagged(&p[1]))
+        .count();
+    assert_eq!(
+        switches, 2,
+        "the format must switch at exactly one event boundary each way"
+    );
+    assert!(!tagged(&seen[0]) && !tagged(seen.last().unwrap()));
+    assert!(
+        rate >= 10_000.0,
+        "the load must be at least 10,000 events/s through the mapper, was {rate:.0}"
+    );
+    assert_eq!(gateway.metric("wsgate_mapper_swaps_total"), 2.0);
+    assert_eq!(
+        gateway.metric("wsgate_messages_dropped_total{reason=\"route_backlog\"}"),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_failing_promoted_version_is_rolled_back_automatically() {
+    // The live mapping passes `mode=trap`: binance_trade ignores it, the faulty module obeys it.
+    let config = busy_trades_config(20, json!({"mode": "trap"}));
+    let mut args = token_args();
+    args.extend([
+        "--mapper-auto-rollback",
+        "0.5",
+        "--mapper-auto-rollback-min-events",
+        "20",
+        "--mapper-auto-rollback-window",
+        "1s",
+    ]);
+    let gateway = Gateway::start_with(config, &args);
+    trades_flow(&gateway).await;
+    // Passes its smoke call (echo mode), then traps on every live event.
+    let push = gateway.cli(&[
+        "mapper",
+        "push",
+        "binance_trade",
+        &module("faulty.wasm"),
+        "--sample",
+        &sample_path(),
+        "--param",
+        "mode=echo",
+        "--promote",
+    ]);
+    assert!(push.ok, "{push:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.metric("wsgate_mapper_auto_rollbacks_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no automatic rollback:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let history = gateway.cli(&["config", "history", "--limit", "1"]);
+    assert!(
+        history.stdout.contains("auto-rollback:"),
+        "{}",
+        history.stdout
+    );
+    assert!(
+        history.stdout.contains("mapper.rollback"),
+        "{}",
+        history.stdout
+    );
+    assert!(
+        gateway.metric("wsgate_mapper_errors_total{kind=\"trap\",mapper=\"binance_trade@2\"}")
+            > 0.0
+    );
+    trades_flow(&gateway).await;
+}
