@@ -86,10 +86,9 @@ async fn open_store(
             let store = RedisStore::connect(url, &settings.redis_prefix)
                 .await
                 .with_context(|| format!("connecting to the config store at {url}"))?;
-            if store.current().await.is_err() || store.revision().await? == 0 {
-                if store.seed_if_empty(read_config()?, &seeder).await? {
-                    tracing::info!(config = %settings.config_path.display(), "seeded the empty config store");
-                }
+            // Seeds only an empty store, atomically: of several nodes starting at once, one does.
+            if store.seed_if_empty(read_config()?, &seeder).await? {
+                tracing::info!(config = %settings.config_path.display(), "seeded the empty config store");
             }
             store
         }

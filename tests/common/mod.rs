@@ -142,6 +142,11 @@ impl Gateway {
         http_get(self.admin, path)
     }
 
+    /// Runs the `wsgate` CLI against this gateway's admin API (token `TEST_TOKEN`).
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        run_cli(self.admin, args)
+    }
+
     /// The value of a metric line starting with `prefix` (e.g. `wsgate_connections `).
     pub fn metric(&self, prefix: &str) -> f64 {
         let (_, body) = self.http_get("/metrics").expect("metrics");
@@ -180,6 +185,36 @@ impl Drop for Gateway {
     }
 }
 
+/// The admin token test gateways are started with (pass `--admin-token` explicitly).
+pub const TEST_TOKEN: &str = "test-token";
+
+/// What a CLI run printed, and whether it succeeded.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// Exit status was zero.
+    pub ok: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs the `wsgate` CLI against the admin API at `admin` with `TEST_TOKEN`.
+pub fn run_cli(admin: SocketAddr, args: &[&str]) -> CliOutput {
+    let output = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .args(args)
+        .env("WSGATE_ADMIN_URL", format!("http://{admin}"))
+        .env("WSGATE_ADMIN_TOKEN", TEST_TOKEN)
+        .env("WSGATE_OPERATOR", "tester")
+        .output()
+        .expect("running the wsgate CLI");
+    CliOutput {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// The client and admin addresses from the gateway's `wsgate node ready` log line.
 fn ready_addresses(log: &str) -> Option<(SocketAddr, SocketAddr)> {
     let line = log.lines().find(|l| l.contains("wsgate node ready"))?;
@@ -200,9 +235,21 @@ pub fn metric_value(body: &str, prefix: &str) -> f64 {
 
 /// A plain HTTP/1.0 GET.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, path, "")
+}
+
+/// A plain HTTP/1.0 GET with a bearer token.
+pub fn http_get_auth(addr: SocketAddr, path: &str, token: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, path, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+fn http_request(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response
