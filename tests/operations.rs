@@ -366,3 +366,125 @@ async fn a_failing_promoted_version_is_rolled_back_automatically() {
     );
     trades_flow(&gateway).await;
 }
+
+#[tokio::test]
+async fn a_config_change_restarts_only_what_it_touches() {
+    let gateway = Gateway::start(&token_args());
+    let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
+    let mut seen = collect_stream(&mut client, "btcusdt@trade", 20, Duration::from_secs(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = api_get(&gateway, "/api/v1/config")["config"].clone();
+    let klines = config["routes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["id"] == "demo-klines")
+        .expect("the shipped config has a kline route");
+    klines["mappings"][0]["params"] = json!({"note": "changed"});
+    let file = write_temp(&dir, "klines.json", config.to_string().as_bytes());
+    let applied = gateway.cli(&["config", "apply", file.to_str().unwrap()]);
+    assert!(applied.ok, "{applied:?}");
+    assert!(
+        applied.stdout.contains("~ route demo-klines"),
+        "{}",
+        applied.stdout
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway.metric("wsgate_mapper_swaps_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the kline route was never swapped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    seen.extend(collect_stream(&mut client, "btcusdt@trade", 20, Duration::from_secs(20)).await);
+    // The demo source was not restarted (a restart begins a new market): trade ids continue.
+    for pair in seen.windows(2) {
+        assert_eq!(
+            pair[1]["t"].as_u64().unwrap(),
+            pair[0]["t"].as_u64().unwrap() + 1
+        );
+    }
+    assert_eq!(gateway.metric("wsgate_mapper_swaps_total"), 1.0);
+}
+
+/// What the `faulty` mapper in `probe` mode reports from inside its sandbox.
+async fn probe_seen(gateway: &Gateway, manifest: Value) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_temp(&dir, "manifest.json", manifest.to_string().as_bytes());
+    let push = gateway.cli(&[
+        "mapper",
+        "push",
+        "binance_trade",
+        &module("faulty.wasm"),
+        "--sample",
+        &sample_path(),
+        "--param",
+        "mode=probe",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--promote",
+    ]);
+    assert!(push.ok, "{push:?}");
+    let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = collect_stream(&mut client, "btcusdt@trade", 1, Duration::from_secs(20)).await;
+        // Only messages of the version just pushed count.
+        let version_running =
+            common::http_get_auth(gateway.admin, "/api/v1/status", common::TEST_TOKEN)
+                .map(|(_, body)| body)
+                .unwrap_or_default();
+        if data[0].get("clock_s").is_some()
+            && version_running.contains(&expected_label(&push.stdout))
+        {
+            return data[0].clone();
+        }
+        assert!(Instant::now() < deadline, "no probe output");
+    }
+}
+
+/// `binance_trade@N` from a push's output line.
+fn expected_label(push_stdout: &str) -> String {
+    push_stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("binance_trade@"))
+        .expect("the push names the version")
+        .to_string()
+}
+
+#[tokio::test]
+async fn mappers_get_only_capabilities_their_manifest_asks_and_the_operator_allows() {
+    let home = std::env::var("HOME").expect("HOME is set");
+    let config = busy_trades_config(20, json!({"mode": "probe"}));
+    let mut args = token_args();
+    args.extend(["--mapper-allow", "clock,env:HOME"]);
+    let allowing = Gateway::start_with(config.clone(), &args);
+    // Asked for the environment variable only: no clock.
+    let seen = probe_seen(&allowing, json!({"capabilities": ["env:HOME"]})).await;
+    assert_eq!(seen, json!({"env": home, "clock_s": 0}));
+    // Asked for the clock only: no environment.
+    let seen = probe_seen(&allowing, json!({"capabilities": ["clock"]})).await;
+    assert_eq!(seen["env"], Value::Null);
+    assert!(seen["clock_s"].as_u64().unwrap() > 1_700_000_000, "{seen}");
+    drop(allowing);
+
+    // Asked for both, on a node whose operator allows nothing: neither.
+    let strict = Gateway::start_with(config, &token_args());
+    let seen = probe_seen(&strict, json!({"capabilities": ["clock", "env:HOME"]})).await;
+    assert_eq!(seen, json!({"env": null, "clock_s": 0}));
+    // A manifest asking for what no node can grant is refused at push.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_temp(&dir, "m.json", br#"{"capabilities": ["network"]}"#);
+    let out = strict.cli(&[
+        "mapper",
+        "push",
+        "binance_trade",
+        &module("faulty.wasm"),
+        "--sample",
+        &sample_path(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert_refused(&out, "unknown capability `network`");
+}

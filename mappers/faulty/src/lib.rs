@@ -8,6 +8,7 @@
 //! | `trap` | panics, which traps |
 //! | `junk` | like `echo`, but every payload is `{not json` |
 //! | `oom` | allocates and touches 1 MiB blocks without bound (until the host's memory limit) |
+//! | `probe` | like `echo`, but every payload reports what the sandbox grants: `{"env": <HOME or null>, "clock_s": <wall-clock seconds>}` |
 //!
 //! Any other `mode` makes `init` fail with `invalid-input`. Other parameters are ignored.
 
@@ -31,10 +32,18 @@ enum Mode {
     Trap,
     Junk,
     Oom,
+    Probe,
 }
 
 impl Mode {
-    const ALL: [Mode; 5] = [Mode::Echo, Mode::Loop, Mode::Trap, Mode::Junk, Mode::Oom];
+    const ALL: [Mode; 6] = [
+        Mode::Echo,
+        Mode::Loop,
+        Mode::Trap,
+        Mode::Junk,
+        Mode::Oom,
+        Mode::Probe,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -43,6 +52,7 @@ impl Mode {
             Mode::Trap => "trap",
             Mode::Junk => "junk",
             Mode::Oom => "oom",
+            Mode::Probe => "probe",
         }
     }
 
@@ -63,7 +73,7 @@ impl Guest for Faulty {
             None => Mode::Echo,
             Some((_, value)) => Mode::parse(value).ok_or_else(|| {
                 MapError::InvalidInput(format!(
-                    "unknown mode {value:?}: expected echo, loop, trap, junk or oom"
+                    "unknown mode {value:?}: expected echo, loop, trap, junk, oom or probe"
                 ))
             })?,
         };
@@ -84,6 +94,15 @@ impl Guest for Faulty {
                 .map(|event| {
                     Ok(vec![Output {
                         payload: "{not json".to_owned(),
+                        ..echo(event)
+                    }])
+                })
+                .collect(),
+            Mode::Probe => events
+                .iter()
+                .map(|event| {
+                    Ok(vec![Output {
+                        payload: probe(),
                         ..echo(event)
                     }])
                 })
@@ -109,6 +128,18 @@ fn echo(event: &Event) -> Output {
         user_id: None,
         payload: String::from_utf8_lossy(&event.payload).into_owned(),
     }
+}
+
+/// What the sandbox lets the mapper see: one environment variable and the wall clock.
+fn probe() -> String {
+    let env = match std::env::var("HOME") {
+        Ok(value) => format!("{value:?}"),
+        Err(_) => "null".to_owned(),
+    };
+    let clock_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(r#"{{"env":{env},"clock_s":{clock_s}}}"#)
 }
 
 /// Busy-loops forever; `black_box` keeps the optimizer from removing the loop.
