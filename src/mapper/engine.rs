@@ -168,9 +168,13 @@ impl MapperEngine {
 
     fn from_disk(&self, hash: &[u8; 32]) -> Option<Component> {
         let path = self.disk_path(hash).filter(|p| p.exists())?;
-        // SAFETY: the file was written by `Component::serialize` of an engine with the same
-        // compatibility hash (it is in the name), into a directory only this node writes.
-        match unsafe { Component::deserialize_file(&self.engine, &path) } {
+        // Read into memory rather than mapping the file: a mapped file truncated by someone
+        // else would crash the process (SIGBUS) instead of failing a load.
+        let bytes = std::fs::read(&path).ok()?;
+        // SAFETY: the entry was written by `Component::serialize` of an engine with the same
+        // compatibility hash (it is in the name), into a directory only nodes write; wasmtime
+        // still checks its header and refuses anything else.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring a bad cache entry");
