@@ -43,7 +43,7 @@ async fn a_promote_on_one_node_is_applied_on_the_other() {
     let seeds = history
         .stdout
         .lines()
-        .filter(|l| l.contains("binance_trade "))
+        .filter(|l| l.split_whitespace().nth(4) == Some("binance_trade"))
         .count();
     assert_eq!(seeds, 1, "one seed of each mapper:\n{}", history.stdout);
 

@@ -232,28 +232,21 @@ pub async fn rollback(
 }
 
 /// Registers `module` as version 1 of `name` when the registry has no such name: how an empty
-/// store is seeded from a directory of modules. The module must compile as a mapper; there is no
-/// smoke call (seed modules ship without samples). Returns false when the name already existed
-/// (another node may have seeded it first).
+/// store is seeded from a directory of modules the operator ships with the node. Seeding does not
+/// compile (a big module takes seconds, and most seeded mappers may never be used); a module is
+/// compiled and checked against the mapper world when a route first uses it. Returns false when
+/// the name already existed (another node may have seeded it first).
 pub async fn seed(
     store: &dyn ConfigStore,
-    engine: &Arc<MapperEngine>,
     name: &str,
     module: Bytes,
     who: &str,
 ) -> Result<bool, ControlError> {
+    MapperRef::parse(name).map_err(ControlError::BadRequest)?;
     if store.mappers().await?.contains_key(name) {
         return Ok(false);
     }
-    let compiled = {
-        let engine = Arc::clone(engine);
-        let module = module.clone();
-        tokio::task::spawn_blocking(move || engine.compile(&module))
-            .await
-            .map_err(|e| ControlError::Internal(format!("compile task: {e}")))?
-            .map_err(|e| ControlError::BadMapper(format!("`{name}`: {e}")))?
-    };
-    let hash = compiled.hash_hex();
+    let hash = hex::encode(Sha256::digest(&module));
     store.put_module(&hash, module.clone()).await?;
     let meta = MapperMeta {
         name: name.to_string(),

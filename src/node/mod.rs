@@ -69,10 +69,7 @@ pub struct NodeSettings {
 
 /// Opens the store: Redis when configured, else memory. An empty store is seeded with the
 /// config file and the modules of the mappers directory.
-async fn open_store(
-    settings: &NodeSettings,
-    engine: &Arc<MapperEngine>,
-) -> anyhow::Result<Arc<dyn ConfigStore>> {
+async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn ConfigStore>> {
     let read_config = || -> anyhow::Result<GatewayConfig> {
         let path = &settings.config_path;
         let text =
@@ -95,7 +92,7 @@ async fn open_store(
     };
     if settings.mappers_dir.is_dir() {
         for (name, bytes) in crate::mapper::modules_in_dir(&settings.mappers_dir)? {
-            if mapper_ops::seed(&*store, engine, &name, bytes.into(), &seeder).await? {
+            if mapper_ops::seed(&*store, &name, bytes.into(), &seeder).await? {
                 tracing::info!(mapper = %name, "seeded mapper version 1");
             }
         }
@@ -112,7 +109,7 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         }
         None => MapperEngine::new(settings.mapper_limits.clone(), 1000)?,
     };
-    let store = open_store(&settings, &engine).await?;
+    let store = open_store(&settings).await?;
     let resolver = Resolver {
         store: Arc::clone(&store),
         engine: Arc::clone(&engine),
