@@ -49,7 +49,7 @@ impl MapperEngine {
         let mut pooling = PoolingAllocationConfig::new();
         pooling
             .total_component_instances(max_instances)
-            .total_core_instances(max_instances * 8)
+            .total_core_instances(max_instances * 40)
             .total_memories(max_instances * 2)
             .total_tables(max_instances * 4)
             .max_core_instances_per_component(128)
