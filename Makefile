@@ -4,7 +4,7 @@ CARGO ?= cargo
 MAPPERS_OUT := target/mappers
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: demo test check mappers wasm-target build bench clean
+.PHONY: demo test check mappers mappers-python mappers-js wasm-target build bench clean
 
 ## Run one embedded node with the demo market on :8080 (admin on 127.0.0.1:8081).
 demo: mappers
@@ -23,7 +23,7 @@ check:
 	$(CARGO) clippy --manifest-path mappers/Cargo.toml --workspace --all-targets -- -D warnings
 
 ## Build every mapper in mappers/ from source into target/mappers/<name>.wasm.
-mappers: wasm-target
+mappers: wasm-target mappers-python mappers-js
 	$(CARGO) build --release --manifest-path mappers/Cargo.toml --workspace --target $(WASM_TARGET)
 	mkdir -p $(MAPPERS_OUT)
 	cp mappers/target/$(WASM_TARGET)/release/*.wasm $(MAPPERS_OUT)/
@@ -33,6 +33,52 @@ wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || { \
 	  echo "installing the $(WASM_TARGET) Rust target (from rustup's download server)"; \
 	  rustup target add $(WASM_TARGET) || { echo "error: could not install $(WASM_TARGET); mappers cannot be built" >&2; exit 1; }; }
+
+## Python mappers (componentize-py from PyPI, installed into a virtualenv under target/ when
+## missing): mappers/python/<name>/app.py becomes target/mappers/py_<name>.wasm.
+PYTHON ?= python3
+PYENV := target/pyenv
+COMPONENTIZE_PY_VERSION := 0.25.1
+COMPONENTIZE_PY_STAMP := $(PYENV)/.componentize-py-$(COMPONENTIZE_PY_VERSION)
+WIT_FILES := $(wildcard wit/*.wit)
+
+mappers-python: $(MAPPERS_OUT)/py_binance_trade.wasm
+
+$(COMPONENTIZE_PY_STAMP):
+	@echo "installing componentize-py $(COMPONENTIZE_PY_VERSION) into $(PYENV) (from PyPI)"
+	@test -x $(PYENV)/bin/pip || $(PYTHON) -m venv $(PYENV) || { \
+	  echo "error: cannot create a virtualenv with $(PYTHON) (Debian: apt-get install python3-venv); set PYTHON=..." >&2; exit 1; }
+	$(PYENV)/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
+	rm -f $(PYENV)/.componentize-py-*
+	touch $@
+
+# --stub-wasi: the component imports no WASI at all (the interpreter's clock, random and stdio
+# calls trap instead); -p: only the mapper's own directory is bundled with the interpreter.
+.SECONDEXPANSION:
+$(MAPPERS_OUT)/py_%.wasm: mappers/python/%/app.py $$(wildcard mappers/python/$$*/*.py) $(WIT_FILES) $(COMPONENTIZE_PY_STAMP)
+	@mkdir -p $(MAPPERS_OUT)
+	@echo "building $@ with componentize-py $(COMPONENTIZE_PY_VERSION)"
+	env -u VIRTUAL_ENV PYTHONDONTWRITEBYTECODE=1 $(PYENV)/bin/componentize-py -d wit -w event-mapper \
+	  componentize --stub-wasi -p mappers/python/$* app -o $@.partial
+	mv $@.partial $@
+
+## JavaScript mappers (ComponentizeJS from npm, installed by `npm ci` from each mapper's lock
+## file when missing): mappers/js/<name>/mapper.js becomes target/mappers/js_<name>.wasm.
+mappers-js: $(MAPPERS_OUT)/js_binance_trade.wasm
+
+.PRECIOUS: mappers/js/%/node_modules/.package-lock.json
+mappers/js/%/node_modules/.package-lock.json: mappers/js/%/package.json mappers/js/%/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found: the JavaScript mappers need Node.js 20 and npm" >&2; exit 1; }
+	cd mappers/js/$* && npm ci --no-audit --no-fund
+	touch $@
+
+# -d ...: every optional WASI feature off, so the component imports no WASI at all.
+$(MAPPERS_OUT)/js_%.wasm: mappers/js/%/mapper.js $(WIT_FILES) mappers/js/%/node_modules/.package-lock.json
+	@mkdir -p $(MAPPERS_OUT)
+	@echo "building $@ with componentize-js $$(node -p 'require("./mappers/js/$*/node_modules/@bytecodealliance/componentize-js/package.json").version')"
+	cd mappers/js/$* && node_modules/.bin/componentize-js mapper.js -w $(CURDIR)/wit -n event-mapper \
+	  -d stdio random clocks http fetch-event -o $(CURDIR)/$@.partial
+	mv $@.partial $@
 
 build: mappers
 	$(CARGO) build --release --bins
