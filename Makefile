@@ -6,9 +6,11 @@ WASM_TARGET := wasm32-wasip2
 
 .PHONY: demo test check mappers mappers-python mappers-js wasm-target build bench clean
 
-## Run one embedded node with the demo market on :8080 (admin on 127.0.0.1:8081).
+## Run one embedded node with the demo market on :8080 (admin on 127.0.0.1:8081, whose operator
+## API takes the token in DEMO_ADMIN_TOKEN).
+DEMO_ADMIN_TOKEN ?= demo
 demo: mappers
-	$(CARGO) run --release --bin wsgate -- serve --mappers-dir $(MAPPERS_OUT)
+	WSGATE_ADMIN_TOKEN=$(DEMO_ADMIN_TOKEN) $(CARGO) run --release --bin wsgate -- serve --mappers-dir $(MAPPERS_OUT)
 
 ## Build the mappers, then run unit and integration tests (real gateway, real WebSocket clients).
 test: mappers

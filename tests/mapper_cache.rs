@@ -30,7 +30,9 @@ fn a_compiled_module_is_loaded_from_disk_by_the_next_engine() {
     let restarted =
         MapperEngine::with_disk_cache(MapperLimits::default(), 4, dir.path().to_path_buf())
             .unwrap();
-    let loaded = restarted.cached(&hash, bytes.len()).expect("loaded from disk");
+    let loaded = restarted
+        .cached(&hash, bytes.len())
+        .expect("loaded from disk");
     assert_eq!(loaded.hash_hex(), hash);
     // Without a disk cache, a new engine must compile.
     let cold = MapperEngine::new(MapperLimits::default(), 4).unwrap();

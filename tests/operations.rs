@@ -488,3 +488,51 @@ async fn mappers_get_only_capabilities_their_manifest_asks_and_the_operator_allo
     ]);
     assert_refused(&out, "unknown capability `network`");
 }
+
+#[tokio::test]
+async fn python_and_javascript_mappers_go_through_the_same_registry() {
+    let gateway = Gateway::start_with(busy_trades_config(50, json!({})), &token_args());
+    let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
+    let mut seen = collect_stream(&mut client, "btcusdt@trade", 10, Duration::from_secs(20)).await;
+    for (file, version) in [("py_binance_trade.wasm", 2), ("js_binance_trade.wasm", 3)] {
+        let push = gateway.cli(&[
+            "mapper",
+            "push",
+            "binance_trade",
+            &module(file),
+            "--sample",
+            &sample_path(),
+            "--promote",
+        ]);
+        assert!(push.ok, "{push:?}");
+        let label = format!("binance_trade@{version}");
+        assert!(
+            push.stdout.contains(&format!("promoted: {label}")),
+            "{}",
+            push.stdout
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let events = format!("wsgate_mapper_events_total{{mapper=\"{label}\"}}");
+        while gateway.metric(&events) < 20.0 {
+            assert!(
+                Instant::now() < deadline,
+                "{label} never mapped live events"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen.extend(
+            collect_stream(&mut client, "btcusdt@trade", 10, Duration::from_secs(20)).await,
+        );
+    }
+    // Three languages in turn on one stream: same fields, no gap, no repeat.
+    let fields = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    for pair in seen.windows(2) {
+        assert_eq!(fields(&pair[0]), fields(&pair[1]));
+        assert_eq!(
+            pair[1]["t"].as_u64().unwrap(),
+            pair[0]["t"].as_u64().unwrap() + 1
+        );
+    }
+    let errors = gateway.metric("wsgate_mapper_errors_total");
+    assert_eq!(errors, 0.0, "no mapper error in any language");
+}
