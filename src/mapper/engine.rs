@@ -115,12 +115,12 @@ impl MapperEngine {
         if let Some(compiled) = self.cache.lock().get(&hash) {
             return Ok(Arc::clone(compiled));
         }
-        let component = match self.from_disk(&hash) {
+        let component = match self.load_from_disk(&hash) {
             Some(component) => component,
             None => {
                 let component = Component::new(&self.engine, bytes)
                     .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-                self.to_disk(&hash, &component);
+                self.save_to_disk(&hash, &component);
                 component
             }
         };
@@ -134,7 +134,7 @@ impl MapperEngine {
         if let Some(compiled) = self.cache.lock().get(&hash) {
             return Some(Arc::clone(compiled));
         }
-        let component = self.from_disk(&hash)?;
+        let component = self.load_from_disk(&hash)?;
         self.link(hash, size, component).ok()
     }
 
@@ -166,7 +166,7 @@ impl MapperEngine {
         Some(dir.join(name))
     }
 
-    fn from_disk(&self, hash: &[u8; 32]) -> Option<Component> {
+    fn load_from_disk(&self, hash: &[u8; 32]) -> Option<Component> {
         let path = self.disk_path(hash).filter(|p| p.exists())?;
         // Read into memory rather than mapping the file: a mapped file truncated by someone
         // else would crash the process (SIGBUS) instead of failing a load.
@@ -183,7 +183,7 @@ impl MapperEngine {
         }
     }
 
-    fn to_disk(&self, hash: &[u8; 32], component: &Component) {
+    fn save_to_disk(&self, hash: &[u8; 32], component: &Component) {
         if let Some(path) = self.disk_path(hash) {
             if let Err(e) = write_atomically(&path, component) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the mapper cache");
