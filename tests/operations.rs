@@ -32,6 +32,14 @@ fn module(name: &str) -> String {
     mappers_dir().join(name).display().to_string()
 }
 
+/// `wsgate mapper push binance_trade FILE --sample <trade sample> EXTRA...`.
+fn push_trade_mapper(gateway: &Gateway, file: &str, extra: &[&str]) -> CliOutput {
+    let sample = sample_path();
+    let mut args = vec!["mapper", "push", "binance_trade", file, "--sample", &sample];
+    args.extend_from_slice(extra);
+    gateway.cli(&args)
+}
+
 fn assert_refused(output: &CliOutput, needle: &str) {
     assert!(!output.ok, "expected a refusal, got success: {output:?}");
     assert!(
@@ -41,13 +49,11 @@ fn assert_refused(output: &CliOutput, needle: &str) {
     );
 }
 
-fn api_get(gateway: &Gateway, path: &str) -> Value {
+/// `wsgate config get`: the current config and its version.
+fn current_config(gateway: &Gateway) -> Value {
     let out = gateway.cli(&["config", "get"]);
     assert!(out.ok, "{out:?}");
-    if path == "/api/v1/config" {
-        return serde_json::from_str(&out.stdout).unwrap();
-    }
-    unreachable!("only the config is read this way")
+    serde_json::from_str(&out.stdout).unwrap()
 }
 
 /// One trade from `btcusdt@trade` on a raw stream connection.
@@ -87,7 +93,7 @@ async fn bad_configs_are_refused_naming_the_field_and_change_nothing() {
         &gateway.cli(&["config", "apply", unparsable.to_str().unwrap()]),
         "invalid config",
     );
-    assert_eq!(api_get(&gateway, "/api/v1/config")["version"], 1);
+    assert_eq!(current_config(&gateway)["version"], 1);
     let history = gateway.cli(&["config", "history"]);
     assert!(
         history.ok && !history.stdout.contains("config.apply"),
@@ -100,7 +106,7 @@ async fn bad_configs_are_refused_naming_the_field_and_change_nothing() {
 async fn apply_diff_stale_writers_history_and_rollback() {
     let gateway = Gateway::start(&token_args());
     let dir = tempfile::tempdir().unwrap();
-    let original = api_get(&gateway, "/api/v1/config")["config"].clone();
+    let original = current_config(&gateway)["config"].clone();
 
     // A change: one more topic. `diff` shows it without applying it.
     let mut changed = original.clone();
@@ -116,7 +122,7 @@ async fn apply_diff_stale_writers_history_and_rollback() {
         "{}",
         diff.stdout
     );
-    assert_eq!(api_get(&gateway, "/api/v1/config")["version"], 1);
+    assert_eq!(current_config(&gateway)["version"], 1);
 
     let applied = gateway.cli(&["config", "apply", file.to_str().unwrap(), "--replaces", "1"]);
     assert!(applied.ok, "{applied:?}");
@@ -154,7 +160,7 @@ async fn apply_diff_stale_writers_history_and_rollback() {
         "{}",
         rollback.stdout
     );
-    let now = api_get(&gateway, "/api/v1/config");
+    let now = current_config(&gateway);
     assert_eq!(now["version"], 3);
     assert_eq!(now["config"], original);
 
@@ -179,12 +185,7 @@ async fn bad_mappers_are_refused_and_nothing_is_stored() {
     let not_wasm = write_temp(&dir, "not.wasm", b"[package]\nname = \"x\"\n");
     // A valid, empty component: it compiles but exports nothing of the mapper world.
     let empty_component = write_temp(&dir, "empty.wasm", b"\0asm\x0d\x00\x01\x00");
-    let sample = sample_path();
-    let push = |file: &str, extra: &[&str]| {
-        let mut args = vec!["mapper", "push", "binance_trade", file, "--sample", &sample];
-        args.extend_from_slice(extra);
-        gateway.cli(&args)
-    };
+    let push = |file: &str, extra: &[&str]| push_trade_mapper(&gateway, file, extra);
     assert_refused(
         &push(not_wasm.to_str().unwrap(), &[]),
         "not a valid WebAssembly component",
@@ -249,17 +250,11 @@ async fn hot_swap_under_load_switches_format_at_one_event_boundary() {
     let mut seen: Vec<Value> =
         collect_stream(&mut client, "btcusdt@trade", 200, Duration::from_secs(20)).await;
 
-    let push = gateway.cli(&[
-        "mapper",
-        "push",
-        "binance_trade",
+    let push = push_trade_mapper(
+        &gateway,
         &module("tagged_trade.wasm"),
-        "--sample",
-        &sample_path(),
-        "--promote",
-        "--notes",
-        "tagged format",
-    ]);
+        &["--promote", "--notes", "tagged format"],
+    );
     assert!(push.ok, "{push:?}");
     let tagged = |v: &Value| v.get("mapper").is_some();
     while !seen.iter().any(tagged) {
@@ -328,17 +323,11 @@ async fn a_failing_promoted_version_is_rolled_back_automatically() {
     let gateway = Gateway::start_with(config, &args);
     trades_flow(&gateway).await;
     // Passes its smoke call (echo mode), then traps on every live event.
-    let push = gateway.cli(&[
-        "mapper",
-        "push",
-        "binance_trade",
+    let push = push_trade_mapper(
+        &gateway,
         &module("faulty.wasm"),
-        "--sample",
-        &sample_path(),
-        "--param",
-        "mode=echo",
-        "--promote",
-    ]);
+        &["--param", "mode=echo", "--promote"],
+    );
     assert!(push.ok, "{push:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while gateway.metric("wsgate_mapper_auto_rollbacks_total") < 1.0 {
@@ -373,7 +362,7 @@ async fn a_config_change_restarts_only_what_it_touches() {
     let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
     let mut seen = collect_stream(&mut client, "btcusdt@trade", 20, Duration::from_secs(20)).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = api_get(&gateway, "/api/v1/config")["config"].clone();
+    let mut config = current_config(&gateway)["config"].clone();
     let klines = config["routes"]
         .as_array_mut()
         .unwrap()
@@ -412,19 +401,17 @@ async fn a_config_change_restarts_only_what_it_touches() {
 async fn probe_seen(gateway: &Gateway, manifest: Value) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let manifest = write_temp(&dir, "manifest.json", manifest.to_string().as_bytes());
-    let push = gateway.cli(&[
-        "mapper",
-        "push",
-        "binance_trade",
+    let push = push_trade_mapper(
+        gateway,
         &module("faulty.wasm"),
-        "--sample",
-        &sample_path(),
-        "--param",
-        "mode=probe",
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--promote",
-    ]);
+        &[
+            "--param",
+            "mode=probe",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--promote",
+        ],
+    );
     assert!(push.ok, "{push:?}");
     let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -476,16 +463,11 @@ async fn mappers_get_only_capabilities_their_manifest_asks_and_the_operator_allo
     // A manifest asking for what no node can grant is refused at push.
     let dir = tempfile::tempdir().unwrap();
     let manifest = write_temp(&dir, "m.json", br#"{"capabilities": ["network"]}"#);
-    let out = strict.cli(&[
-        "mapper",
-        "push",
-        "binance_trade",
+    let out = push_trade_mapper(
+        &strict,
         &module("faulty.wasm"),
-        "--sample",
-        &sample_path(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]);
+        &["--manifest", manifest.to_str().unwrap()],
+    );
     assert_refused(&out, "unknown capability `network`");
 }
 
@@ -495,15 +477,7 @@ async fn python_and_javascript_mappers_go_through_the_same_registry() {
     let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
     let mut seen = collect_stream(&mut client, "btcusdt@trade", 10, Duration::from_secs(20)).await;
     for (file, version) in [("py_binance_trade.wasm", 2), ("js_binance_trade.wasm", 3)] {
-        let push = gateway.cli(&[
-            "mapper",
-            "push",
-            "binance_trade",
-            &module(file),
-            "--sample",
-            &sample_path(),
-            "--promote",
-        ]);
+        let push = push_trade_mapper(&gateway, &module(file), &["--promote"]);
         assert!(push.ok, "{push:?}");
         let label = format!("binance_trade@{version}");
         assert!(

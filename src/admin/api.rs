@@ -252,15 +252,31 @@ struct VersionBody {
     version: Option<u64>,
 }
 
+/// The `version` of a `{"version": N}` body; an empty body names none.
+fn version_in(body: &[u8]) -> Result<Option<u64>, ApiError> {
+    if body.is_empty() {
+        return Ok(None);
+    }
+    Ok(parse_body::<VersionBody>(body)?.version)
+}
+
+/// The `version` a body must name.
+fn required_version(body: &[u8]) -> Result<u64, ApiError> {
+    version_in(body)?.ok_or_else(|| ControlError::BadRequest("`version` is required".into()).into())
+}
+
+/// A mapper version number.
+fn mapper_version(version: u64) -> Result<u32, ApiError> {
+    u32::try_from(version)
+        .map_err(|_| ControlError::BadRequest("`version` is out of range".into()).into())
+}
+
 async fn rollback_config(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let body: VersionBody = parse_body(&body)?;
-    let version = body
-        .version
-        .ok_or_else(|| ControlError::BadRequest("`version` is required".into()))?;
+    let version = required_version(&body)?;
     ok(config_ops::rollback(&*api.store, version, &who(&headers)).await?)
 }
 
@@ -333,12 +349,7 @@ async fn promote_mapper(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let body: VersionBody = parse_body(&body)?;
-    let version = body
-        .version
-        .ok_or_else(|| ControlError::BadRequest("`version` is required".into()))?;
-    let version = u32::try_from(version)
-        .map_err(|_| ControlError::BadRequest("`version` is out of range".into()))?;
+    let version = mapper_version(required_version(&body)?)?;
     let who = who(&headers);
     ok(mapper_ops::promote(&*api.store, &name, version, &who, "mapper.promote").await?)
 }
@@ -349,15 +360,6 @@ async fn rollback_mapper(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let body: VersionBody = if body.is_empty() {
-        VersionBody { version: None }
-    } else {
-        parse_body(&body)?
-    };
-    let version = body
-        .version
-        .map(u32::try_from)
-        .transpose()
-        .map_err(|_| ControlError::BadRequest("`version` is out of range".into()))?;
+    let version = version_in(&body)?.map(mapper_version).transpose()?;
     ok(mapper_ops::rollback(&*api.store, &name, version, &who(&headers)).await?)
 }
