@@ -180,11 +180,11 @@ impl RouteWorker {
             let events: Vec<&UpstreamEvent> = batches.iter().flat_map(|b| b.iter()).collect();
             let messages = self.map(&events);
             drop(events);
+            let published =
+                messages.is_empty() || runtime.block_on(self.bus.publish(messages)).is_ok();
+            // Dropping the batches only now hands them off: their outputs are on the bus.
             batches.clear();
-            if messages.is_empty() {
-                continue;
-            }
-            if runtime.block_on(self.bus.publish(messages)).is_err() {
+            if !published {
                 tracing::warn!(route = %self.route_id, "bus closed; route worker stops");
                 break;
             }

@@ -13,7 +13,34 @@ use crate::subject;
 pub const ROUTE_QUEUE: usize = 1024;
 
 /// The receiving end of a route's event queue.
-pub type RouteInbox = mpsc::Receiver<Arc<[UpstreamEvent]>>;
+pub type RouteInbox = mpsc::Receiver<RouteBatch>;
+
+/// One route's share of a dispatched batch. A route drops it once the outputs of its events are
+/// on the bus; when every route has dropped its share, the batch is *handed off* and its
+/// source may acknowledge or commit it (see [`Dispatcher::dispatch_blocking_then`]).
+pub struct RouteBatch {
+    events: Vec<UpstreamEvent>,
+    _handoff: Option<Arc<Handoff>>,
+}
+
+impl std::ops::Deref for RouteBatch {
+    type Target = [UpstreamEvent];
+
+    fn deref(&self) -> &[UpstreamEvent] {
+        &self.events
+    }
+}
+
+/// Runs its callback when dropped, i.e. when the last route share of a batch is gone.
+struct Handoff(parking_lot::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.get_mut().take() {
+            done();
+        }
+    }
+}
 
 /// What a dispatcher does when a route's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +64,7 @@ pub struct Dispatcher {
 
 struct Target {
     patterns: Vec<String>,
-    sender: mpsc::Sender<Arc<[UpstreamEvent]>>,
+    sender: mpsc::Sender<RouteBatch>,
     dropped: Option<IntCounter>,
 }
 
@@ -79,6 +106,23 @@ impl Dispatcher {
     /// Routes a batch, waiting while a route's queue is full. Returns false once every route has
     /// gone away.
     pub fn dispatch_blocking(&mut self, events: Vec<UpstreamEvent>) -> bool {
+        self.dispatch(events, None)
+    }
+
+    /// Like [`dispatch_blocking`](Self::dispatch_blocking), then calls `handed_off` (on whichever
+    /// thread drops the last share) once every route has published what the batch mapped to, or
+    /// dropped its share. Batches are handed off in dispatch order, so a source may acknowledge
+    /// or commit up to the batch's last position: at-least-once delivery.
+    pub fn dispatch_blocking_then(
+        &mut self,
+        events: Vec<UpstreamEvent>,
+        handed_off: impl FnOnce() + Send + 'static,
+    ) -> bool {
+        let handoff = Handoff(parking_lot::Mutex::new(Some(Box::new(handed_off))));
+        self.dispatch(events, Some(Arc::new(handoff)))
+    }
+
+    fn dispatch(&mut self, events: Vec<UpstreamEvent>, handoff: Option<Arc<Handoff>>) -> bool {
         if let Some(counter) = &self.received {
             counter.inc_by(events.len() as u64);
         }
@@ -99,7 +143,10 @@ impl Dispatcher {
                 continue;
             }
             let count = batch.len() as u64;
-            let batch = Arc::from(batch);
+            let batch = RouteBatch {
+                events: batch,
+                _handoff: handoff.clone(),
+            };
             alive |= match self.backpressure {
                 Backpressure::Wait => target.sender.blocking_send(batch).is_ok(),
                 Backpressure::DropForSlowRoute => match target.sender.try_send(batch) {
@@ -163,6 +210,39 @@ mod tests {
         let channels: Vec<&str> = got.iter().map(|e| &*e.channel).collect();
         assert_eq!(channels, ["trade.BTCUSDT", "trade.ETHUSDT"]);
         assert_eq!(everything.try_recv().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_batch_is_handed_off_when_every_route_has_dropped_its_share() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let mut dispatcher = Dispatcher::new(Backpressure::Wait);
+        let mut trades = dispatcher.add_route(vec!["trade.*".into()], None);
+        let mut everything = dispatcher.add_route(vec!["trade.*".into(), "book.*".into()], None);
+        let handed_off = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let counter = Arc::clone(&handed_off);
+            dispatcher.dispatch_blocking_then(vec![event("trade.X"), event("book.X")], move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let first_trades = trades.try_recv().unwrap();
+        let first_all = everything.try_recv().unwrap();
+        drop(first_trades);
+        assert_eq!(
+            handed_off.load(Ordering::SeqCst),
+            0,
+            "one route still holds it"
+        );
+        drop(first_all);
+        assert_eq!(handed_off.load(Ordering::SeqCst), 1);
+        drop((trades.try_recv().unwrap(), everything.try_recv().unwrap()));
+        assert_eq!(handed_off.load(Ordering::SeqCst), 2);
+        // A batch no route reads is handed off at once.
+        let counter = Arc::clone(&handed_off);
+        dispatcher.dispatch_blocking_then(vec![event("other")], move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(handed_off.load(Ordering::SeqCst), 3);
     }
 
     #[test]

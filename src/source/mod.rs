@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Datasource, DatasourceKind};
 
-pub use dispatch::{Backpressure, Dispatcher, RouteInbox};
+pub use dispatch::{Backpressure, Dispatcher, RouteBatch, RouteInbox};
 
 /// One event as the upstream delivered it.
 #[derive(Debug, Clone)]
