@@ -6,6 +6,7 @@
 
 pub mod demo;
 mod dispatch;
+pub mod redis_stream;
 
 use std::sync::Arc;
 
@@ -67,6 +68,9 @@ pub trait Source: Send {
 pub fn build(datasource: &Datasource) -> Result<Box<dyn Source>, SourceError> {
     match datasource.kind {
         DatasourceKind::Demo => Ok(Box::new(demo::DemoSource::from_datasource(datasource)?)),
+        DatasourceKind::RedisStream => Ok(Box::new(
+            redis_stream::RedisStreamSource::from_datasource(datasource)?,
+        )),
         kind => Err(SourceError::Unsupported {
             name: datasource.name.clone(),
             kind: kind.as_str(),

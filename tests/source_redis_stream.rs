@@ -1,0 +1,284 @@
+//! The `redis_stream` datasource against a real `redis-server` (a private one per test, on a unix
+//! socket): entries produced with the `redis` client reach WebSocket clients mapped, in order and
+//! once; they are acknowledged only once handed off; a crashed gateway resumes from its pending
+//! entries; abandoned entries of a dead consumer are claimed; a broker restart is survived.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::{collect_stream, next_seen, Client, Gateway};
+use redis::aio::MultiplexedConnection;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+const STREAM: &str = "trades";
+const GROUP: &str = "wsgate";
+const WS_PATH: &str = "/stream?streams=btcusdt@trade";
+
+/// A gateway config reading `trades` from `url` as consumer `consumer`, mapping it to
+/// `btcusdt@trade`; `extra` properties are merged in.
+fn config(url: &str, consumer: &str, extra: Value) -> Value {
+    let mut properties = json!({
+        "url": url,
+        "streams": [STREAM],
+        "consumer": consumer,
+        "block_ms": 200,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        properties[k] = v.clone();
+    }
+    json!({
+        "vars": {},
+        "datasource": [
+            {"version": 1, "type": "redis_stream", "name": "redis", "properties": properties}
+        ],
+        "topics": [
+            {"version": 1, "topic": "{symbol}@trade", "vars": {"symbol": ["btcusdt"]}, "auth": "public"}
+        ],
+        "routes": [
+            {
+                "id": "redis-trades",
+                "version": 1,
+                "data_source": "redis",
+                "upstream": [STREAM],
+                "mappings": [
+                    {"mapper": "binance_trade", "fanout_topic": "md.{symbol}.trade", "ws_topic": "{symbol}@trade"}
+                ]
+            }
+        ]
+    })
+}
+
+/// The demo `match` event of trade `id` (one fill).
+fn trade(id: u64) -> String {
+    json!({
+        "type": "match", "symbol": "BTCUSDT", "ts_us": 1_767_000_000_000_000u64 + id,
+        "taker_order_id": 90_000 + id, "taker_side": "BUY",
+        "fills": [{"trade_id": id, "agg_id": id, "price": "1.00000000", "qty": "1.00000000",
+                   "maker_order_id": 80_000 + id}]
+    })
+    .to_string()
+}
+
+async fn producer(redis: &RedisServer) -> MultiplexedConnection {
+    let client = redis::Client::open(redis.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// `XADD trades * key BTCUSDT payload <trade>` for every id.
+async fn produce(conn: &mut MultiplexedConnection, ids: std::ops::RangeInclusive<u64>) {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("key")
+            .arg("BTCUSDT")
+            .arg("payload")
+            .arg(trade(id))
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await.unwrap();
+}
+
+/// Entries delivered to the group and not acknowledged.
+async fn pending(conn: &mut MultiplexedConnection) -> usize {
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg(GROUP)
+        .query_async(conn)
+        .await
+        .unwrap();
+    match reply {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as usize,
+            other => panic!("unexpected XPENDING count {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// Waits until nothing is pending in the group.
+async fn wait_no_pending(conn: &mut MultiplexedConnection) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let count = pending(conn).await;
+        if count == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} entries still pending after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the gateway has received exactly `expected` events (failing on more).
+fn wait_events(gateway: &Gateway, expected: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = gateway.metric("wsgate_source_events_total");
+        if events == expected {
+            return;
+        }
+        assert!(
+            events < expected,
+            "{events} events received, expected {expected}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{events} of {expected} events in time:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Receives trades `ids` on `client`, in order, and then nothing more for a while.
+async fn expect_trades(client: &mut Client, ids: std::ops::RangeInclusive<u64>) {
+    let expected: Vec<u64> = ids.collect();
+    let got = collect_stream(client, "btcusdt@trade", expected.len(), WAIT).await;
+    let seen: Vec<u64> = got.iter().map(|t| t["t"].as_u64().unwrap()).collect();
+    assert_eq!(seen, expected, "trade ids out of order or missing");
+    for t in &got {
+        assert_eq!(t["e"], "trade");
+        assert_eq!(t["s"], "BTCUSDT");
+    }
+    expect_silence(client).await;
+}
+
+/// Nothing more arrives for half a second (no duplicates).
+async fn expect_silence(client: &mut Client) {
+    match tokio::time::timeout(
+        Duration::from_millis(500),
+        next_seen(client, Duration::from_secs(5)),
+    )
+    .await
+    {
+        Err(_) => {}
+        Ok(seen) => panic!("unexpected message: {seen:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_reach_clients_in_order_once_and_are_acknowledged() {
+    let redis = RedisServer::new();
+    let mut conn = producer(&redis).await;
+    let gateway = Gateway::start_with(config(&redis.url(), "c1", json!({})), &[]);
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&mut conn, 1..=200).await;
+    expect_trades(&mut client, 1..=200).await;
+    wait_no_pending(&mut conn).await;
+    // A second batch after the first was acknowledged continues where it left off.
+    produce(&mut conn, 201..=250).await;
+    expect_trades(&mut client, 201..=250).await;
+    wait_no_pending(&mut conn).await;
+    assert_eq!(gateway.metric("wsgate_source_events_total"), 250.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_gateway_resumes_from_its_pending_entries() {
+    let redis = RedisServer::new();
+    let mut conn = producer(&redis).await;
+    let url = redis.url();
+    let mut gateway = Gateway::start_with(config(&url, "c1", json!({})), &[]);
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&mut conn, 1..=20).await;
+    expect_trades(&mut client, 1..=20).await;
+    wait_no_pending(&mut conn).await;
+
+    gateway.signal("KILL");
+    assert!(gateway.wait_exit(Duration::from_secs(10)).is_some());
+    drop(client);
+    // While it is down: entries 21..=30 are delivered to consumer c1 but never acknowledged (as
+    // if it had crashed between reading and hand-off), and 31..=40 are not read at all.
+    produce(&mut conn, 21..=30).await;
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("c1")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    produce(&mut conn, 31..=40).await;
+    assert_eq!(pending(&mut conn).await, 10);
+
+    let gateway = Gateway::start_with(config(&url, "c1", json!({})), &[]);
+    // Each of the 20 exactly once, then all acknowledged.
+    wait_events(&gateway, 20.0);
+    wait_no_pending(&mut conn).await;
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&mut conn, 41..=50).await;
+    expect_trades(&mut client, 41..=50).await;
+    wait_no_pending(&mut conn).await;
+    assert_eq!(gateway.metric("wsgate_source_events_total"), 30.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_abandoned_by_a_dead_consumer_are_claimed() {
+    let redis = RedisServer::new();
+    let mut conn = producer(&redis).await;
+    let gateway = Gateway::start_with(
+        config(&redis.url(), "c1", json!({"claim_idle_ms": 1000})),
+        &[],
+    );
+    let mut client = gateway.connect(WS_PATH).await;
+    // Atomically: add entries and deliver them to another consumer, which then dies; the
+    // gateway's blocked read never sees them.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for id in 1..=10 {
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("key")
+            .arg("BTCUSDT")
+            .arg("payload")
+            .arg(trade(id))
+            .ignore();
+    }
+    pipe.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("dead")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .ignore();
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+    assert_eq!(pending(&mut conn).await, 10);
+    expect_trades(&mut client, 1..=10).await;
+    wait_no_pending(&mut conn).await;
+    produce(&mut conn, 11..=15).await;
+    expect_trades(&mut client, 11..=15).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_source_reconnects_after_a_broker_restart() {
+    let mut redis = RedisServer::new();
+    let mut conn = producer(&redis).await;
+    let gateway = Gateway::start_with(config(&redis.url(), "c1", json!({})), &[]);
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&mut conn, 1..=10).await;
+    expect_trades(&mut client, 1..=10).await;
+
+    redis.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    redis.start();
+
+    // The restarted broker is empty; the source recreated its group and reads what comes now.
+    let mut conn = producer(&redis).await;
+    produce(&mut conn, 11..=30).await;
+    expect_trades(&mut client, 11..=30).await;
+    wait_no_pending(&mut conn).await;
+}
