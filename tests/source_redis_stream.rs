@@ -322,3 +322,39 @@ fn a_bad_datasource_config_is_rejected_naming_the_property() {
     assert_rejected(no_streams, "streams");
     assert_rejected(config(&redis.url(), "c1", json!({"batch": 0})), "batch");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_acknowledges_what_was_handed_off() {
+    let redis = RedisServer::new();
+    let mut conn = producer(&redis).await;
+    let mut gateway = Gateway::start_with(config(&redis.url(), "c1", json!({"batch": 20})), &[]);
+    let _client = gateway.connect(WS_PATH).await;
+    // Entries keep coming while the gateway stops, so batches are in flight when it does.
+    let mut feed = producer(&redis).await;
+    let feeding = tokio::spawn(async move {
+        let mut id = 1;
+        loop {
+            produce(&mut feed, id..=id + 19).await;
+            id += 20;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    wait_events_at_least(&gateway, 500.0);
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(15)).is_some());
+    feeding.abort();
+    assert_eq!(pending(&mut conn).await, 0, "{}", gateway.log());
+}
+
+/// Waits until the gateway has received at least `count` events.
+fn wait_events_at_least(gateway: &Gateway, count: f64) {
+    let deadline = Instant::now() + WAIT;
+    while gateway.metric("wsgate_source_events_total") < count {
+        assert!(
+            Instant::now() < deadline,
+            "too few events:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

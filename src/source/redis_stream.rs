@@ -49,6 +49,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Time allowed to establish a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping source waits for its in-flight entries to be handed off.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Time allowed for a reply beyond a read's own blocking time.
 const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
 
@@ -327,25 +329,22 @@ impl Source for RedisStreamSource {
                     continue;
                 }
             };
+            // A read in progress when shutdown comes is let finish (it blocks at most
+            // block_ms): entries the server handed out are dispatched, not stranded.
+            let grace = Duration::from_millis(consumer.config.block_ms) + Duration::from_secs(1);
             loop {
                 let step = runtime.block_on(async {
                     tokio::select! {
-                        _ = shutdown.cancelled() => Ok(Step::Stop),
                         step = consumer.step(&mut conn) => step,
+                        _ = async {
+                            shutdown.cancelled().await;
+                            tokio::time::sleep(grace).await;
+                        } => Ok(Step::Stop),
                     }
                 });
+                let stopping = shutdown.is_cancelled();
                 match step {
-                    Ok(Step::Stop) => {
-                        // Acknowledge what was handed off meanwhile, briefly.
-                        let _ = runtime.block_on(async {
-                            tokio::time::timeout(
-                                Duration::from_millis(500),
-                                consumer.ack(&mut conn),
-                            )
-                            .await
-                        });
-                        return;
-                    }
+                    Ok(Step::Stop) => {}
                     Ok(Step::Idle) => backoff = BACKOFF_MIN,
                     Ok(Step::Events(events, acks)) => {
                         backoff = BACKOFF_MIN;
@@ -357,10 +356,16 @@ impl Source for RedisStreamSource {
                             return;
                         }
                     }
-                    Err(e) => {
+                    Err(e) if !stopping => {
                         tracing::warn!(datasource = %consumer.name, error = %e, "redis error; reconnecting");
                         break;
                     }
+                    Err(_) => {}
+                }
+                if stopping {
+                    drop(conn);
+                    runtime.block_on(consumer.finish(&client));
+                    return;
                 }
             }
             if !sleep_backoff(&runtime, &shutdown, &mut backoff) {
@@ -423,6 +428,40 @@ impl Consumer {
         self.pending_cursor = vec![Some("0".to_string()); self.config.streams.len()];
         self.next_claim = Instant::now();
         Ok(conn)
+    }
+
+    /// On shutdown: waits a little for the routes to hand off what is in flight and acknowledges
+    /// it on a new connection (the old one may be stuck behind a blocking read), so that a
+    /// restart or reload does not deliver it again. Whatever is left stays pending and is
+    /// re-read by this consumer when it comes back.
+    async fn finish(&mut self, client: &Client) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(STOP_GRACE))
+            .set_response_timeout(Some(STOP_GRACE));
+        let finished = tokio::time::timeout_at(deadline, async {
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            loop {
+                self.ack(&mut conn).await?;
+                if self.in_flight.is_empty() {
+                    return Ok::<_, RedisError>(());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if !matches!(finished, Ok(Ok(()))) {
+            tracing::warn!(
+                datasource = %self.name,
+                unacknowledged = self.in_flight.len(),
+                "stopping with entries not acknowledged; they will be delivered again"
+            );
+        }
     }
 
     /// Acknowledges every handed-off batch received so far.
