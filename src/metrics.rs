@@ -46,6 +46,10 @@ pub struct Metrics {
     pub mapper_duration: HistogramVec,
     /// Events received from upstream, by datasource.
     pub source_events: IntCounterVec,
+    /// 1 while a datasource is connected and consuming, by datasource.
+    pub source_up: IntGaugeVec,
+    /// Reconnect attempts, by datasource.
+    pub source_reconnects: IntCounterVec,
     /// Time from an upstream event's timestamp to the bus publish of its outputs.
     pub publish_lag: Histogram,
     /// Config version the node runs.
@@ -151,6 +155,22 @@ impl Metrics {
                 .buckets(exponential_buckets(0.000_05, 2.0, 18).expect("valid buckets")),
             )
             .unwrap(),
+            source_up: IntGaugeVec::new(
+                Opts::new(
+                    "source_up",
+                    "1 while a datasource is connected and consuming",
+                ),
+                &["datasource"],
+            )
+            .unwrap(),
+            source_reconnects: IntCounterVec::new(
+                Opts::new(
+                    "source_reconnects_total",
+                    "Reconnect attempts, by datasource",
+                ),
+                &["datasource"],
+            )
+            .unwrap(),
             config_version: IntGauge::new("config_version", "Config version this node runs")
                 .unwrap(),
             store_revision: IntGauge::new("store_revision", "Config store revision this node runs")
@@ -199,6 +219,9 @@ impl Metrics {
         r.register(Box::new(self.mapper_duration.clone())).unwrap();
         r.register(Box::new(self.source_events.clone())).unwrap();
         r.register(Box::new(self.publish_lag.clone())).unwrap();
+        r.register(Box::new(self.source_up.clone())).unwrap();
+        r.register(Box::new(self.source_reconnects.clone()))
+            .unwrap();
         r.register(Box::new(self.config_version.clone())).unwrap();
         r.register(Box::new(self.store_revision.clone())).unwrap();
         r.register(Box::new(self.config_reloads.clone())).unwrap();

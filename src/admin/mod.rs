@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::source::SourceHealth;
 
 /// What the admin endpoints report.
 pub struct AdminState {
@@ -22,6 +23,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// True while the node accepts and serves clients; false while starting and draining.
     pub ready: AtomicBool,
+    /// The running sources: the node is not ready while one of them is down.
+    pub sources: arc_swap::ArcSwap<Vec<Arc<SourceHealth>>>,
 }
 
 impl AdminState {
@@ -30,6 +33,7 @@ impl AdminState {
         Arc::new(AdminState {
             metrics,
             ready: AtomicBool::new(false),
+            sources: arc_swap::ArcSwap::from_pointee(Vec::new()),
         })
     }
 }
@@ -60,10 +64,23 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
+/// 200 `ready` while serving with every source up; else 503 saying what is wrong, one line each.
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+    if !state.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    }
+    let problems: String = state
+        .sources
+        .load()
+        .iter()
+        .filter_map(|s| {
+            s.problem()
+                .map(|why| format!("source {}: {why}\n", s.name()))
+        })
+        .collect();
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, problems)
     }
 }

@@ -22,7 +22,7 @@ use crate::hub::Hub;
 use crate::mapper::{MapperEngine, MapperInstance};
 use crate::metrics::Metrics;
 use crate::route::{MappingWorker, RouteUpdate, RouteWorker, Sequences, SourceIdentity};
-use crate::source::{self, Dispatcher};
+use crate::source::{self, Dispatcher, SourceHealth};
 
 /// What a route's mappings are: a swap happens when this changes.
 type MappingsKey = Vec<(Mapping, (String, [u8; 32]))>;
@@ -38,6 +38,7 @@ struct RunningSource {
     /// Route id → upstream patterns, as started.
     shape: BTreeMap<String, Vec<String>>,
     routes: BTreeMap<String, RunningRoute>,
+    health: Arc<SourceHealth>,
     stop: CancellationToken,
     thread: JoinHandle<()>,
 }
@@ -214,7 +215,18 @@ impl Components {
             .metrics
             .source_events
             .with_label_values(&[&datasource.name]);
-        let mut dispatcher = Dispatcher::new(source.backpressure()).count_with(counter);
+        let health = Arc::new(SourceHealth::new(
+            &datasource.name,
+            self.metrics
+                .source_up
+                .with_label_values(&[&datasource.name]),
+            self.metrics
+                .source_reconnects
+                .with_label_values(&[&datasource.name]),
+        ));
+        let mut dispatcher = Dispatcher::new(source.backpressure())
+            .count_with(counter)
+            .with_health(Arc::clone(&health));
         let mut routes = BTreeMap::new();
         for route in config
             .routes
@@ -260,6 +272,7 @@ impl Components {
             datasource: datasource.clone(),
             shape: shape(config, &datasource.name),
             routes,
+            health,
             stop,
             thread,
         })
@@ -283,6 +296,14 @@ impl Components {
         for sequences in joined {
             self.sequences.extend(sequences);
         }
+    }
+
+    /// Each running source's health.
+    pub fn health(&self) -> Vec<Arc<SourceHealth>> {
+        self.sources
+            .values()
+            .map(|s| Arc::clone(&s.health))
+            .collect()
     }
 
     /// Stops everything (node shutdown).

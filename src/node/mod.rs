@@ -139,7 +139,15 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         token: settings.admin_token.clone(),
         status: ArcSwap::from_pointee(NodeStatus::default()),
     });
-    record_applied(&settings, &metrics, &api, &desired, None);
+    let admin_state = AdminState::new(Arc::clone(&metrics));
+    admin_state.sources.store(Arc::new(components.health()));
+    let reporting = Reporting {
+        node_id: settings.node_id.clone(),
+        metrics: Arc::clone(&metrics),
+        api: Arc::clone(&api),
+        admin: Arc::clone(&admin_state),
+    };
+    reporting.applied(&desired, None);
 
     let shutdown = CancellationToken::new();
     let ws_ctx = WsContext::new(
@@ -153,7 +161,6 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     let admin_listener = TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("binding {}", settings.admin_listen))?;
-    let admin_state = AdminState::new(Arc::clone(&metrics));
     let admin_stop = CancellationToken::new();
     // The bound addresses, so port 0 (any free port) reports the port it got.
     let listen = listener.local_addr()?;
@@ -173,12 +180,10 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
 
     let reload_stop = CancellationToken::new();
     let reloads = tokio::spawn(reload_loop(
-        settings.clone(),
+        reporting,
         resolver,
         components,
         desired,
-        Arc::clone(&metrics),
-        Arc::clone(&api),
         reload_stop.clone(),
     ));
     if let Some(auto) = settings.auto_rollback.clone() {
@@ -215,12 +220,10 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
 
 /// Applies every new store revision until `stop`; returns the components for shutdown.
 async fn reload_loop(
-    settings: NodeSettings,
+    reporting: Reporting,
     resolver: Resolver,
     mut components: Components,
     mut current: Desired,
-    metrics: Arc<Metrics>,
-    api: Arc<Api>,
     stop: CancellationToken,
 ) -> Components {
     let mut announcements = resolver.store.watch();
@@ -238,22 +241,31 @@ async fn reload_loop(
             Ok(desired) => components.apply(&desired).await.map(|()| desired),
             Err(e) => Err(e),
         };
+        reporting.admin.sources.store(Arc::new(components.health()));
         match result {
             Ok(desired) => {
-                metrics.config_reloads.with_label_values(&["applied"]).inc();
+                reporting
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["applied"])
+                    .inc();
                 tracing::info!(
                     revision = desired.revision,
                     config_version = desired.version,
                     took = ?started.elapsed(),
                     "store revision applied"
                 );
-                record_applied(&settings, &metrics, &api, &desired, None);
+                reporting.applied(&desired, None);
                 current = desired;
             }
             Err(e) => {
-                metrics.config_reloads.with_label_values(&["failed"]).inc();
+                reporting
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
                 tracing::error!(revision = announced, error = %format!("{e:#}"), "store revision not applied; the node keeps running its last state");
-                record_applied(&settings, &metrics, &api, &current, Some(format!("{e:#}")));
+                reporting.applied(&current, Some(format!("{e:#}")));
                 // Do not retry the same revision in a loop; the next announcement tries again.
                 current.revision = announced;
             }
@@ -262,30 +274,35 @@ async fn reload_loop(
     components
 }
 
-fn record_applied(
-    settings: &NodeSettings,
-    metrics: &Metrics,
-    api: &Api,
-    desired: &Desired,
-    error: Option<String>,
-) {
-    metrics.config_version.set(desired.version as i64);
-    metrics.store_revision.set(desired.revision as i64);
-    let routes = desired
-        .mappers
-        .iter()
-        .map(|(id, mappers)| {
-            (
-                id.clone(),
-                mappers.iter().map(|m| m.label.clone()).collect(),
-            )
-        })
-        .collect();
-    api.status.store(Arc::new(NodeStatus {
-        node_id: settings.node_id.clone(),
-        config_version: desired.version,
-        revision: desired.revision,
-        routes,
-        last_error: error,
-    }));
+/// Where a node reports what it runs: metrics, the status API, readiness.
+struct Reporting {
+    node_id: String,
+    metrics: Arc<Metrics>,
+    api: Arc<Api>,
+    admin: Arc<AdminState>,
+}
+
+impl Reporting {
+    /// Records that `desired` runs (with the error of a newer revision that did not apply).
+    fn applied(&self, desired: &Desired, error: Option<String>) {
+        self.metrics.config_version.set(desired.version as i64);
+        self.metrics.store_revision.set(desired.revision as i64);
+        let routes = desired
+            .mappers
+            .iter()
+            .map(|(id, mappers)| {
+                (
+                    id.clone(),
+                    mappers.iter().map(|m| m.label.clone()).collect(),
+                )
+            })
+            .collect();
+        self.api.status.store(Arc::new(NodeStatus {
+            node_id: self.node_id.clone(),
+            config_version: desired.version,
+            revision: desired.revision,
+            routes,
+            last_error: error,
+        }));
+    }
 }

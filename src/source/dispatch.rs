@@ -60,6 +60,7 @@ pub struct Dispatcher {
     by_channel: HashMap<Arc<str>, Vec<usize>>,
     backpressure: Backpressure,
     received: Option<IntCounter>,
+    health: Arc<super::SourceHealth>,
 }
 
 struct Target {
@@ -76,7 +77,19 @@ impl Dispatcher {
             by_channel: HashMap::new(),
             backpressure,
             received: None,
+            health: Arc::new(super::SourceHealth::detached("unnamed")),
         }
+    }
+
+    /// Reports the source's state through `health`.
+    pub fn with_health(mut self, health: Arc<super::SourceHealth>) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Where the source reports whether it is connected.
+    pub fn health(&self) -> &super::SourceHealth {
+        &self.health
     }
 
     /// Counts every dispatched event on `counter` (the datasource's events metric).

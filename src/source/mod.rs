@@ -6,6 +6,7 @@
 
 pub mod demo;
 mod dispatch;
+mod health;
 pub mod redis_stream;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Datasource, DatasourceKind};
 
 pub use dispatch::{Backpressure, Dispatcher, RouteBatch, RouteInbox};
+pub use health::SourceHealth;
 
 /// One event as the upstream delivered it.
 #[derive(Debug, Clone)]

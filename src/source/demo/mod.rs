@@ -50,6 +50,7 @@ impl Source for DemoSource {
         let mut channels: HashMap<String, Arc<str>> = HashMap::new();
         let mut made = Vec::new();
         let mut position: u64 = 0;
+        dispatcher.health().set_up();
         while !shutdown.is_cancelled() {
             self.market.advance(now_us(), &mut made);
             if !made.is_empty() {

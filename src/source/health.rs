@@ -1,0 +1,68 @@
+//! A source's connection state, for `/readyz` and the metrics: up, or down with the reason.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use prometheus::{IntCounter, IntGauge};
+
+/// The health of one running datasource. Sources report through it; the node reads it.
+pub struct SourceHealth {
+    name: String,
+    up: AtomicBool,
+    reason: Mutex<String>,
+    up_gauge: IntGauge,
+    reconnects: IntCounter,
+}
+
+impl SourceHealth {
+    /// A source that has not connected yet (down, "starting").
+    pub fn new(name: &str, up_gauge: IntGauge, reconnects: IntCounter) -> Self {
+        up_gauge.set(0);
+        SourceHealth {
+            name: name.to_string(),
+            up: AtomicBool::new(false),
+            reason: Mutex::new("starting".to_string()),
+            up_gauge,
+            reconnects,
+        }
+    }
+
+    /// A health record that reports to nothing (tests, tools).
+    pub fn detached(name: &str) -> Self {
+        let gauge = IntGauge::new("detached_up", "unregistered").expect("valid metric");
+        let counter = IntCounter::new("detached_reconnects", "unregistered").expect("valid metric");
+        SourceHealth::new(name, gauge, counter)
+    }
+
+    /// The datasource's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The source is connected and consuming.
+    pub fn set_up(&self) {
+        if !self.up.swap(true, Ordering::SeqCst) {
+            self.up_gauge.set(1);
+            tracing::info!(datasource = %self.name, "source up");
+        }
+    }
+
+    /// The source lost its upstream (or cannot reach it); `reason` says why.
+    pub fn set_down(&self, reason: &str) {
+        *self.reason.lock() = reason.to_string();
+        if self.up.swap(false, Ordering::SeqCst) {
+            self.up_gauge.set(0);
+            tracing::warn!(datasource = %self.name, %reason, "source down");
+        }
+    }
+
+    /// Counts one reconnect attempt.
+    pub fn reconnecting(&self) {
+        self.reconnects.inc();
+    }
+
+    /// `None` when up, else why not.
+    pub fn problem(&self) -> Option<String> {
+        (!self.up.load(Ordering::SeqCst)).then(|| self.reason.lock().clone())
+    }
+}
