@@ -7,6 +7,7 @@
 pub mod demo;
 mod dispatch;
 mod health;
+pub mod nats;
 pub mod redis_stream;
 
 use std::sync::Arc;
@@ -70,6 +71,7 @@ pub trait Source: Send {
 pub fn build(datasource: &Datasource) -> Result<Box<dyn Source>, SourceError> {
     match datasource.kind {
         DatasourceKind::Demo => Ok(Box::new(demo::DemoSource::from_datasource(datasource)?)),
+        DatasourceKind::Nats => Ok(Box::new(nats::NatsSource::from_datasource(datasource)?)),
         DatasourceKind::RedisStream => Ok(Box::new(
             redis_stream::RedisStreamSource::from_datasource(datasource)?,
         )),
