@@ -163,6 +163,15 @@ async fn expect_silence(client: &mut Client) {
     }
 }
 
+/// Waits until `/readyz` says every source is up.
+fn wait_source_up(gateway: &Gateway) {
+    let deadline = Instant::now() + WAIT;
+    while gateway.http_get("/readyz").map(|(s, _)| s).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "never ready:\n{}", gateway.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn entries_reach_clients_in_order_once_and_are_acknowledged() {
     let redis = RedisServer::new();
@@ -273,14 +282,30 @@ async fn the_source_reconnects_after_a_broker_restart() {
     expect_trades(&mut client, 1..=10).await;
 
     redis.stop();
+    // The outage shows on /readyz while the gateway keeps serving its clients.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = gateway.http_get("/readyz").unwrap();
+        if status == 503 {
+            assert!(body.contains("redis"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never reported the outage"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_millis(500));
     redis.start();
+    wait_source_up(&gateway);
 
     // The restarted broker is empty; the source recreated its group and reads what comes now.
     let mut conn = producer(&redis).await;
     produce(&mut conn, 11..=30).await;
     expect_trades(&mut client, 11..=30).await;
     wait_no_pending(&mut conn).await;
+    assert!(gateway.metric("wsgate_source_reconnects_total") >= 1.0);
 }
 
 /// `wsgate serve` with `config`: exits with an error naming the offending property.

@@ -312,6 +312,7 @@ impl Source for RedisStreamSource {
             let mut conn = match connected {
                 None => return,
                 Some(Ok(conn)) => {
+                    dispatcher.health().set_up();
                     tracing::info!(
                         datasource = %consumer.name,
                         group = %consumer.config.group,
@@ -323,6 +324,10 @@ impl Source for RedisStreamSource {
                 }
                 Some(Err(e)) => {
                     tracing::warn!(datasource = %consumer.name, error = %e, "redis connect failed");
+                    dispatcher
+                        .health()
+                        .set_down(&format!("cannot connect: {e}"));
+                    dispatcher.health().reconnecting();
                     if !sleep_backoff(&runtime, &shutdown, &mut backoff) {
                         return;
                     }
@@ -358,6 +363,8 @@ impl Source for RedisStreamSource {
                     }
                     Err(e) if !stopping => {
                         tracing::warn!(datasource = %consumer.name, error = %e, "redis error; reconnecting");
+                        dispatcher.health().set_down(&format!("redis error: {e}"));
+                        dispatcher.health().reconnecting();
                         break;
                     }
                     Err(_) => {}
