@@ -282,6 +282,7 @@ impl Components {
     /// sequence numbers for whatever continues the streams.
     async fn stop(&mut self, running: RunningSource) {
         running.stop.cancel();
+        let health = Arc::clone(&running.health);
         let threads: Vec<_> = running.routes.into_values().map(|r| r.thread).collect();
         let source_thread = running.thread;
         let joined = tokio::task::spawn_blocking(move || {
@@ -296,6 +297,7 @@ impl Components {
         for sequences in joined {
             self.sequences.extend(sequences);
         }
+        health.set_down("stopped");
     }
 
     /// Each running source's health.
