@@ -10,6 +10,8 @@
 //! repeat. When the worker stops it hands its streams' next sequence numbers back, so a route
 //! restarted for a config change continues them too.
 
+mod dedup;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -172,12 +174,23 @@ impl RouteWorker {
         runtime: Handle,
     ) -> Sequences {
         let mut batches = Vec::new();
+        let mut positions = dedup::Positions::new(self.source.kind);
+        let duplicates = self
+            .metrics
+            .messages_dropped
+            .with_label_values(&["duplicate"]);
         // Whatever queued up while the last batch was mapped goes into one mapper call.
         while inbox.blocking_recv_many(&mut batches, MAX_MERGED_BATCHES) > 0 {
             while let Ok(update) = updates.try_recv() {
                 self.swap(update);
             }
-            let events: Vec<&UpstreamEvent> = batches.iter().flat_map(|b| b.iter()).collect();
+            let queued = batches.iter().map(|b| b.len()).sum::<usize>();
+            let events: Vec<&UpstreamEvent> = batches
+                .iter()
+                .flat_map(|b| b.iter())
+                .filter(|event| positions.admit(event))
+                .collect();
+            duplicates.inc_by((queued - events.len()) as u64);
             let messages = self.map(&events);
             drop(events);
             let published =

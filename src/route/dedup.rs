@@ -1,0 +1,126 @@
+//! Drops redelivered upstream events before they are mapped again.
+//!
+//! Brokers redeliver what was not acknowledged: JetStream after a reconnect or its ack wait,
+//! Redis Streams a consumer's pending entries. A route remembers the highest upstream position
+//! it has mapped per partition of its source and skips anything at or below it, so a client never
+//! gets the same event twice and per-stream order holds. Positions are compared in their
+//! source's order: Kafka `partition:offset` per partition, Redis entry ids `ms-seq` per stream
+//! key, JetStream stream sequences (and the demo's and core NATS' counters) per source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::DatasourceKind;
+use crate::source::UpstreamEvent;
+
+/// An upstream position, in its partition's order.
+type Order = (u64, u64);
+
+/// The highest position mapped per partition.
+pub struct Positions {
+    kind: DatasourceKind,
+    highest: HashMap<Arc<str>, Order>,
+    whole_source: Arc<str>,
+}
+
+impl Positions {
+    /// No position seen yet, for a source of `kind`.
+    pub fn new(kind: DatasourceKind) -> Self {
+        Positions {
+            kind,
+            highest: HashMap::new(),
+            whole_source: Arc::from(""),
+        }
+    }
+
+    /// True when `event` is past everything seen in its partition (and records it); false for a
+    /// redelivery. Events without a position the source's order understands always pass.
+    pub fn admit(&mut self, event: &UpstreamEvent) -> bool {
+        let Some((partition, order)) = self.order_of(event) else {
+            return true;
+        };
+        match self.highest.get_mut(&partition) {
+            Some(highest) if order <= *highest => false,
+            Some(highest) => {
+                *highest = order;
+                true
+            }
+            None => {
+                self.highest.insert(partition, order);
+                true
+            }
+        }
+    }
+
+    fn order_of(&self, event: &UpstreamEvent) -> Option<(Arc<str>, Order)> {
+        let position = event.position.as_str();
+        match self.kind {
+            DatasourceKind::Kafka => {
+                let (partition, offset) = position.split_once(':')?;
+                let key = format!("{}:{partition}", event.channel);
+                Some((Arc::from(key), (offset.parse().ok()?, 0)))
+            }
+            DatasourceKind::RedisStream => {
+                let (ms, seq) = position.split_once('-')?;
+                let order = (ms.parse().ok()?, seq.parse().ok()?);
+                Some((Arc::clone(&event.channel), order))
+            }
+            DatasourceKind::Nats | DatasourceKind::Demo => {
+                Some((Arc::clone(&self.whole_source), (position.parse().ok()?, 0)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn event(channel: &str, position: &str) -> UpstreamEvent {
+        UpstreamEvent {
+            channel: Arc::from(channel),
+            key: None,
+            headers: Vec::new(),
+            payload: Bytes::new(),
+            timestamp_us: 0,
+            position: position.to_string(),
+        }
+    }
+
+    #[test]
+    fn redeliveries_are_refused_per_partition() {
+        let mut jetstream = Positions::new(DatasourceKind::Nats);
+        assert!(jetstream.admit(&event("trade.A", "1")));
+        assert!(jetstream.admit(&event("trade.B", "2")));
+        assert!(!jetstream.admit(&event("trade.A", "1")), "redelivered");
+        assert!(
+            !jetstream.admit(&event("trade.A", "2")),
+            "one sequence for the stream"
+        );
+        assert!(jetstream.admit(&event("trade.A", "3")));
+
+        let mut redis = Positions::new(DatasourceKind::RedisStream);
+        assert!(redis.admit(&event("a", "1700-0")));
+        assert!(redis.admit(&event("a", "1700-1")));
+        assert!(
+            redis.admit(&event("b", "1000-0")),
+            "another stream key, its own order"
+        );
+        assert!(!redis.admit(&event("a", "1700-1")));
+        assert!(!redis.admit(&event("a", "1699-9")));
+
+        let mut kafka = Positions::new(DatasourceKind::Kafka);
+        assert!(kafka.admit(&event("t", "0:10")));
+        assert!(kafka.admit(&event("t", "1:3")), "another partition");
+        assert!(!kafka.admit(&event("t", "0:10")));
+        assert!(kafka.admit(&event("t", "0:11")));
+    }
+
+    #[test]
+    fn positions_it_cannot_read_always_pass() {
+        let mut positions = Positions::new(DatasourceKind::RedisStream);
+        assert!(positions.admit(&event("a", "")));
+        assert!(positions.admit(&event("a", "")));
+    }
+}
