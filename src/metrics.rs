@@ -50,6 +50,8 @@ pub struct Metrics {
     pub source_up: IntGaugeVec,
     /// Reconnect attempts, by datasource.
     pub source_reconnects: IntCounterVec,
+    /// Upstream events not yet acknowledged, by datasource.
+    pub source_lag: IntGaugeVec,
     /// Time from an upstream event's timestamp to the bus publish of its outputs.
     pub publish_lag: Histogram,
     /// Config version the node runs.
@@ -171,6 +173,14 @@ impl Metrics {
                 &["datasource"],
             )
             .unwrap(),
+            source_lag: IntGaugeVec::new(
+                Opts::new(
+                    "source_lag",
+                    "Upstream events not yet acknowledged (pending plus undelivered)",
+                ),
+                &["datasource"],
+            )
+            .unwrap(),
             config_version: IntGauge::new("config_version", "Config version this node runs")
                 .unwrap(),
             store_revision: IntGauge::new("store_revision", "Config store revision this node runs")
@@ -222,6 +232,7 @@ impl Metrics {
         r.register(Box::new(self.source_up.clone())).unwrap();
         r.register(Box::new(self.source_reconnects.clone()))
             .unwrap();
+        r.register(Box::new(self.source_lag.clone())).unwrap();
         r.register(Box::new(self.config_version.clone())).unwrap();
         r.register(Box::new(self.store_revision.clone())).unwrap();
         r.register(Box::new(self.config_reloads.clone())).unwrap();

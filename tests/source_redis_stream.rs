@@ -383,3 +383,77 @@ fn wait_events_at_least(gateway: &Gateway, count: f64) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lag_gauge_counts_what_the_group_has_not_acknowledged() {
+    let redis = RedisServer::new();
+    let mut conn = producer(&redis).await;
+    // Claiming off: entries another consumer holds stay pending in the group.
+    let gateway = Gateway::start_with(config(&redis.url(), "c1", json!({"claim_idle_ms": 0})), &[]);
+    let lag = "wsgate_source_lag{datasource=\"redis\"}";
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for id in 1..=7 {
+        pipe.cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("payload")
+            .arg(trade(id))
+            .ignore();
+    }
+    pipe.cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("other")
+        .arg("COUNT")
+        .arg(100)
+        .arg("STREAMS")
+        .arg(STREAM)
+        .arg(">")
+        .ignore();
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while gateway.metric(lag) != 7.0 {
+        assert!(
+            Instant::now() < deadline,
+            "lag {} instead of the 7 entries held by another consumer",
+            gateway.metric(lag)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Acknowledged elsewhere: the lag drops to zero.
+    let ids: Vec<String> = {
+        let reply: redis::Value = redis::cmd("XRANGE")
+            .arg(STREAM)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        match reply {
+            redis::Value::Array(entries) => entries
+                .into_iter()
+                .filter_map(|e| match e {
+                    redis::Value::Array(mut parts) => match parts.remove(0) {
+                        redis::Value::BulkString(id) => String::from_utf8(id).ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("unexpected XRANGE reply {other:?}"),
+        }
+    };
+    let _: i64 = redis::cmd("XACK")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg(&ids)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while gateway.metric(lag) != 0.0 {
+        assert!(Instant::now() < deadline, "lag never went back to 0");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -215,15 +215,15 @@ impl Components {
             .metrics
             .source_events
             .with_label_values(&[&datasource.name]);
-        let health = Arc::new(SourceHealth::new(
-            &datasource.name,
-            self.metrics
-                .source_up
-                .with_label_values(&[&datasource.name]),
-            self.metrics
-                .source_reconnects
-                .with_label_values(&[&datasource.name]),
-        ));
+        let name = [datasource.name.as_str()];
+        let health = Arc::new(
+            SourceHealth::new(
+                &datasource.name,
+                self.metrics.source_up.with_label_values(&name),
+                self.metrics.source_reconnects.with_label_values(&name),
+            )
+            .with_lag_gauge(self.metrics.source_lag.with_label_values(&name)),
+        );
         let mut dispatcher = Dispatcher::new(source.backpressure())
             .count_with(counter)
             .with_health(Arc::clone(&health));

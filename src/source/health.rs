@@ -12,6 +12,7 @@ pub struct SourceHealth {
     reason: Mutex<String>,
     up_gauge: IntGauge,
     reconnects: IntCounter,
+    lag: Option<IntGauge>,
 }
 
 impl SourceHealth {
@@ -24,6 +25,21 @@ impl SourceHealth {
             reason: Mutex::new("starting".to_string()),
             up_gauge,
             reconnects,
+            lag: None,
+        }
+    }
+
+    /// Reports the source's lag on `gauge`.
+    pub fn with_lag_gauge(mut self, gauge: IntGauge) -> Self {
+        self.lag = Some(gauge);
+        self
+    }
+
+    /// Events the upstream holds for this source that are not yet acknowledged: delivered but
+    /// not handed off, plus not yet delivered (JetStream pending, Redis pending + lag).
+    pub fn set_lag(&self, events: u64) {
+        if let Some(gauge) = &self.lag {
+            gauge.set(events as i64);
         }
     }
 

@@ -370,12 +370,20 @@ impl NatsSource {
         );
         *failures = 0;
         feed.health().set_up();
+        let mut lag_tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ended::Stopped,
                 Some(ackers) = acks_rx.recv() => {
                     ack_all(ackers).await;
+                    continue;
+                }
+                _ = lag_tick.tick() => {
+                    // Not yet delivered plus delivered and not yet acknowledged.
+                    if let Ok(info) = consumer.get_info().await {
+                        feed.health().set_lag(info.num_pending + info.num_ack_pending as u64);
+                    }
                     continue;
                 }
                 Some(link) = feed.link.recv() => {

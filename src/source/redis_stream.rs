@@ -250,6 +250,7 @@ struct Consumer {
     acks_tx: std_mpsc::Sender<Acks>,
     acks_rx: std_mpsc::Receiver<Acks>,
     next_claim: Instant,
+    next_lag: Instant,
 }
 
 enum Step {
@@ -291,6 +292,7 @@ impl Source for RedisStreamSource {
             acks_tx,
             acks_rx,
             next_claim: Instant::now(),
+            next_lag: Instant::now(),
             name: self.name,
             config: self.config,
         };
@@ -373,6 +375,9 @@ impl Source for RedisStreamSource {
                     drop(conn);
                     runtime.block_on(consumer.finish(&client));
                     return;
+                }
+                if let Some(lag) = runtime.block_on(consumer.lag(&mut conn)) {
+                    dispatcher.health().set_lag(lag);
                 }
             }
             if !sleep_backoff(&runtime, &shutdown, &mut backoff) {
@@ -512,6 +517,36 @@ impl Consumer {
         Ok(self.events(entries))
     }
 
+    /// Once a second: entries of the group not yet acknowledged, over every stream (`pending`
+    /// plus `lag` of `XINFO GROUPS`). None between two readings or when Redis cannot say.
+    async fn lag(&mut self, conn: &mut MultiplexedConnection) -> Option<u64> {
+        if Instant::now() < self.next_lag {
+            return None;
+        }
+        self.next_lag = Instant::now() + Duration::from_secs(1);
+        let mut total = 0;
+        for stream in &self.config.streams {
+            let reply: Value = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(stream)
+                .query_async(conn)
+                .await
+                .ok()?;
+            let group = as_list(reply).into_iter().map(as_list).find(|fields| {
+                field(fields, "name")
+                    .and_then(|v| as_string(v.clone()))
+                    .as_deref()
+                    == Some(self.config.group.as_str())
+            })?;
+            let count = |name: &str| match field(&group, name) {
+                Some(Value::Int(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            };
+            total += count("pending")? + count("lag").unwrap_or(0);
+        }
+        Some(total)
+    }
+
     /// `XAUTOCLAIM`s entries idle longer than `claim_idle_ms` on every stream.
     async fn claim(
         &mut self,
@@ -629,6 +664,14 @@ fn push_ack(acks: &mut Acks, index: usize, id: String) {
         Some((_, ids)) => ids.push(id),
         None => acks.push((index, vec![id])),
     }
+}
+
+/// The value after `name` in a flat field/value reply.
+fn field<'a>(fields: &'a [Value], name: &str) -> Option<&'a Value> {
+    fields
+        .chunks(2)
+        .find(|pair| as_string(pair[0].clone()).as_deref() == Some(name))
+        .and_then(|pair| pair.get(1))
 }
 
 /// One stream entry; `fields` is None for an entry deleted while pending.
