@@ -457,3 +457,36 @@ async fn the_lag_gauge_counts_what_the_group_has_not_acknowledged() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_entry_is_counted_logged_with_its_id_and_skipped() {
+    let redis = RedisServer::new();
+    let mut conn = producer(&redis).await;
+    let gateway = Gateway::start_with(config(&redis.url(), "c1", json!({})), &[]);
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&mut conn, 1..=5).await;
+    let poison_id: String = redis::cmd("XADD")
+        .arg(STREAM)
+        .arg("*")
+        .arg("payload")
+        .arg(r#"{"type":"match","symbol":"BTCUSDT","fills":"not a list"}"#)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    produce(&mut conn, 6..=10).await;
+    expect_trades(&mut client, 1..=10).await;
+    wait_no_pending(&mut conn).await;
+    assert_eq!(
+        gateway.metric("wsgate_mapper_errors_total{kind=\"error\",mapper=\"binance_trade@1\"}"),
+        1.0
+    );
+    let log = gateway.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("event dropped by its mapper"))
+        .unwrap_or_else(|| panic!("no log line for the poison entry:\n{log}"));
+    assert!(
+        line.contains(&poison_id),
+        "the log names the entry id {poison_id}: {line}"
+    );
+}

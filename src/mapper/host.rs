@@ -1,7 +1,9 @@
 //! The per-store host state: the sandbox's (empty) WASI context, memory limits, and the
 //! `wsgate:mapper/host` imports.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::util::LogLimit;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
@@ -54,8 +56,7 @@ pub struct HostState {
     /// Memory limits enforced by the store.
     pub limits: StoreLimits,
     label: String,
-    log_window: Instant,
-    log_count: u32,
+    log_limit: LogLimit,
 }
 
 impl HostState {
@@ -80,8 +81,7 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             label: label.to_string(),
-            log_window: Instant::now(),
-            log_count: 0,
+            log_limit: LogLimit::per_sec(LOG_LINES_PER_SEC),
         }
     }
 }
@@ -99,12 +99,7 @@ impl types::Host for HostState {}
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) {
-        if self.log_window.elapsed() >= Duration::from_secs(1) {
-            self.log_window = Instant::now();
-            self.log_count = 0;
-        }
-        self.log_count += 1;
-        if self.log_count > LOG_LINES_PER_SEC {
+        if !self.log_limit.allow() {
             return;
         }
         let mapper = self.label.as_str();

@@ -23,6 +23,7 @@ use crate::mapper::{MapperEngine, MapperInstance};
 use crate::metrics::Metrics;
 use crate::route::{MappingWorker, RouteUpdate, RouteWorker, Sequences, SourceIdentity};
 use crate::source::{self, Dispatcher, SourceHealth};
+use crate::util::LogLimit;
 
 /// What a route's mappings are: a swap happens when this changes.
 type MappingsKey = Vec<(Mapping, (String, [u8; 32]))>;
@@ -245,6 +246,7 @@ impl Components {
                 bus: Arc::clone(&self.bus),
                 metrics: Arc::clone(&self.metrics),
                 sequences: self.sequences.clone(),
+                poison_log: LogLimit::per_sec(10),
             };
             let dropped = self
                 .metrics

@@ -24,7 +24,7 @@ use crate::mapper::bindings::{self, Output};
 use crate::mapper::{EventOutcome, MapperInstance};
 use crate::metrics::Metrics;
 use crate::source::{RouteInbox, UpstreamEvent};
-use crate::util::now_us;
+use crate::util::{now_us, LogLimit};
 
 /// Queued batches merged into one mapper call at most.
 const MAX_MERGED_BATCHES: usize = 64;
@@ -150,6 +150,8 @@ pub struct RouteWorker {
     pub metrics: Arc<Metrics>,
     /// Next sequence numbers of streams this route published to before (a restarted route).
     pub sequences: Sequences,
+    /// Bounds the warnings about dropped events.
+    pub poison_log: LogLimit,
 }
 
 impl RouteWorker {
@@ -231,8 +233,24 @@ impl RouteWorker {
         for mapping in &mut self.mappings {
             let outcomes = mapping.instance.map_batch(&events);
             for (event, outcome) in batch.iter().zip(outcomes) {
-                let EventOutcome::Mapped(outputs) = outcome else {
-                    continue;
+                let outputs = match outcome {
+                    EventOutcome::Mapped(outputs) => outputs,
+                    EventOutcome::Failed(failure) => {
+                        // A poison event is skipped (it never blocks its partition), counted by
+                        // the mapper, and logged with where it sits upstream.
+                        if self.poison_log.allow() {
+                            tracing::warn!(
+                                route = %self.route_id,
+                                mapper = mapping.instance.label(),
+                                channel = %event.channel,
+                                position = %event.position,
+                                kind = failure.kind(),
+                                ?failure,
+                                "event dropped by its mapper"
+                            );
+                        }
+                        continue;
+                    }
                 };
                 for output in outputs {
                     let target = match mapping.target(&output, &self.streams, &self.sequences) {
