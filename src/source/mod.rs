@@ -7,6 +7,7 @@
 pub mod demo;
 mod dispatch;
 mod health;
+pub mod kafka;
 pub mod nats;
 pub mod redis_stream;
 
@@ -71,13 +72,10 @@ pub trait Source: Send {
 pub fn build(datasource: &Datasource) -> Result<Box<dyn Source>, SourceError> {
     match datasource.kind {
         DatasourceKind::Demo => Ok(Box::new(demo::DemoSource::from_datasource(datasource)?)),
+        DatasourceKind::Kafka => Ok(Box::new(kafka::KafkaSource::from_datasource(datasource)?)),
         DatasourceKind::Nats => Ok(Box::new(nats::NatsSource::from_datasource(datasource)?)),
         DatasourceKind::RedisStream => Ok(Box::new(
             redis_stream::RedisStreamSource::from_datasource(datasource)?,
         )),
-        kind => Err(SourceError::Unsupported {
-            name: datasource.name.clone(),
-            kind: kind.as_str(),
-        }),
     }
 }

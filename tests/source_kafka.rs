@@ -1,0 +1,268 @@
+//! The `kafka` datasource against a real Kafka-protocol broker (`tansu`, a private one per test
+//! on a free port): records produced with a real librdkafka producer reach WebSocket clients
+//! mapped, in order and once; offsets are committed once handed off; a crashed gateway resumes
+//! from the committed position; bad properties are rejected naming them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kafka::KafkaBroker;
+use common::{collect_stream, next_seen, Client, Gateway};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOPIC: &str = "trades";
+const PARTITIONS: u32 = 3;
+const GROUP: &str = "wsgate-test";
+const WS_PATH: &str = "/stream?streams=btcusdt@trade";
+
+/// A gateway config consuming `trades` from `bootstrap` in group `GROUP`, mapping it to
+/// `btcusdt@trade`.
+fn config(bootstrap: &str) -> Value {
+    json!({
+        "vars": {},
+        "datasource": [
+            {"version": 1, "type": "kafka", "name": "kafka", "properties": {
+                "bootstrap.servers": bootstrap,
+                "group.id": GROUP,
+                "topics": [TOPIC],
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": "10000"
+            }}
+        ],
+        "topics": [
+            {"version": 1, "topic": "{symbol}@trade", "vars": {"symbol": ["btcusdt"]}, "auth": "public"}
+        ],
+        "routes": [
+            {
+                "id": "kafka-trades",
+                "version": 1,
+                "data_source": "kafka",
+                "upstream": [TOPIC],
+                "mappings": [
+                    {"mapper": "binance_trade", "fanout_topic": "md.{symbol}.trade", "ws_topic": "{symbol}@trade"}
+                ]
+            }
+        ]
+    })
+}
+
+/// The demo `match` event of trade `id` (one fill).
+fn trade(id: u64) -> String {
+    json!({
+        "type": "match", "symbol": "BTCUSDT", "ts_us": 1_767_000_000_000_000u64 + id,
+        "taker_order_id": 90_000 + id, "taker_side": "BUY",
+        "fills": [{"trade_id": id, "agg_id": id, "price": "1.00000000", "qty": "1.00000000",
+                   "maker_order_id": 80_000 + id}]
+    })
+    .to_string()
+}
+
+/// A broker with the `trades` topic.
+fn broker() -> KafkaBroker {
+    let broker = KafkaBroker::new();
+    broker.create_topic(TOPIC, PARTITIONS);
+    broker
+}
+
+fn producer(broker: &KafkaBroker) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces trades `ids` with key `BTCUSDT` (so all to one partition), one at a time so that
+/// they are stored in order.
+async fn produce(producer: &FutureProducer, ids: std::ops::RangeInclusive<u64>) {
+    for id in ids {
+        let payload = trade(id);
+        let record = FutureRecord::to(TOPIC).key("BTCUSDT").payload(&payload);
+        if let Err((e, _)) = producer.send(record, Duration::from_secs(20)).await {
+            panic!("producing trade {id}: {e}");
+        }
+    }
+}
+
+/// Records of `trades` committed by the group (offsets start at 0 in every partition).
+fn committed(broker: &KafkaBroker) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", GROUP)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..PARTITIONS as i32 {
+        tpl.add_partition(TOPIC, partition);
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(offsets) => offsets
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(n) => n,
+                _ => 0,
+            })
+            .sum(),
+        Err(_) => -1,
+    }
+}
+
+/// Waits until the group has committed exactly `expected` records.
+fn wait_committed(broker: &KafkaBroker, gateway: &Gateway, expected: i64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let count = committed(broker);
+        if count == expected {
+            return;
+        }
+        assert!(count <= expected, "{count} committed, expected {expected}");
+        assert!(
+            Instant::now() < deadline,
+            "{count} of {expected} records committed in time:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the gateway has received exactly `expected` events (failing on more).
+fn wait_events(gateway: &Gateway, expected: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = gateway.metric("wsgate_source_events_total");
+        if events == expected {
+            return;
+        }
+        assert!(
+            events < expected,
+            "{events} events received, expected {expected}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{events} of {expected} events in time:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Receives trades `ids` on `client`, in order, and then nothing more for a while.
+async fn expect_trades(client: &mut Client, ids: std::ops::RangeInclusive<u64>) {
+    let expected: Vec<u64> = ids.collect();
+    let got = collect_stream(client, "btcusdt@trade", expected.len(), WAIT).await;
+    let seen: Vec<u64> = got.iter().map(|t| t["t"].as_u64().unwrap()).collect();
+    assert_eq!(seen, expected, "trade ids out of order or missing");
+    for t in &got {
+        assert_eq!(t["e"], "trade");
+        assert_eq!(t["s"], "BTCUSDT");
+    }
+    match tokio::time::timeout(
+        Duration::from_millis(500),
+        next_seen(client, Duration::from_secs(5)),
+    )
+    .await
+    {
+        Err(_) => {}
+        Ok(seen) => panic!("unexpected message: {seen:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the tansu broker (cargo install tansu --features dynostore,libsql); run with --ignored"]
+async fn records_reach_clients_in_order_once_and_are_committed() {
+    let broker = broker();
+    let producer = producer(&broker);
+    let gateway = Gateway::start_with(config(&broker.bootstrap()), &[]);
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&producer, 1..=200).await;
+    expect_trades(&mut client, 1..=200).await;
+    wait_committed(&broker, &gateway, 200);
+    // A second run after the first was committed continues where it left off.
+    produce(&producer, 201..=250).await;
+    expect_trades(&mut client, 201..=250).await;
+    wait_committed(&broker, &gateway, 250);
+    assert_eq!(gateway.metric("wsgate_source_events_total"), 250.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the tansu broker (cargo install tansu --features dynostore,libsql); run with --ignored"]
+async fn a_crashed_gateway_resumes_from_the_committed_offsets() {
+    let broker = broker();
+    let producer = producer(&broker);
+    let mut gateway = Gateway::start_with(config(&broker.bootstrap()), &[]);
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&producer, 1..=20).await;
+    expect_trades(&mut client, 1..=20).await;
+    wait_committed(&broker, &gateway, 20);
+
+    gateway.signal("KILL");
+    assert!(gateway.wait_exit(Duration::from_secs(10)).is_some());
+    drop(client);
+    // Produced while no gateway runs.
+    produce(&producer, 21..=40).await;
+
+    let gateway = Gateway::start_with(config(&broker.bootstrap()), &[]);
+    // Exactly the 20 records after the committed offset: none skipped (as `latest` would), none
+    // of the committed ones again (as `earliest` would).
+    wait_events(&gateway, 20.0);
+    wait_committed(&broker, &gateway, 40);
+    let mut client = gateway.connect(WS_PATH).await;
+    produce(&producer, 41..=50).await;
+    expect_trades(&mut client, 41..=50).await;
+    wait_committed(&broker, &gateway, 50);
+    assert_eq!(gateway.metric("wsgate_source_events_total"), 30.0);
+}
+
+/// `wsgate serve` with `config`: exits with an error naming the offending property.
+fn assert_rejected(config: Value, property: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&path)
+        .arg("--mappers-dir")
+        .arg(common::mappers_dir())
+        .env("WSGATE_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running wsgate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with a bad config");
+    assert!(
+        stderr.contains(&format!("properties.{property}:")),
+        "the error does not name properties.{property}:\n{stderr}"
+    );
+}
+
+/// Validation happens before any connection, so no broker is needed.
+#[test]
+fn a_bad_datasource_config_is_rejected_naming_the_property() {
+    let without = |property: &str| {
+        let mut config = config("127.0.0.1:9");
+        config["datasource"][0]["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove(property);
+        config
+    };
+    assert_rejected(without("bootstrap.servers"), "bootstrap.servers");
+    assert_rejected(without("group.id"), "group.id");
+    assert_rejected(without("topics"), "topics");
+    let mut invalid = config("127.0.0.1:9");
+    invalid["datasource"][0]["properties"]["fetch.wait.max.ms"] = json!("soon");
+    assert_rejected(invalid, "fetch.wait.max.ms");
+    let mut unknown = config("127.0.0.1:9");
+    unknown["datasource"][0]["properties"]["no.such.property"] = json!("x");
+    assert_rejected(unknown, "no.such.property");
+}
