@@ -8,7 +8,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{collect_stream, mappers_dir, next_json, shipped_config, CliOutput, Gateway};
+use common::{
+    collect_stream, mappers_dir, next_json, shipped_config, wait_for, CliOutput, Gateway,
+};
 use serde_json::{json, Value};
 
 fn token_args() -> Vec<&'static str> {
@@ -329,15 +331,9 @@ async fn a_failing_promoted_version_is_rolled_back_automatically() {
         &["--param", "mode=echo", "--promote"],
     );
     assert!(push.ok, "{push:?}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gateway.metric("wsgate_mapper_auto_rollbacks_total") < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "no automatic rollback:\n{}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for("an automatic rollback", || {
+        gateway.metric("wsgate_mapper_auto_rollbacks_total") >= 1.0
+    });
     let history = gateway.cli(&["config", "history", "--limit", "1"]);
     assert!(
         history.stdout.contains("auto-rollback:"),
@@ -378,14 +374,9 @@ async fn a_config_change_restarts_only_what_it_touches() {
         "{}",
         applied.stdout
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gateway.metric("wsgate_mapper_swaps_total") < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the kline route was never swapped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for("the kline route's swap", || {
+        gateway.metric("wsgate_mapper_swaps_total") >= 1.0
+    });
     seen.extend(collect_stream(&mut client, "btcusdt@trade", 20, Duration::from_secs(20)).await);
     // The demo source was not restarted (a restart begins a new market): trade ids continue.
     for pair in seen.windows(2) {
@@ -485,15 +476,10 @@ async fn python_and_javascript_mappers_go_through_the_same_registry() {
             "{}",
             push.stdout
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
         let events = format!("wsgate_mapper_events_total{{mapper=\"{label}\"}}");
-        while gateway.metric(&events) < 20.0 {
-            assert!(
-                Instant::now() < deadline,
-                "{label} never mapped live events"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(&format!("{label} to map live events"), || {
+            gateway.metric(&events) >= 20.0
+        });
         seen.extend(
             collect_stream(&mut client, "btcusdt@trade", 10, Duration::from_secs(20)).await,
         );

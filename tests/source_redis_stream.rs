@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use common::{collect_stream, next_seen, Client, Gateway};
+use common::{collect_stream, next_seen, wait_for, Client, Gateway};
 use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
@@ -412,15 +412,9 @@ async fn the_lag_gauge_counts_what_the_group_has_not_acknowledged() {
         .arg(">")
         .ignore();
     pipe.query_async::<()>(&mut conn).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while gateway.metric(lag) != 7.0 {
-        assert!(
-            Instant::now() < deadline,
-            "lag {} instead of the 7 entries held by another consumer",
-            gateway.metric(lag)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("a lag of the 7 entries another consumer holds", || {
+        gateway.metric(lag) == 7.0
+    });
     // Acknowledged elsewhere: the lag drops to zero.
     let ids: Vec<String> = {
         let reply: redis::Value = redis::cmd("XRANGE")
@@ -451,11 +445,7 @@ async fn the_lag_gauge_counts_what_the_group_has_not_acknowledged() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while gateway.metric(lag) != 0.0 {
-        assert!(Instant::now() < deadline, "lag never went back to 0");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("the lag to go back to 0", || gateway.metric(lag) == 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

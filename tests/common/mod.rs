@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-pub mod kafka;
 pub mod nats;
 pub mod redis;
 
@@ -430,5 +429,14 @@ impl RawClient {
                 _ => {}
             }
         }
+    }
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after 20 s.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
