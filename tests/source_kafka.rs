@@ -69,9 +69,9 @@ fn broker() -> KafkaBroker {
     broker
 }
 
-fn producer(broker: &KafkaBroker) -> FutureProducer {
+fn producer(bootstrap: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "0")
         .set("message.timeout.ms", "20000")
         .create()
@@ -91,9 +91,9 @@ async fn produce(producer: &FutureProducer, ids: std::ops::RangeInclusive<u64>) 
 }
 
 /// Records of `trades` committed by the group (offsets start at 0 in every partition).
-fn committed(broker: &KafkaBroker) -> i64 {
+fn committed(bootstrap: &str) -> i64 {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", GROUP)
         .create()
         .expect("consumer");
@@ -115,10 +115,10 @@ fn committed(broker: &KafkaBroker) -> i64 {
 }
 
 /// Waits until the group has committed exactly `expected` records.
-fn wait_committed(broker: &KafkaBroker, gateway: &Gateway, expected: i64) {
+fn wait_committed(bootstrap: &str, gateway: &Gateway, expected: i64) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let count = committed(broker);
+        let count = committed(bootstrap);
         if count == expected {
             return;
         }
@@ -178,16 +178,17 @@ async fn expect_trades(client: &mut Client, ids: std::ops::RangeInclusive<u64>) 
 #[ignore = "needs the tansu broker (cargo install tansu --features dynostore,libsql); run with --ignored"]
 async fn records_reach_clients_in_order_once_and_are_committed() {
     let broker = broker();
-    let producer = producer(&broker);
-    let gateway = Gateway::start_with(config(&broker.bootstrap()), &[]);
+    let bootstrap = broker.bootstrap();
+    let producer = producer(&bootstrap);
+    let gateway = Gateway::start_with(config(&bootstrap), &[]);
     let mut client = gateway.connect(WS_PATH).await;
     produce(&producer, 1..=200).await;
     expect_trades(&mut client, 1..=200).await;
-    wait_committed(&broker, &gateway, 200);
+    wait_committed(&bootstrap, &gateway, 200);
     // A second run after the first was committed continues where it left off.
     produce(&producer, 201..=250).await;
     expect_trades(&mut client, 201..=250).await;
-    wait_committed(&broker, &gateway, 250);
+    wait_committed(&bootstrap, &gateway, 250);
     assert_eq!(gateway.metric("wsgate_source_events_total"), 250.0);
 }
 
@@ -195,12 +196,13 @@ async fn records_reach_clients_in_order_once_and_are_committed() {
 #[ignore = "needs the tansu broker (cargo install tansu --features dynostore,libsql); run with --ignored"]
 async fn a_crashed_gateway_resumes_from_the_committed_offsets() {
     let broker = broker();
-    let producer = producer(&broker);
-    let mut gateway = Gateway::start_with(config(&broker.bootstrap()), &[]);
+    let bootstrap = broker.bootstrap();
+    let producer = producer(&bootstrap);
+    let mut gateway = Gateway::start_with(config(&bootstrap), &[]);
     let mut client = gateway.connect(WS_PATH).await;
     produce(&producer, 1..=20).await;
     expect_trades(&mut client, 1..=20).await;
-    wait_committed(&broker, &gateway, 20);
+    wait_committed(&bootstrap, &gateway, 20);
 
     gateway.signal("KILL");
     assert!(gateway.wait_exit(Duration::from_secs(10)).is_some());
@@ -208,15 +210,15 @@ async fn a_crashed_gateway_resumes_from_the_committed_offsets() {
     // Produced while no gateway runs.
     produce(&producer, 21..=40).await;
 
-    let gateway = Gateway::start_with(config(&broker.bootstrap()), &[]);
+    let gateway = Gateway::start_with(config(&bootstrap), &[]);
     // Exactly the 20 records after the committed offset: none skipped (as `latest` would), none
     // of the committed ones again (as `earliest` would).
     wait_events(&gateway, 20.0);
-    wait_committed(&broker, &gateway, 40);
+    wait_committed(&bootstrap, &gateway, 40);
     let mut client = gateway.connect(WS_PATH).await;
     produce(&producer, 41..=50).await;
     expect_trades(&mut client, 41..=50).await;
-    wait_committed(&broker, &gateway, 50);
+    wait_committed(&bootstrap, &gateway, 50);
     assert_eq!(gateway.metric("wsgate_source_events_total"), 30.0);
 }
 
