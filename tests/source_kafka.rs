@@ -1,7 +1,8 @@
 //! The `kafka` datasource against a real Kafka-protocol broker (`tansu`, a private one per test
 //! on a free port): records produced with a real librdkafka producer reach WebSocket clients
 //! mapped, in order and once; offsets are committed once handed off; a crashed gateway resumes
-//! from the committed position; bad properties are rejected naming them.
+//! from the committed position; bad properties are rejected naming them. Needs `tansu` (`cargo
+//! install tansu --features dynostore,libsql`, or `$WSGATE_TEST_TANSU`).
 
 mod common;
 
@@ -49,6 +50,15 @@ fn config(bootstrap: &str) -> Value {
             }
         ]
     })
+}
+
+/// [`config`] with a static group membership (`group.instance.id`): a restarted gateway takes
+/// over its crashed predecessor's partitions at once instead of after the session timeout
+/// (tansu does not expire the session of a member that died without leaving).
+fn static_member(bootstrap: &str) -> Value {
+    let mut config = config(bootstrap);
+    config["datasource"][0]["properties"]["group.instance.id"] = json!("wsgate-test-node-1");
+    config
 }
 
 /// The demo `match` event of trade `id` (one fill).
@@ -175,7 +185,6 @@ async fn expect_trades(client: &mut Client, ids: std::ops::RangeInclusive<u64>) 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the tansu broker (cargo install tansu --features dynostore,libsql); run with --ignored"]
 async fn records_reach_clients_in_order_once_and_are_committed() {
     let broker = broker();
     let bootstrap = broker.bootstrap();
@@ -193,12 +202,11 @@ async fn records_reach_clients_in_order_once_and_are_committed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the tansu broker (cargo install tansu --features dynostore,libsql); run with --ignored"]
 async fn a_crashed_gateway_resumes_from_the_committed_offsets() {
     let broker = broker();
     let bootstrap = broker.bootstrap();
     let producer = producer(&bootstrap);
-    let mut gateway = Gateway::start_with(config(&bootstrap), &[]);
+    let mut gateway = Gateway::start_with(static_member(&bootstrap), &[]);
     let mut client = gateway.connect(WS_PATH).await;
     produce(&producer, 1..=20).await;
     expect_trades(&mut client, 1..=20).await;
@@ -210,7 +218,7 @@ async fn a_crashed_gateway_resumes_from_the_committed_offsets() {
     // Produced while no gateway runs.
     produce(&producer, 21..=40).await;
 
-    let gateway = Gateway::start_with(config(&bootstrap), &[]);
+    let gateway = Gateway::start_with(static_member(&bootstrap), &[]);
     // Exactly the 20 records after the committed offset: none skipped (as `latest` would), none
     // of the committed ones again (as `earliest` would).
     wait_events(&gateway, 20.0);
