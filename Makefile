@@ -4,7 +4,7 @@ CARGO ?= cargo
 MAPPERS_OUT := target/mappers
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: demo test check mappers mappers-python mappers-js wasm-target build bench clean
+.PHONY: demo test check mappers mappers-python mappers-js wasm-target tansu build bench clean
 
 ## Run one embedded node with the demo market on :8080 (admin on 127.0.0.1:8081, whose operator
 ## API takes the token in DEMO_ADMIN_TOKEN).
@@ -12,8 +12,9 @@ DEMO_ADMIN_TOKEN ?= demo
 demo: mappers
 	WSGATE_ADMIN_TOKEN=$(DEMO_ADMIN_TOKEN) $(CARGO) run --release --bin wsgate -- serve --mappers-dir $(MAPPERS_OUT)
 
-## Build the mappers, then run unit and integration tests (real gateway, real WebSocket clients).
-test: mappers
+## Build the mappers, then run unit and integration tests (real gateway, real WebSocket clients,
+## real Redis, NATS and Kafka-protocol brokers started by the tests).
+test: mappers tansu
 	$(CARGO) test --manifest-path mappers/Cargo.toml --workspace
 	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) $(CARGO) test --all-targets
 
@@ -29,6 +30,14 @@ mappers: wasm-target mappers-python mappers-js
 	$(CARGO) build --release --manifest-path mappers/Cargo.toml --workspace --target $(WASM_TARGET)
 	mkdir -p $(MAPPERS_OUT)
 	cp mappers/target/$(WASM_TARGET)/release/*.wasm $(MAPPERS_OUT)/
+
+## The Kafka-protocol broker the Kafka tests run (tansu, from crates.io), installed into
+## ~/.cargo/bin when missing. Its first build takes about 30 minutes.
+TANSU_VERSION := 0.6.0
+tansu:
+	@command -v tansu >/dev/null || test -x $(HOME)/.cargo/bin/tansu || { \
+	  echo "installing tansu $(TANSU_VERSION) (Kafka-protocol broker for the tests; about 30 minutes)"; \
+	  $(CARGO) install tansu --version $(TANSU_VERSION) --features dynostore,libsql --locked; }
 
 ## Install the wasm32-wasip2 Rust target when missing.
 wasm-target:
