@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::kafka::KafkaBroker;
-use common::{collect_stream, next_seen, Client, Gateway};
+use common::trades::{expect_trades, match_event, wait_events};
+use common::Gateway;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -61,17 +62,6 @@ fn static_member(bootstrap: &str) -> Value {
     config
 }
 
-/// The demo `match` event of trade `id` (one fill).
-fn trade(id: u64) -> String {
-    json!({
-        "type": "match", "symbol": "BTCUSDT", "ts_us": 1_767_000_000_000_000u64 + id,
-        "taker_order_id": 90_000 + id, "taker_side": "BUY",
-        "fills": [{"trade_id": id, "agg_id": id, "price": "1.00000000", "qty": "1.00000000",
-                   "maker_order_id": 80_000 + id}]
-    })
-    .to_string()
-}
-
 /// A broker with the `trades` topic.
 fn broker() -> KafkaBroker {
     let broker = KafkaBroker::new();
@@ -92,7 +82,7 @@ fn producer(bootstrap: &str) -> FutureProducer {
 /// they are stored in order.
 async fn produce(producer: &FutureProducer, ids: std::ops::RangeInclusive<u64>) {
     for id in ids {
-        let payload = trade(id);
+        let payload = match_event(id);
         let record = FutureRecord::to(TOPIC).key("BTCUSDT").payload(&payload);
         if let Err((e, _)) = producer.send(record, Duration::from_secs(20)).await {
             panic!("producing trade {id}: {e}");
@@ -139,48 +129,6 @@ fn wait_committed(bootstrap: &str, gateway: &Gateway, expected: i64) {
             gateway.log()
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits until the gateway has received exactly `expected` events (failing on more).
-fn wait_events(gateway: &Gateway, expected: f64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let events = gateway.metric("wsgate_source_events_total");
-        if events == expected {
-            return;
-        }
-        assert!(
-            events < expected,
-            "{events} events received, expected {expected}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{events} of {expected} events in time:\n{}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Receives trades `ids` on `client`, in order, and then nothing more for a while.
-async fn expect_trades(client: &mut Client, ids: std::ops::RangeInclusive<u64>) {
-    let expected: Vec<u64> = ids.collect();
-    let got = collect_stream(client, "btcusdt@trade", expected.len(), WAIT).await;
-    let seen: Vec<u64> = got.iter().map(|t| t["t"].as_u64().unwrap()).collect();
-    assert_eq!(seen, expected, "trade ids out of order or missing");
-    for t in &got {
-        assert_eq!(t["e"], "trade");
-        assert_eq!(t["s"], "BTCUSDT");
-    }
-    match tokio::time::timeout(
-        Duration::from_millis(500),
-        next_seen(client, Duration::from_secs(5)),
-    )
-    .await
-    {
-        Err(_) => {}
-        Ok(seen) => panic!("unexpected message: {seen:?}"),
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use common::nats::NatsServer;
+use common::trades::match_event;
 use common::{Client, Gateway};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -18,18 +19,6 @@ use tokio_tungstenite::tungstenite::Message;
 const STREAM: &str = "btcusdt@trade";
 const JS_STREAM: &str = "MD";
 const DURABLE: &str = "wsgate";
-
-/// A demo `match` event with one fill whose trade id is `id`.
-fn trade(id: u64) -> Bytes {
-    json!({
-        "type": "match", "symbol": "BTCUSDT", "ts_us": 1_767_000_000_000_000u64 + id,
-        "taker_order_id": 90_000 + id, "taker_side": "BUY",
-        "fills": [{"trade_id": id, "agg_id": id, "price": "1.00000000", "qty": "1.00000000",
-                   "maker_order_id": 80_000 + id}]
-    })
-    .to_string()
-    .into()
-}
 
 fn topics() -> Value {
     json!([{"version": 1, "topic": "{symbol}@trade", "auth": "public"}])
@@ -122,7 +111,7 @@ async fn jetstream_with_stream(url: &str) -> jetstream::Context {
 async fn js_publish(js: &jetstream::Context, id: u64) {
     for _ in 0..600 {
         let message = jetstream::message::PublishMessage::build()
-            .payload(trade(id))
+            .payload(Bytes::from(match_event(id)))
             .message_id(id.to_string());
         if let Ok(ack) = js.send_publish("trade.BTCUSDT", message).await {
             if ack.await.is_ok() {
@@ -170,7 +159,10 @@ async fn core_subjects_reach_clients_in_order_exactly_once() {
     let first_seen = loop {
         id += 1;
         assert!(id < 200, "the gateway never received a core message");
-        publisher.publish("trade.BTCUSDT", trade(id)).await.unwrap();
+        publisher
+            .publish("trade.BTCUSDT", Bytes::from(match_event(id)))
+            .await
+            .unwrap();
         publisher.flush().await.unwrap();
         if let Some(seen) = next_trade(&mut client, Duration::from_millis(100)).await {
             break seen;
@@ -180,7 +172,7 @@ async fn core_subjects_reach_clients_in_order_exactly_once() {
     let last = id + 1000;
     for next in id + 1..=last {
         publisher
-            .publish("trade.BTCUSDT", trade(next))
+            .publish("trade.BTCUSDT", Bytes::from(match_event(next)))
             .await
             .unwrap();
     }

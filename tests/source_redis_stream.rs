@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
-use common::{collect_stream, next_seen, wait_for, Client, Gateway};
+use common::trades::{expect_trades, match_event, wait_events};
+use common::{wait_for, Gateway};
 use redis::aio::MultiplexedConnection;
 use serde_json::{json, Value};
 
@@ -51,17 +52,6 @@ fn config(url: &str, consumer: &str, extra: Value) -> Value {
     })
 }
 
-/// The demo `match` event of trade `id` (one fill).
-fn trade(id: u64) -> String {
-    json!({
-        "type": "match", "symbol": "BTCUSDT", "ts_us": 1_767_000_000_000_000u64 + id,
-        "taker_order_id": 90_000 + id, "taker_side": "BUY",
-        "fills": [{"trade_id": id, "agg_id": id, "price": "1.00000000", "qty": "1.00000000",
-                   "maker_order_id": 80_000 + id}]
-    })
-    .to_string()
-}
-
 async fn producer(redis: &RedisServer) -> MultiplexedConnection {
     let client = redis::Client::open(redis.url()).unwrap();
     client.get_multiplexed_async_connection().await.unwrap()
@@ -77,7 +67,7 @@ async fn produce(conn: &mut MultiplexedConnection, ids: std::ops::RangeInclusive
             .arg("key")
             .arg("BTCUSDT")
             .arg("payload")
-            .arg(trade(id))
+            .arg(match_event(id))
             .ignore();
     }
     pipe.query_async::<()>(conn).await.unwrap();
@@ -113,53 +103,6 @@ async fn wait_no_pending(conn: &mut MultiplexedConnection) {
             "{count} entries still pending after {WAIT:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the gateway has received exactly `expected` events (failing on more).
-fn wait_events(gateway: &Gateway, expected: f64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let events = gateway.metric("wsgate_source_events_total");
-        if events == expected {
-            return;
-        }
-        assert!(
-            events < expected,
-            "{events} events received, expected {expected}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{events} of {expected} events in time:\n{}",
-            gateway.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Receives trades `ids` on `client`, in order, and then nothing more for a while.
-async fn expect_trades(client: &mut Client, ids: std::ops::RangeInclusive<u64>) {
-    let expected: Vec<u64> = ids.collect();
-    let got = collect_stream(client, "btcusdt@trade", expected.len(), WAIT).await;
-    let seen: Vec<u64> = got.iter().map(|t| t["t"].as_u64().unwrap()).collect();
-    assert_eq!(seen, expected, "trade ids out of order or missing");
-    for t in &got {
-        assert_eq!(t["e"], "trade");
-        assert_eq!(t["s"], "BTCUSDT");
-    }
-    expect_silence(client).await;
-}
-
-/// Nothing more arrives for half a second (no duplicates).
-async fn expect_silence(client: &mut Client) {
-    match tokio::time::timeout(
-        Duration::from_millis(500),
-        next_seen(client, Duration::from_secs(5)),
-    )
-    .await
-    {
-        Err(_) => {}
-        Ok(seen) => panic!("unexpected message: {seen:?}"),
     }
 }
 
@@ -251,7 +194,7 @@ async fn entries_abandoned_by_a_dead_consumer_are_claimed() {
             .arg("key")
             .arg("BTCUSDT")
             .arg("payload")
-            .arg(trade(id))
+            .arg(match_event(id))
             .ignore();
     }
     pipe.cmd("XREADGROUP")
@@ -398,7 +341,7 @@ async fn the_lag_gauge_counts_what_the_group_has_not_acknowledged() {
             .arg(STREAM)
             .arg("*")
             .arg("payload")
-            .arg(trade(id))
+            .arg(match_event(id))
             .ignore();
     }
     pipe.cmd("XREADGROUP")

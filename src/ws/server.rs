@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tungstenite::handshake::derive_accept_key;
 
 use super::binance::{looks_like_stream, parse_target, Format, TargetError};
-use super::session::Session;
+use super::session::{Session, Subscriptions};
 use super::WsContext;
 use crate::hub::Topic;
 
@@ -109,21 +109,29 @@ async fn respond(
         micros: target.micros,
     };
     let session_ctx = Arc::clone(&ctx);
+    let subscriptions = Subscriptions::new(&ctx, topics);
     ctx.tracker.spawn(async move {
         let upgraded = match upgrade.await {
             Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+            Err(e) => {
+                subscriptions.abandon();
+                return tracing::debug!(error = %e, "upgrade failed");
+            }
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let socket = parts.io.into_inner();
-                let session = Session::new(session_ctx, socket, &parts.read_buf, format, topics);
+                let session =
+                    Session::new(session_ctx, socket, &parts.read_buf, format, subscriptions);
                 // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
                 // session's lifetime, not after.
                 drop(parts.read_buf);
                 session.run().await
             }
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+            Err(_) => {
+                subscriptions.abandon();
+                tracing::error!("upgraded connection is not a TCP stream")
+            }
         }
     });
     let mut response = Response::new(Full::new(Bytes::new()));

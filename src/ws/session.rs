@@ -57,6 +57,36 @@ impl Ending {
 }
 
 /// A stream the connection is subscribed to.
+/// A connection's outbox and URL streams, subscribed before the handshake answer goes out, so
+/// a client receives everything published after its connection was accepted.
+pub struct Subscriptions {
+    outbox: Arc<Outbox>,
+    subscribed: Vec<Subscribed>,
+}
+
+impl Subscriptions {
+    /// A new connection's outbox, subscribed to `streams`.
+    pub fn new(ctx: &WsContext, streams: Vec<Arc<Topic>>) -> Self {
+        let outbox = Outbox::new(ctx.next_connection_id(), ctx.settings.outbox_bytes);
+        let subscribed = streams
+            .into_iter()
+            .filter(|topic| topic.subscribe(&outbox))
+            .map(Subscribed::Live)
+            .collect();
+        Subscriptions { outbox, subscribed }
+    }
+
+    /// Undoes the subscriptions of a connection that never became a session.
+    pub fn abandon(self) {
+        for subscribed in self.subscribed {
+            if let Subscribed::Live(topic) = subscribed {
+                topic.unsubscribe(self.outbox.id());
+            }
+        }
+        self.outbox.close();
+    }
+}
+
 enum Subscribed {
     /// A stream the gateway serves.
     Live(Arc<Topic>),
@@ -97,19 +127,18 @@ impl Session {
         socket: TcpStream,
         early: &[u8],
         format: Format,
-        streams: Vec<Arc<Topic>>,
+        subscriptions: Subscriptions,
     ) -> Self {
         let settings = &ctx.settings;
-        let id = ctx.next_connection_id();
         let started = Instant::now();
         let mut reader = FrameReader::new(settings.max_message_bytes);
         reader.feed(early);
-        let mut session = Session {
-            outbox: Outbox::new(id, settings.outbox_bytes),
+        Session {
+            outbox: subscriptions.outbox,
             socket,
             reader,
             writer: Writer::default(),
-            subscribed: Vec::new(),
+            subscribed: subscriptions.subscribed,
             format,
             rate: MessageRate::new(settings.messages_per_sec, 1000),
             started,
@@ -117,13 +146,7 @@ impl Session {
             pong_due: None,
             expires: started + settings.max_lifetime,
             ctx,
-        };
-        for topic in streams {
-            if topic.subscribe(&session.outbox) {
-                session.subscribed.push(Subscribed::Live(topic));
-            }
         }
-        session
     }
 
     /// Serves the connection until it ends, then cleans up.

@@ -6,6 +6,7 @@
 pub mod kafka;
 pub mod nats;
 pub mod redis;
+pub mod trades;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,70 @@
+//! Demo `match` events for broker tests, and checks of what a client and the gateway saw.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{collect_stream, next_seen, Client, Gateway};
+
+/// How long a check waits.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The demo `match` event of BTCUSDT trade `id` (one fill): `binance_trade` maps it to a
+/// `btcusdt@trade` message whose `t` is `id`.
+pub fn match_event(id: u64) -> String {
+    json!({
+        "type": "match", "symbol": "BTCUSDT", "ts_us": 1_767_000_000_000_000u64 + id,
+        "taker_order_id": 90_000 + id, "taker_side": "BUY",
+        "fills": [{"trade_id": id, "agg_id": id, "price": "1.00000000", "qty": "1.00000000",
+                   "maker_order_id": 80_000 + id}]
+    })
+    .to_string()
+}
+
+/// Waits until the gateway has received exactly `expected` upstream events (failing on more).
+pub fn wait_events(gateway: &Gateway, expected: f64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = gateway.metric("wsgate_source_events_total");
+        if events == expected {
+            return;
+        }
+        assert!(
+            events < expected,
+            "{events} events received, expected {expected}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{events} of {expected} events in time:\n{}",
+            gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Receives `btcusdt@trade` trades `ids` on `client`, in order, then nothing more for half a
+/// second (no duplicate).
+pub async fn expect_trades(client: &mut Client, ids: std::ops::RangeInclusive<u64>) {
+    let expected: Vec<u64> = ids.collect();
+    let got = collect_stream(client, "btcusdt@trade", expected.len(), WAIT).await;
+    let seen: Vec<u64> = got.iter().map(|t| t["t"].as_u64().unwrap()).collect();
+    assert_eq!(seen, expected, "trade ids out of order or missing");
+    for t in &got {
+        assert_eq!(t["e"], "trade");
+        assert_eq!(t["s"], "BTCUSDT");
+    }
+    expect_silence(client).await;
+}
+
+/// Nothing more arrives for half a second.
+pub async fn expect_silence(client: &mut Client) {
+    match tokio::time::timeout(
+        Duration::from_millis(500),
+        next_seen(client, Duration::from_secs(5)),
+    )
+    .await
+    {
+        Err(_) => {}
+        Ok(seen) => panic!("unexpected message: {seen:?}"),
+    }
+}
