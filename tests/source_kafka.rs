@@ -178,31 +178,6 @@ async fn a_crashed_gateway_resumes_from_the_committed_offsets() {
     assert_eq!(gateway.metric("wsgate_source_events_total"), 30.0);
 }
 
-/// `wsgate serve` with `config`: exits with an error naming the offending property.
-fn assert_rejected(config: Value, property: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&path)
-        .arg("--mappers-dir")
-        .arg(common::mappers_dir())
-        .env("WSGATE_LOG", "info")
-        .env("RUST_BACKTRACE", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running wsgate");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "started with a bad config");
-    assert!(
-        stderr.contains(&format!("properties.{property}:")),
-        "the error does not name properties.{property}:\n{stderr}"
-    );
-}
-
 /// Validation happens before any connection, so no broker is needed.
 #[test]
 fn a_bad_datasource_config_is_rejected_naming_the_property() {
@@ -214,13 +189,13 @@ fn a_bad_datasource_config_is_rejected_naming_the_property() {
             .remove(property);
         config
     };
-    assert_rejected(without("bootstrap.servers"), "bootstrap.servers");
-    assert_rejected(without("group.id"), "group.id");
-    assert_rejected(without("topics"), "topics");
+    common::assert_start_refused(without("bootstrap.servers"), "bootstrap.servers");
+    common::assert_start_refused(without("group.id"), "group.id");
+    common::assert_start_refused(without("topics"), "topics");
     let mut invalid = config("127.0.0.1:9");
     invalid["datasource"][0]["properties"]["fetch.wait.max.ms"] = json!("soon");
-    assert_rejected(invalid, "fetch.wait.max.ms");
+    common::assert_start_refused(invalid, "fetch.wait.max.ms");
     let mut unknown = config("127.0.0.1:9");
     unknown["datasource"][0]["properties"]["no.such.property"] = json!("x");
-    assert_rejected(unknown, "no.such.property");
+    common::assert_start_refused(unknown, "no.such.property");
 }

@@ -251,44 +251,19 @@ async fn the_source_reconnects_after_a_broker_restart() {
     assert!(gateway.metric("wsgate_source_reconnects_total") >= 1.0);
 }
 
-/// `wsgate serve` with `config`: exits with an error naming the offending property.
-fn assert_rejected(config: Value, property: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&path)
-        .arg("--mappers-dir")
-        .arg(common::mappers_dir())
-        .env("WSGATE_LOG", "info")
-        .env("RUST_BACKTRACE", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("running wsgate");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "started with a bad config");
-    assert!(
-        stderr.contains(&format!("properties.{property}:")),
-        "the error does not name properties.{property}:\n{stderr}"
-    );
-}
-
 #[test]
 fn a_bad_datasource_config_is_rejected_naming_the_property() {
     let redis = RedisServer::new();
     let mut bad_url = config(&redis.url(), "c1", json!({}));
     bad_url["datasource"][0]["properties"]["url"] = json!("http://nope");
-    assert_rejected(bad_url, "url");
+    common::assert_start_refused(bad_url, "url");
     let mut no_streams = config(&redis.url(), "c1", json!({}));
     no_streams["datasource"][0]["properties"]
         .as_object_mut()
         .unwrap()
         .remove("streams");
-    assert_rejected(no_streams, "streams");
-    assert_rejected(config(&redis.url(), "c1", json!({"batch": 0})), "batch");
+    common::assert_start_refused(no_streams, "streams");
+    common::assert_start_refused(config(&redis.url(), "c1", json!({"batch": 0})), "batch");
 }
 
 #[tokio::test(flavor = "multi_thread")]

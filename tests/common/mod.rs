@@ -442,3 +442,28 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `wsgate serve` with `config`: exits with an error naming the offending property.
+pub fn assert_start_refused(config: Value, property: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&path)
+        .arg("--mappers-dir")
+        .arg(mappers_dir())
+        .env("WSGATE_LOG", "info")
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running wsgate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started with a bad config");
+    assert!(
+        stderr.contains(&format!("properties.{property}:")),
+        "the error does not name properties.{property}:\n{stderr}"
+    );
+}
