@@ -16,10 +16,13 @@ use crate::source::UpstreamEvent;
 /// An upstream position, in its partition's order.
 type Order = (u64, u64);
 
+/// A partition: its channel (or the whole source) and, for Kafka, its partition number.
+type Partition = (Arc<str>, u32);
+
 /// The highest position mapped per partition.
 pub struct Positions {
     kind: DatasourceKind,
-    highest: HashMap<Arc<str>, Order>,
+    highest: HashMap<Partition, Order>,
     whole_source: Arc<str>,
 }
 
@@ -52,21 +55,23 @@ impl Positions {
         }
     }
 
-    fn order_of(&self, event: &UpstreamEvent) -> Option<(Arc<str>, Order)> {
+    /// No allocation: this runs for every event.
+    fn order_of(&self, event: &UpstreamEvent) -> Option<(Partition, Order)> {
         let position = event.position.as_str();
         match self.kind {
             DatasourceKind::Kafka => {
                 let (partition, offset) = position.split_once(':')?;
-                let key = format!("{}:{partition}", event.channel);
-                Some((Arc::from(key), (offset.parse().ok()?, 0)))
+                let partition = (Arc::clone(&event.channel), partition.parse().ok()?);
+                Some((partition, (offset.parse().ok()?, 0)))
             }
             DatasourceKind::RedisStream => {
                 let (ms, seq) = position.split_once('-')?;
                 let order = (ms.parse().ok()?, seq.parse().ok()?);
-                Some((Arc::clone(&event.channel), order))
+                Some(((Arc::clone(&event.channel), 0), order))
             }
             DatasourceKind::Nats | DatasourceKind::Demo => {
-                Some((Arc::clone(&self.whole_source), (position.parse().ok()?, 0)))
+                let partition = (Arc::clone(&self.whole_source), 0);
+                Some((partition, (position.parse().ok()?, 0)))
             }
         }
     }
