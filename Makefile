@@ -4,7 +4,7 @@ CARGO ?= cargo
 MAPPERS_OUT := target/mappers
 WASM_TARGET := wasm32-wasip2
 
-.PHONY: demo test check mappers mappers-python mappers-js wasm-target tansu build bench clean
+.PHONY: demo test check mappers mappers-python mappers-js wasm-target tansu haproxy build bench clean
 
 ## Run one embedded node with the demo market on :8080 (admin on 127.0.0.1:8081, whose operator
 ## API takes the token in DEMO_ADMIN_TOKEN).
@@ -14,7 +14,7 @@ demo: mappers
 
 ## Build the mappers, then run unit and integration tests (real gateway, real WebSocket clients,
 ## real Redis, NATS and Kafka-protocol brokers started by the tests).
-test: mappers tansu
+test: mappers tansu haproxy
 	$(CARGO) test --manifest-path mappers/Cargo.toml --workspace
 	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) $(CARGO) test --all-targets
 
@@ -38,6 +38,13 @@ tansu:
 	@command -v tansu >/dev/null || test -x $(HOME)/.cargo/bin/tansu || { \
 	  echo "installing tansu $(TANSU_VERSION) (Kafka-protocol broker for the tests; about 30 minutes)"; \
 	  $(CARGO) install tansu --version $(TANSU_VERSION) --features dynostore,libsql --locked; }
+
+## HAProxy (Debian's package), which the load-balancer test runs in front of three nodes,
+## installed when missing.
+haproxy:
+	@test -x /usr/sbin/haproxy || command -v haproxy >/dev/null || { \
+	  echo "installing haproxy (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 
 ## Install the wasm32-wasip2 Rust target when missing.
 wasm-target:

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod bus;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod hub;

@@ -63,6 +63,24 @@ struct ServeArgs {
     /// Prefix of every Redis key.
     #[arg(long, env = "WSGATE_REDIS_PREFIX", default_value = "wsgate:")]
     redis_prefix: String,
+    /// NATS URL of the cluster's bus (e.g. nats://127.0.0.1:4222). With it the node joins a
+    /// cluster: it consumes only the routes assigned to its node id, publishes their outputs on
+    /// NATS, and receives the streams its clients watch from there. Needs --redis.
+    #[arg(long, env = "WSGATE_NATS", requires = "redis")]
+    nats: Option<String>,
+    /// How often a cluster node heartbeats into Redis.
+    #[arg(long, env = "WSGATE_HEARTBEAT", default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// After how long without a heartbeat a node counts as gone and its datasources move.
+    #[arg(long, env = "WSGATE_PEER_TTL", default_value = "3s", value_parser = humantime::parse_duration)]
+    peer_ttl: Duration,
+    /// How often a cluster node sends itself a probe through the bus; two unanswered probes
+    /// make it not ready and force a reconnect.
+    #[arg(long, env = "WSGATE_BUS_PROBE_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
+    bus_probe_every: Duration,
+    /// How long a cluster keeps every fanout message in JetStream for replay (0s: none).
+    #[arg(long, env = "WSGATE_REPLAY_RETENTION", default_value = "5m", value_parser = humantime::parse_duration)]
+    replay_retention: Duration,
     /// Bearer token of the admin API (/api/v1); without it the API is disabled.
     #[arg(long, env = "WSGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -164,6 +182,11 @@ impl ServeArgs {
             reuse_port: self.reuse_port,
             redis: self.redis.clone().filter(|r| !r.is_empty()),
             redis_prefix: self.redis_prefix.clone(),
+            nats: self.nats.clone().filter(|n| !n.is_empty()),
+            heartbeat: self.heartbeat,
+            peer_ttl: self.peer_ttl,
+            bus_probe_every: self.bus_probe_every,
+            replay_retention: self.replay_retention,
             config_path: self.config.clone(),
             mappers_dir: self.mappers_dir.clone(),
             mapper_cache_dir: (!cache.as_os_str().is_empty()).then(|| cache.clone()),

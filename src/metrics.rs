@@ -46,6 +46,11 @@ pub struct Metrics {
     pub mapper_duration: HistogramVec,
     /// Events received from upstream, by datasource.
     pub source_events: IntCounterVec,
+    /// Events a route's mapping mapped, by datasource (once per mapping).
+    pub source_mapped: IntCounterVec,
+    /// Events a route's mapping dropped (mapper failure, or an output for no declared stream),
+    /// by datasource.
+    pub source_errors: IntCounterVec,
     /// 1 while a datasource is connected and consuming, by datasource.
     pub source_up: IntGaugeVec,
     /// Reconnect attempts, by datasource.
@@ -54,6 +59,10 @@ pub struct Metrics {
     pub source_lag: IntGaugeVec,
     /// Time from an upstream event's timestamp to the bus publish of its outputs.
     pub publish_lag: Histogram,
+    /// Bus subjects this node subscribes to for its clients (cluster mode).
+    pub bus_subscriptions: IntGauge,
+    /// 1 while the bus answers this node's probes (cluster mode).
+    pub bus_up: IntGauge,
     /// Config version the node runs.
     pub config_version: IntGauge,
     /// Store revision the node runs.
@@ -149,6 +158,25 @@ impl Metrics {
                 &["datasource"],
             )
             .unwrap(),
+            source_mapped: IntCounterVec::new(
+                Opts::new("source_mapped_total", "Events a route's mapping mapped"),
+                &["datasource"],
+            )
+            .unwrap(),
+            source_errors: IntCounterVec::new(
+                Opts::new(
+                    "source_errors_total",
+                    "Events a route's mapping dropped: mapper failure or undeclared stream",
+                ),
+                &["datasource"],
+            )
+            .unwrap(),
+            bus_up: IntGauge::new("bus_up", "1 while the bus answers this node's probes").unwrap(),
+            bus_subscriptions: IntGauge::new(
+                "bus_subscriptions",
+                "Bus subjects subscribed to for this node's clients",
+            )
+            .unwrap(),
             publish_lag: Histogram::with_opts(
                 HistogramOpts::new(
                     "publish_lag_seconds",
@@ -228,7 +256,12 @@ impl Metrics {
         r.register(Box::new(self.mapper_errors.clone())).unwrap();
         r.register(Box::new(self.mapper_duration.clone())).unwrap();
         r.register(Box::new(self.source_events.clone())).unwrap();
+        r.register(Box::new(self.source_mapped.clone())).unwrap();
+        r.register(Box::new(self.source_errors.clone())).unwrap();
         r.register(Box::new(self.publish_lag.clone())).unwrap();
+        r.register(Box::new(self.bus_subscriptions.clone()))
+            .unwrap();
+        r.register(Box::new(self.bus_up.clone())).unwrap();
         r.register(Box::new(self.source_up.clone())).unwrap();
         r.register(Box::new(self.source_reconnects.clone()))
             .unwrap();

@@ -25,6 +25,8 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// The running sources: the node is not ready while one of them is down.
     pub sources: arc_swap::ArcSwap<Vec<Arc<SourceHealth>>>,
+    /// Why the bus does not work end to end, if it does not (cluster mode).
+    pub bus_problem: parking_lot::Mutex<Option<String>>,
 }
 
 impl AdminState {
@@ -34,6 +36,7 @@ impl AdminState {
             metrics,
             ready: AtomicBool::new(false),
             sources: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            bus_problem: parking_lot::Mutex::new(None),
         })
     }
 }
@@ -64,19 +67,19 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
-/// 200 `ready` while serving with every source up; else 503 saying what is wrong, one line each.
+/// 200 `ready` while serving with the bus and every source up; else 503 saying what is wrong, one line each.
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     if !state.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
     }
-    let problems: String = state
-        .sources
-        .load()
-        .iter()
-        .filter_map(|s| {
+    let bus = state.bus_problem.lock().clone();
+    let problems: String = bus
+        .map(|why| format!("bus: {why}\n"))
+        .into_iter()
+        .chain(state.sources.load().iter().filter_map(|s| {
             s.problem()
                 .map(|why| format!("source {}: {why}\n", s.name()))
-        })
+        }))
         .collect();
     if problems.is_empty() {
         (StatusCode::OK, "ready\n".to_string())

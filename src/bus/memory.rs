@@ -111,6 +111,7 @@ mod tests {
             published_us: 0,
             payload: Bytes::from_static(b"{}"),
             user_id: None,
+            origin: None,
         }
     }
 

@@ -6,6 +6,8 @@
 //! published batch straight to the sinks; in a cluster, NATS.
 
 mod memory;
+mod nats;
+mod origin;
 
 use std::sync::Arc;
 
@@ -13,6 +15,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use memory::MemoryBus;
+pub use nats::NatsBus;
+pub use origin::{Order, Origin};
 
 /// One mapped output on its way to clients.
 #[derive(Debug, Clone)]
@@ -29,6 +33,9 @@ pub struct BusMessage {
     pub payload: Bytes,
     /// Target user for private streams.
     pub user_id: Option<Arc<str>>,
+    /// Where it came from upstream, for sources that resume from a committed position (a
+    /// redelivered event yields the same origin again); `None` for the others.
+    pub origin: Option<Origin>,
 }
 
 /// Why the bus refused a publish or subscribe.

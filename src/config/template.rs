@@ -100,6 +100,13 @@ impl Template {
         Ok(())
     }
 
+    /// The placeholder values that make the template render `text`, if any; a placeholder
+    /// matches any text, the first match found from the left wins.
+    pub fn captures<'t>(&self, text: &'t str) -> Option<Vec<(&str, &'t str)>> {
+        let mut found = Vec::new();
+        capture(&self.parts, text, &mut found).then_some(found)
+    }
+
     /// Every name the template yields over the cross product of `values`.
     /// Fails with the first placeholder that has no values.
     pub fn expand(&self, values: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, String> {
@@ -129,6 +136,33 @@ impl fmt::Display for Template {
             }
         }
         Ok(())
+    }
+}
+
+fn capture<'p, 't>(parts: &'p [Part], text: &'t str, found: &mut Vec<(&'p str, &'t str)>) -> bool {
+    let Some((first, rest)) = parts.split_first() else {
+        return text.is_empty();
+    };
+    match first {
+        Part::Literal(literal) => text
+            .strip_prefix(literal.as_str())
+            .is_some_and(|after| capture(rest, after, found)),
+        Part::Var(name) => {
+            // A repeated placeholder must match the value it took before.
+            if let Some(&(_, value)) = found.iter().find(|(n, _)| n == name) {
+                return text
+                    .strip_prefix(value)
+                    .is_some_and(|after| capture(rest, after, found));
+            }
+            for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+                found.push((name.as_str(), &text[..end]));
+                if capture(rest, &text[end..], found) {
+                    return true;
+                }
+                found.pop();
+            }
+            false
+        }
     }
 }
 
@@ -177,6 +211,27 @@ mod tests {
             Template::parse("{}@x"),
             Err(TemplateError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn captures_the_values_that_render_a_name() {
+        let t = Template::parse("{symbol}@kline_{interval}").unwrap();
+        assert_eq!(
+            t.captures("btcusdt@kline_1m"),
+            Some(vec![("symbol", "btcusdt"), ("interval", "1m")])
+        );
+        assert_eq!(t.captures("btcusdt@trade"), None);
+        let depth = Template::parse("{symbol}@depth{speed}").unwrap();
+        assert_eq!(
+            depth.captures("btcusdt@depth@100ms"),
+            Some(vec![("symbol", "btcusdt"), ("speed", "@100ms")])
+        );
+        let literal = Template::parse("!miniTicker@arr").unwrap();
+        assert_eq!(literal.captures("!miniTicker@arr"), Some(vec![]));
+        assert_eq!(literal.captures("!miniTicker@arrx"), None);
+        let twice = Template::parse("{a}.{a}").unwrap();
+        assert_eq!(twice.captures("x.x"), Some(vec![("a", "x")]));
+        assert_eq!(twice.captures("x.y"), None);
     }
 
     #[test]

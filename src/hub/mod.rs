@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 
 use lanes::Lanes;
 pub use outbox::{ConnId, Outbox, Pushed};
-pub use topic::{FanOut, Topic};
+pub use topic::{FanOut, InterestWatcher, Topic};
 
 /// How many encoded forms a delivery can cache (the client protocol decides what each means).
 pub const FRAME_FORMATS: usize = 4;
@@ -80,6 +80,7 @@ pub struct Hub {
     update: Mutex<()>,
     metrics: Arc<Metrics>,
     lanes: Lanes,
+    watcher: Arc<OnceLock<InterestWatcher>>,
 }
 
 impl Hub {
@@ -91,7 +92,14 @@ impl Hub {
             update: Mutex::new(()),
             lanes: Lanes::start(lanes, Arc::clone(&metrics)),
             metrics,
+            watcher: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Tells `watcher` the name of every stream whose local subscriber count leaves or reaches
+    /// zero (set once; later calls are ignored).
+    pub fn watch_interest(&self, watcher: InterestWatcher) {
+        let _ = self.watcher.set(watcher);
     }
 
     /// Makes exactly `names` subscribable. Existing topics keep their subscribers; a removed
@@ -104,7 +112,11 @@ impl Hub {
             .map(|name| {
                 let topic = current.get(name).cloned().unwrap_or_else(|| {
                     let gauge = self.metrics.subscriptions.with_label_values(&[&**name]);
-                    Arc::new(Topic::new(Arc::clone(name), gauge))
+                    Arc::new(Topic::watched(
+                        Arc::clone(name),
+                        gauge,
+                        Arc::clone(&self.watcher),
+                    ))
                 });
                 (Arc::clone(name), topic)
             })
@@ -124,7 +136,8 @@ impl Hub {
 
     /// Hands a batch to the fan-out lanes, waiting while they are full. Every subscriber gets
     /// the messages of its streams in order, and is woken once for the whole batch, so a client
-    /// taking several of the batch's streams receives them in one write.
+    /// taking several of the batch's streams receives them in one write. A message whose
+    /// upstream origin was already delivered on its stream (a redelivery) is dropped.
     pub async fn publish_batch(&self, messages: Vec<BusMessage>) {
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
@@ -136,6 +149,15 @@ impl Hub {
                     .inc();
                 continue;
             };
+            if let Some(origin) = &message.origin {
+                if !topic.admit(origin) {
+                    self.metrics
+                        .messages_dropped
+                        .with_label_values(&["duplicate"])
+                        .inc();
+                    continue;
+                }
+            }
             if topic.subscribers() > 0 {
                 batch.push((topic, Arc::new(Delivery::from(message))));
             }
@@ -166,6 +188,7 @@ mod tests {
             published_us: 0,
             payload: Bytes::from_static(b"{\"x\":1}"),
             user_id: None,
+            origin: None,
         }
     }
 
@@ -197,6 +220,35 @@ mod tests {
         for outbox in &outboxes {
             assert_eq!(received(outbox).await, [1, 2], "outbox {}", outbox.id());
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redelivered_origin_is_not_delivered_again() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 2);
+        hub.set_streams(&[Arc::from("a@trade")]);
+        let outbox = Outbox::new(1, 1 << 20);
+        hub.topic("a@trade").unwrap().subscribe(&outbox);
+        let lane = crate::bus::Origin::lane("src", "trades", 0, "{symbol}@trade");
+        let from = |seq: u64, offset: u64| BusMessage {
+            origin: Some(crate::bus::Origin {
+                lane: Arc::clone(&lane),
+                order: (offset, 0, 0),
+            }),
+            ..message("a@trade", seq)
+        };
+        hub.publish_batch(vec![from(1, 100), from(2, 101)]).await;
+        assert_eq!(received(&outbox).await, [1, 2]);
+        // The source restarted from offset 100: its first two outputs are dropped.
+        hub.publish_batch(vec![from(3, 100), from(4, 101), from(5, 102)])
+            .await;
+        assert_eq!(received(&outbox).await, [5]);
+        assert_eq!(
+            hub.metrics
+                .messages_dropped
+                .with_label_values(&["duplicate"])
+                .get(),
+            2
+        );
     }
 
     #[tokio::test]

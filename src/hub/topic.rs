@@ -1,14 +1,16 @@
 //! One stream's subscriber set, sharded so that fan-out never holds one lock for everyone.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prometheus::IntGauge;
 
 use super::outbox::{ConnId, Outbox, Pushed};
 use super::Delivery;
+use crate::bus::{Order, Origin};
 
 /// Number of subscriber shards per topic.
 const SHARDS: usize = 16;
@@ -24,27 +26,45 @@ pub struct FanOut {
     pub refused: usize,
 }
 
+/// Told the name of a stream whose subscriber count left or reached zero.
+pub type InterestWatcher = Arc<dyn Fn(&Arc<str>) + Send + Sync>;
+
 /// One shard of a topic's subscribers.
 type Shard = RwLock<IndexMap<ConnId, Arc<Outbox>>>;
 
-/// A client stream: its name, last sequence number and subscribers.
+/// A client stream: its name, last sequence number, subscribers, and the upstream origin of
+/// the last message delivered per lane.
 pub struct Topic {
     name: Arc<str>,
     shards: Box<[Shard]>,
     subscribers: AtomicUsize,
     last_seq: AtomicU64,
+    delivered: Mutex<HashMap<Arc<str>, Order>>,
     gauge: IntGauge,
+    watcher: Arc<OnceLock<InterestWatcher>>,
 }
 
 impl Topic {
     /// A topic without subscribers; `gauge` tracks its subscriber count.
     pub fn new(name: Arc<str>, gauge: IntGauge) -> Self {
+        Topic::watched(name, gauge, Arc::new(OnceLock::new()))
+    }
+
+    /// Like [`new`](Self::new); `watcher`, once set, is told when the first subscriber
+    /// arrives and when the last one leaves.
+    pub fn watched(
+        name: Arc<str>,
+        gauge: IntGauge,
+        watcher: Arc<OnceLock<InterestWatcher>>,
+    ) -> Self {
         Topic {
             name,
             shards: (0..SHARDS).map(|_| RwLock::new(IndexMap::new())).collect(),
             subscribers: AtomicUsize::new(0),
             last_seq: AtomicU64::new(0),
+            delivered: Mutex::new(HashMap::new()),
             gauge,
+            watcher,
         }
     }
 
@@ -63,6 +83,24 @@ impl Topic {
         self.last_seq.load(Ordering::Relaxed)
     }
 
+    /// True when `origin` is past the last message delivered from its lane (and records it);
+    /// false for a redelivery, which must be dropped. Only publishers take this lock, once per
+    /// message, never a subscriber.
+    pub fn admit(&self, origin: &Origin) -> bool {
+        let mut delivered = self.delivered.lock();
+        match delivered.get_mut(&origin.lane) {
+            Some(last) if origin.order <= *last => false,
+            Some(last) => {
+                *last = origin.order;
+                true
+            }
+            None => {
+                delivered.insert(Arc::clone(&origin.lane), origin.order);
+                true
+            }
+        }
+    }
+
     fn shard(&self, id: ConnId) -> &Shard {
         &self.shards[id as usize % SHARDS]
     }
@@ -75,7 +113,9 @@ impl Topic {
             .insert(outbox.id(), Arc::clone(outbox))
             .is_none();
         if added {
-            self.subscribers.fetch_add(1, Ordering::Relaxed);
+            if self.subscribers.fetch_add(1, Ordering::Relaxed) == 0 {
+                self.interest_changed();
+            }
             self.gauge.inc();
         }
         added
@@ -85,10 +125,18 @@ impl Topic {
     pub fn unsubscribe(&self, id: ConnId) -> bool {
         let removed = self.shard(id).write().swap_remove(&id).is_some();
         if removed {
-            self.subscribers.fetch_sub(1, Ordering::Relaxed);
+            if self.subscribers.fetch_sub(1, Ordering::Relaxed) == 1 {
+                self.interest_changed();
+            }
             self.gauge.dec();
         }
         removed
+    }
+
+    fn interest_changed(&self) {
+        if let Some(watcher) = self.watcher.get() {
+            watcher(&self.name);
+        }
     }
 
     /// The shards of fan-out lane `lane` of `lanes`.
@@ -131,6 +179,27 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use std::collections::VecDeque;
+
+    #[test]
+    fn admit_drops_what_a_lane_already_delivered() {
+        let topic = Topic::new(Arc::from("btcusdt@trade"), IntGauge::new("g", "g").unwrap());
+        let lane = Origin::lane("kafka", "trades", 0, "{symbol}@trade");
+        let other = Origin::lane("kafka", "trades", 1, "{symbol}@trade");
+        let at = |lane: &Arc<str>, order| Origin {
+            lane: Arc::clone(lane),
+            order,
+        };
+        assert!(topic.admit(&at(&lane, (10, 0, 0))));
+        assert!(
+            topic.admit(&at(&lane, (10, 0, 1))),
+            "a second fill of one event"
+        );
+        assert!(topic.admit(&at(&lane, (11, 0, 0))));
+        assert!(!topic.admit(&at(&lane, (10, 0, 1))), "a redelivery");
+        assert!(!topic.admit(&at(&lane, (11, 0, 0))), "the last one again");
+        assert!(topic.admit(&at(&other, (3, 0, 0))), "lanes are independent");
+        assert!(topic.admit(&at(&lane, (12, 0, 0))));
+    }
 
     #[test]
     fn fan_out_reaches_every_subscriber_once() {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::{Desired, ResolvedMapper};
 use crate::bus::Bus;
+use crate::cluster::Leases;
 use crate::config::{Auth, Datasource, Mapping, Route, StreamSpec};
 use crate::hub::Hub;
 use crate::mapper::{MapperEngine, MapperInstance};
@@ -54,6 +55,8 @@ pub struct Components {
     streams: Arc<BTreeMap<Arc<str>, StreamSpec>>,
     /// Next sequence numbers handed back by stopped routes.
     sequences: Sequences,
+    /// In a cluster, the leases a source holds while it consumes.
+    leases: Option<Leases>,
 }
 
 impl Components {
@@ -63,8 +66,10 @@ impl Components {
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
         metrics: Arc<Metrics>,
+        leases: Option<Leases>,
     ) -> Self {
         Components {
+            leases,
             engine,
             hub,
             bus,
@@ -240,6 +245,7 @@ impl Components {
                 source: SourceIdentity {
                     name: datasource.name.clone(),
                     kind: datasource.kind,
+                    durable_positions: source.durable_positions(),
                 },
                 mappings,
                 streams: Arc::clone(&self.streams),
@@ -266,9 +272,18 @@ impl Components {
         }
         let stop = CancellationToken::new();
         let token = stop.clone();
+        let leases = self.leases.clone();
+        let name = datasource.name.clone();
+        let runtime = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("source-{}", datasource.name))
-            .spawn(move || source.run(dispatcher, token))?;
+            .spawn(move || match leases {
+                None => source.run(dispatcher, token),
+                Some(leases) => {
+                    let stop = token.clone();
+                    leases.hold_while(&name, &stop, &runtime, || source.run(dispatcher, token));
+                }
+            })?;
         tracing::info!(datasource = %datasource.name, routes = routes.len(), "source started");
         Ok(RunningSource {
             datasource: datasource.clone(),

@@ -3,6 +3,7 @@
 //! announces a new revision, and shuts down in order.
 
 mod components;
+mod interest;
 mod rollback;
 mod state;
 
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::api::{self, Api, NodeStatus};
 use crate::admin::{self, AdminState};
-use crate::bus::{Bus, BusSink, MemoryBus};
+use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::store::{ConfigStore, MemoryStore, RedisStore};
 use crate::config::GatewayConfig;
 use crate::control::mapper_ops;
@@ -29,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::ws::{self, WsContext, WsSettings};
 
 use components::Components;
+use interest::{FanoutRule, Interest};
 pub use rollback::AutoRollback;
 use state::{Desired, Resolver};
 
@@ -49,6 +52,16 @@ pub struct NodeSettings {
     pub redis: Option<String>,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
+    /// NATS URL of the cluster's bus; `None` keeps the bus in the process (embedded node).
+    pub nats: Option<String>,
+    /// How often a cluster node heartbeats.
+    pub heartbeat: Duration,
+    /// After how long without a heartbeat a cluster node counts as gone.
+    pub peer_ttl: Duration,
+    /// How often a cluster node probes its bus end to end.
+    pub bus_probe_every: Duration,
+    /// How long JetStream keeps the fanout subjects for replay (zero: no capture).
+    pub replay_retention: Duration,
     /// The config an empty store is seeded with.
     pub config_path: PathBuf,
     /// Directory of mapper modules (`<name>.wasm`) an empty registry is seeded with.
@@ -114,22 +127,36 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         store: Arc::clone(&store),
         engine: Arc::clone(&engine),
         allowed_capabilities: settings.mapper_allow.clone(),
+        owner: settings.nats.is_some().then(|| settings.node_id.clone()),
     };
     let desired = resolver
         .load()
         .await
         .map_err(|e| anyhow!("cannot start: {e:#}"))?;
 
+    let cluster = match (&settings.nats, &settings.redis) {
+        (Some(_), Some(redis)) => {
+            let cluster_settings = ClusterSettings {
+                peer_id: settings.node_id.clone(),
+                redis: redis.clone(),
+                prefix: settings.redis_prefix.clone(),
+                heartbeat: settings.heartbeat,
+                ttl: settings.peer_ttl,
+            };
+            Some(Cluster::join(&cluster_settings, Arc::clone(&store)).await?)
+        }
+        _ => None,
+    };
+
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes));
-    let bus: Arc<dyn Bus> = MemoryBus::new();
-    bus.subscribe(">", Arc::clone(&hub) as Arc<dyn BusSink>)
-        .await?;
+    let (bus, cluster_bus) = open_bus(&settings, &hub, &desired, &metrics).await?;
     let mut components = Components::new(
         Arc::clone(&engine),
         Arc::clone(&hub),
         Arc::clone(&bus),
         Arc::clone(&metrics),
+        cluster.as_ref().map(Cluster::leases),
     );
     components.apply(&desired).await?;
 
@@ -148,6 +175,29 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         admin: Arc::clone(&admin_state),
     };
     reporting.applied(&desired, None);
+    let probe_stop = CancellationToken::new();
+    let fanout = cluster_bus.map(|(interest, nats)| {
+        let subject = format!(
+            "_wsgate.probe.{}",
+            settings.node_id.replace(['.', ' ', '*', '>'], "_")
+        );
+        let (admin, gauge) = (Arc::clone(&admin_state), metrics.bus_up.clone());
+        let report = move |problem: Option<String>| {
+            gauge.set(i64::from(problem.is_none()));
+            *admin.bus_problem.lock() = problem;
+        };
+        let stop = probe_stop.clone();
+        let every = settings.bus_probe_every;
+        let probing = Arc::clone(&nats);
+        tokio::spawn(async move { probing.probe(subject, every, report, stop).await });
+        let fanout = ClusterFanout {
+            interest,
+            nats,
+            retention: settings.replay_retention,
+        };
+        fanout.rules_changed(&desired.fanout);
+        fanout
+    });
 
     let shutdown = CancellationToken::new();
     let ws_ctx = WsContext::new(
@@ -183,6 +233,7 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         reporting,
         resolver,
         components,
+        fanout,
         desired,
         reload_stop.clone(),
     ));
@@ -200,6 +251,11 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     stop.cancelled().await;
     tracing::info!("shutting down: not ready, closing clients with 1001");
     admin_state.ready.store(false, Ordering::Relaxed);
+    if let Some(cluster) = cluster {
+        // The others move this node's datasources now; their new owners take over as soon as
+        // the sources below have stopped and released their leases.
+        cluster.leave().await;
+    }
     ws_ctx.shut_down();
     let _ = accept.await;
     ws_ctx.tracker.close();
@@ -213,9 +269,68 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     if let Ok(mut components) = reloads.await {
         let _ = tokio::time::timeout(Duration::from_secs(2), components.stop_all()).await;
     }
+    probe_stop.cancel();
     admin_stop.cancel();
     tracing::info!("wsgate node stopped");
     Ok(())
+}
+
+/// The node's bus: NATS in a cluster, with subscriptions following the clients' interest;
+/// else the in-process bus, all of whose messages go to the hub.
+async fn open_bus(
+    settings: &NodeSettings,
+    hub: &Arc<Hub>,
+    desired: &Desired,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn Bus>, Option<(Interest, Arc<NatsBus>)>)> {
+    let Some(url) = &settings.nats else {
+        let bus: Arc<dyn Bus> = MemoryBus::new();
+        bus.subscribe(">", Arc::clone(hub) as Arc<dyn BusSink>)
+            .await?;
+        return Ok((bus, None));
+    };
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("wsgate {}", settings.node_id))
+        .retry_on_initial_connect()
+        .connect(url.as_str())
+        .await
+        .with_context(|| format!("connecting to the bus at {url}"))?;
+    let nats = NatsBus::new(client);
+    let bus: Arc<dyn Bus> = Arc::clone(&nats) as Arc<dyn Bus>;
+    let interest = Interest::start(
+        Arc::clone(hub),
+        Arc::clone(&bus),
+        desired.fanout.clone(),
+        metrics.bus_subscriptions.clone(),
+    );
+    Ok((bus, Some((interest, nats))))
+}
+
+/// What follows the mappings' fanout rules in a cluster: the node's bus subscriptions, and the
+/// JetStream stream that keeps the fanout subjects for replay.
+struct ClusterFanout {
+    interest: Interest,
+    nats: Arc<NatsBus>,
+    retention: Duration,
+}
+
+/// The JetStream stream capturing every fanout subject.
+const REPLAY_STREAM: &str = "wsgate_fanout";
+
+impl ClusterFanout {
+    fn rules_changed(&self, rules: &[FanoutRule]) {
+        self.interest.set_rules(rules.to_vec());
+        if self.retention.is_zero() {
+            return;
+        }
+        let subjects: Vec<String> = rules.iter().map(FanoutRule::all_subjects).collect();
+        let (nats, retention) = (Arc::clone(&self.nats), self.retention);
+        tokio::spawn(async move {
+            if let Err(e) = nats.capture(REPLAY_STREAM, &subjects, retention).await {
+                tracing::warn!(error = %format!("{e:#}"), ?subjects, "cannot capture the fanout subjects in JetStream");
+            }
+        });
+    }
 }
 
 /// Applies every new store revision until `stop`; returns the components for shutdown.
@@ -223,24 +338,34 @@ async fn reload_loop(
     reporting: Reporting,
     resolver: Resolver,
     mut components: Components,
+    fanout: Option<ClusterFanout>,
     mut current: Desired,
     stop: CancellationToken,
 ) -> Components {
     let mut announcements = resolver.store.watch();
     loop {
-        tokio::select! {
-            changed = announcements.changed() => if changed.is_err() { break },
-            _ = stop.cancelled() => break,
-        }
-        let announced = *announcements.borrow_and_update();
+        // A revision announced before this loop first ran counts too.
+        let mut announced = *announcements.borrow_and_update();
         if announced == current.revision {
-            continue;
+            tokio::select! {
+                changed = announcements.changed() => if changed.is_err() { break },
+                _ = stop.cancelled() => break,
+            }
+            announced = *announcements.borrow_and_update();
+            if announced == current.revision {
+                continue;
+            }
         }
         let started = Instant::now();
         let result = match resolver.load().await {
             Ok(desired) => components.apply(&desired).await.map(|()| desired),
             Err(e) => Err(e),
         };
+        if let (Some(fanout), Ok(desired)) = (&fanout, &result) {
+            if desired.fanout != current.fanout {
+                fanout.rules_changed(&desired.fanout);
+            }
+        }
         reporting.admin.sources.store(Arc::new(components.health()));
         match result {
             Ok(desired) => {

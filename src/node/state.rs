@@ -8,9 +8,12 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use crate::config::store::{ConfigStore, MapperVersionMeta};
+use crate::config::GatewayConfig;
 use crate::config::{MapperRef, Mapping, Snapshot};
 use crate::control::config_ops;
 use crate::mapper::{CompiledMapper, Grants, MapperEngine, Sandbox};
+
+use super::interest::FanoutRule;
 
 /// One mapping's mapper, resolved.
 #[derive(Clone)]
@@ -40,6 +43,8 @@ pub struct Desired {
     pub snapshot: Snapshot,
     /// Per route id, one resolved mapper per mapping, in order.
     pub mappers: BTreeMap<String, Vec<ResolvedMapper>>,
+    /// How every mapping of the whole config, this node's or not, names its outputs.
+    pub fanout: Vec<FanoutRule>,
 }
 
 impl Desired {
@@ -61,6 +66,9 @@ pub struct Resolver {
     pub engine: Arc<MapperEngine>,
     /// Capabilities the operator allows mappers to ask for.
     pub allowed_capabilities: Vec<String>,
+    /// In a cluster, this node's id: it runs only the routes assigned to it (and their
+    /// datasources). `None` runs every route.
+    pub owner: Option<String>,
 }
 
 impl Resolver {
@@ -70,8 +78,12 @@ impl Resolver {
         let revision = self.store.revision().await?;
         let current = self.store.current().await?;
         let registry = self.store.mappers().await?;
-        let snapshot = config_ops::check(current.config, &registry)
+        let mut snapshot = config_ops::check(current.config, &registry)
             .map_err(|e| anyhow!("stored config version {}: {e}", current.version))?;
+        let fanout = FanoutRule::all(&snapshot.config);
+        if let Some(owner) = &self.owner {
+            keep_owned(&mut snapshot.config, owner);
+        }
         let mut mappers = BTreeMap::new();
         for route in &snapshot.config.routes {
             let mut resolved = Vec::new();
@@ -88,6 +100,7 @@ impl Resolver {
             version: current.version,
             snapshot,
             mappers,
+            fanout,
         })
     }
 
@@ -142,4 +155,19 @@ impl Resolver {
         }
         Ok(compiled)
     }
+}
+
+/// Keeps the routes assigned to `owner` and the datasources they read.
+fn keep_owned(config: &mut GatewayConfig, owner: &str) {
+    config
+        .routes
+        .retain(|route| route.peer_id.as_deref() == Some(owner));
+    let read: std::collections::BTreeSet<&str> = config
+        .routes
+        .iter()
+        .map(|route| route.data_source.as_str())
+        .collect();
+    config
+        .datasource
+        .retain(|datasource| read.contains(datasource.name.as_str()));
 }

@@ -14,10 +14,10 @@ use crate::config::DatasourceKind;
 use crate::source::UpstreamEvent;
 
 /// An upstream position, in its partition's order.
-type Order = (u64, u64);
+pub type Order = (u64, u64);
 
 /// A partition: its channel (or the whole source) and, for Kafka, its partition number.
-type Partition = (Arc<str>, u32);
+pub type Partition = (Arc<str>, u32);
 
 /// The highest position mapped per partition.
 pub struct Positions {
@@ -55,8 +55,9 @@ impl Positions {
         }
     }
 
-    /// No allocation: this runs for every event.
-    fn order_of(&self, event: &UpstreamEvent) -> Option<(Partition, Order)> {
+    /// The partition of `event` and its position there, if the source's order understands its
+    /// position. No allocation: this runs for every event.
+    pub fn order_of(&self, event: &UpstreamEvent) -> Option<(Partition, Order)> {
         let position = event.position.as_str();
         match self.kind {
             DatasourceKind::Kafka => {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use crate::bus::{Bus, BusMessage};
+use crate::bus::{Bus, BusMessage, Origin};
 use crate::config::{DatasourceKind, Mapping, StreamSpec, Template};
 use crate::mapper::bindings::{self, Output};
 use crate::mapper::{EventOutcome, MapperInstance};
@@ -55,6 +55,10 @@ pub struct MappingWorker {
     ws_topic: Template,
     fanout_topic: Template,
     targets: HashMap<Box<str>, StreamTarget>,
+    /// Names this mapping in origin lanes: its ws topic template.
+    lane_name: Box<str>,
+    /// The origin lane of each upstream partition this mapping has mapped.
+    lanes: HashMap<dedup::Partition, Arc<str>>,
     scratch: String,
 }
 
@@ -67,6 +71,8 @@ impl MappingWorker {
             ws_topic: parse(&mapping.ws_topic)?,
             fanout_topic: parse(&mapping.fanout_topic)?,
             targets: HashMap::new(),
+            lane_name: mapping.ws_topic.as_str().into(),
+            lanes: HashMap::new(),
             scratch: String::new(),
         })
     }
@@ -74,6 +80,16 @@ impl MappingWorker {
     /// The mapper this mapping runs.
     pub fn instance(&self) -> &MapperInstance {
         &self.instance
+    }
+
+    /// The origin lane of this mapping over `partition` of `source`.
+    fn lane(&mut self, source: &str, partition: &dedup::Partition) -> Arc<str> {
+        if let Some(lane) = self.lanes.get(partition) {
+            return Arc::clone(lane);
+        }
+        let lane = Origin::lane(source, &partition.0, partition.1, &self.lane_name);
+        self.lanes.insert(partition.clone(), Arc::clone(&lane));
+        lane
     }
 
     /// Moves every stream's next sequence number into `into`.
@@ -132,6 +148,9 @@ pub struct SourceIdentity {
     pub name: String,
     /// Datasource kind.
     pub kind: DatasourceKind,
+    /// Whether its positions survive a restart of its consumer (it resumes from a committed
+    /// position), so outputs carry their [`Origin`] for the hubs to drop redeliveries.
+    pub durable_positions: bool,
 }
 
 /// A route's worker thread state.
@@ -181,6 +200,16 @@ impl RouteWorker {
             .metrics
             .messages_dropped
             .with_label_values(&["duplicate"]);
+        let counters = SourceCounters {
+            mapped: self
+                .metrics
+                .source_mapped
+                .with_label_values(&[&self.source.name]),
+            errors: self
+                .metrics
+                .source_errors
+                .with_label_values(&[&self.source.name]),
+        };
         // Whatever queued up while the last batch was mapped goes into one mapper call.
         while inbox.blocking_recv_many(&mut batches, MAX_MERGED_BATCHES) > 0 {
             while let Ok(update) = updates.try_recv() {
@@ -193,7 +222,7 @@ impl RouteWorker {
                 .filter(|event| positions.admit(event))
                 .collect();
             duplicates.inc_by((queued - events.len()) as u64);
-            let messages = self.map(&events);
+            let messages = self.map(&events, &positions, &counters);
             drop(events);
             let published =
                 messages.is_empty() || runtime.block_on(self.bus.publish(messages)).is_ok();
@@ -227,15 +256,24 @@ impl RouteWorker {
     }
 
     /// Maps events through every mapping; returns what to publish, in order.
-    pub fn map(&mut self, batch: &[&UpstreamEvent]) -> Vec<(Arc<str>, BusMessage)> {
+    fn map(
+        &mut self,
+        batch: &[&UpstreamEvent],
+        positions: &dedup::Positions,
+        counters: &SourceCounters,
+    ) -> Vec<(Arc<str>, BusMessage)> {
         let events: Vec<bindings::Event> = batch.iter().map(|e| to_wit(e, &self.source)).collect();
         let mut messages = Vec::new();
         for mapping in &mut self.mappings {
             let outcomes = mapping.instance.map_batch(&events);
             for (event, outcome) in batch.iter().zip(outcomes) {
                 let outputs = match outcome {
-                    EventOutcome::Mapped(outputs) => outputs,
+                    EventOutcome::Mapped(outputs) => {
+                        counters.mapped.inc();
+                        outputs
+                    }
                     EventOutcome::Failed(failure) => {
+                        counters.errors.inc();
                         // A poison event is skipped (it never blocks its partition), counted by
                         // the mapper, and logged with where it sits upstream.
                         if self.poison_log.allow() {
@@ -252,10 +290,21 @@ impl RouteWorker {
                         continue;
                     }
                 };
-                for output in outputs {
+                let located = match self.source.durable_positions {
+                    true => positions.order_of(event),
+                    false => None,
+                };
+                let lane = located
+                    .map(|(partition, order)| (mapping.lane(&self.source.name, &partition), order));
+                for (index, output) in outputs.into_iter().enumerate() {
+                    let origin = lane.as_ref().map(|(lane, (major, minor))| Origin {
+                        lane: Arc::clone(lane),
+                        order: (*major, *minor, index as u32),
+                    });
                     let target = match mapping.target(&output, &self.streams, &self.sequences) {
                         Ok(target) => target,
                         Err(why) => {
+                            counters.errors.inc();
                             self.metrics
                                 .mapper_errors
                                 .with_label_values(&[mapping.instance.label(), "bad_output"])
@@ -273,6 +322,7 @@ impl RouteWorker {
                         published_us: 0,
                         payload: Bytes::from(output.payload),
                         user_id: output.user_id.map(Arc::from),
+                        origin,
                     };
                     messages.push((Arc::clone(&target.subject), message));
                 }
@@ -293,6 +343,14 @@ impl RouteWorker {
         }
         messages
     }
+}
+
+/// Per-datasource counts of what its routes' mappings made of its events.
+struct SourceCounters {
+    /// Events a mapping mapped.
+    mapped: prometheus::IntCounter,
+    /// Events (or outputs) a mapping dropped: a mapper failure or an output for no stream.
+    errors: prometheus::IntCounter,
 }
 
 fn to_wit(event: &UpstreamEvent, source: &SourceIdentity) -> bindings::Event {

@@ -64,6 +64,11 @@ pub trait Source: Send {
     /// How the source's dispatcher treats a route that falls behind.
     fn backpressure(&self) -> Backpressure;
 
+    /// Whether a restarted consumer resumes from a committed position, redelivering events
+    /// with the positions they had (Kafka, JetStream, Redis Streams); false where positions
+    /// are counted afresh by each run (the demo market, core NATS).
+    fn durable_positions(&self) -> bool;
+
     /// Runs until `shutdown`, handing every event to `dispatcher`.
     fn run(self: Box<Self>, dispatcher: Dispatcher, shutdown: CancellationToken);
 }

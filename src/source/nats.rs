@@ -438,6 +438,10 @@ impl Source for NatsSource {
         Backpressure::Wait
     }
 
+    fn durable_positions(&self) -> bool {
+        self.is_jetstream()
+    }
+
     fn run(self: Box<Self>, dispatcher: Dispatcher, shutdown: CancellationToken) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()

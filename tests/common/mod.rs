@@ -5,6 +5,7 @@
 
 pub mod kafka;
 pub mod nats;
+pub mod proxy;
 pub mod redis;
 pub mod trades;
 

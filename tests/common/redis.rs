@@ -19,6 +19,7 @@ fn binary() -> PathBuf {
 pub struct RedisServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
@@ -27,6 +28,19 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             dir: tempfile::tempdir().expect("temporary directory"),
+            persistent: false,
+        };
+        server.start();
+        server
+    }
+
+    /// Like [`new`](Self::new), but writing every change to an append-only file in its
+    /// directory, so a restart (even after a kill) finds its data again.
+    pub fn persistent() -> RedisServer {
+        let mut server = RedisServer {
+            child: None,
+            dir: tempfile::tempdir().expect("temporary directory"),
+            persistent: true,
         };
         server.start();
         server
@@ -66,7 +80,9 @@ impl RedisServer {
             .arg("--save")
             .arg("")
             .arg("--appendonly")
-            .arg("no")
+            .arg(if self.persistent { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always")
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")

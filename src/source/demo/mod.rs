@@ -46,6 +46,10 @@ impl Source for DemoSource {
         Backpressure::DropForSlowRoute
     }
 
+    fn durable_positions(&self) -> bool {
+        false
+    }
+
     fn run(mut self: Box<Self>, mut dispatcher: Dispatcher, shutdown: CancellationToken) {
         let mut channels: HashMap<String, Arc<str>> = HashMap::new();
         let mut made = Vec::new();

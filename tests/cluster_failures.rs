@@ -1,0 +1,219 @@
+//! A cluster through the failures of its shared parts: NATS restarted, a bus connection that
+//! silently stops delivering, and the config store's Redis restarted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::nats::NatsServer;
+use common::proxy::StallingProxy;
+use common::redis::RedisServer;
+use common::trades::{expect_trades, match_event};
+use common::{wait_for, Gateway};
+use serde_json::{json, Value};
+
+const WS_PATH: &str = "/stream?streams=btcusdt@trade";
+
+/// One `redis_stream` datasource reading key `trades` of the Redis at `url`, mapped to
+/// `btcusdt@trade`; the cluster assigns its owner.
+fn config(url: &str) -> Value {
+    json!({
+        "vars": {},
+        "datasource": [{"version": 1, "type": "redis_stream", "name": "trades",
+                        "properties": {"url": url, "streams": ["trades"], "block_ms": 100,
+                                       "consumer": "wsgate"}}],
+        "topics": [{"version": 1, "topic": "{symbol}@trade", "vars": {"symbol": ["btcusdt"]},
+                    "auth": "public"}],
+        "routes": [{"id": "trades", "version": 1, "data_source": "trades", "upstream": ["trades"],
+                    "mappings": [{"mapper": "binance_trade", "fanout_topic": "md.{symbol}.trade",
+                                  "ws_topic": "{symbol}@trade"}]}]
+    })
+}
+
+fn node(config: &Value, store: &str, nats: &str, id: &str) -> Gateway {
+    Gateway::start_with(
+        config.clone(),
+        &[
+            "--redis",
+            store,
+            "--redis-prefix",
+            "cluster:",
+            "--nats",
+            nats,
+            "--node-id",
+            id,
+        ],
+    )
+}
+
+async fn produce(data: &RedisServer, ids: std::ops::RangeInclusive<u64>) {
+    let client = redis::Client::open(data.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XADD")
+            .arg("trades")
+            .arg("*")
+            .arg("payload")
+            .arg(match_event(id))
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+}
+
+fn wait_subscribed(gateway: &Gateway) {
+    wait_for("the node's bus subscription", || {
+        gateway.metric("wsgate_bus_subscriptions ") == 1.0
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delivery_resumes_after_nats_restarts() {
+    let (store, data) = (RedisServer::new(), RedisServer::new());
+    let mut nats = NatsServer::new();
+    let config = config(&data.url());
+    let a = node(&config, &store.url(), &nats.url(), "node-a");
+    let b = node(&config, &store.url(), &nats.url(), "node-b");
+    wait_for("the datasource consumed", || {
+        a.metric("wsgate_source_up{") + b.metric("wsgate_source_up{") == 1.0
+    });
+    let mut on_a = a.connect(WS_PATH).await;
+    let mut on_b = b.connect(WS_PATH).await;
+    wait_subscribed(&a);
+    wait_subscribed(&b);
+    produce(&data, 1..=20).await;
+    expect_trades(&mut on_a, 1..=20).await;
+    expect_trades(&mut on_b, 1..=20).await;
+
+    nats.stop();
+    wait_for("both nodes to report the bus down", || {
+        [&a, &b].iter().all(|g| {
+            let (status, body) = g.http_get("/readyz").unwrap();
+            status == 503 && body.contains("bus:")
+        })
+    });
+    nats.start();
+    wait_for("both nodes ready again", || {
+        [&a, &b]
+            .iter()
+            .all(|g| g.http_get("/readyz").unwrap().0 == 200)
+    });
+    produce(&data, 101..=120).await;
+    expect_after_outage(&mut on_a, 101..=120).await;
+    expect_after_outage(&mut on_b, 101..=120).await;
+}
+
+/// Receives trades until `ids` have arrived in order, skipping earlier ones that were held up
+/// during an outage (core NATS delivers at most once: what was in flight may be gone).
+async fn expect_after_outage(client: &mut common::Client, ids: std::ops::RangeInclusive<u64>) {
+    let first = *ids.start();
+    let mut got = Vec::new();
+    while got.last() != Some(ids.end()) {
+        let trade = common::collect_stream(client, "btcusdt@trade", 1, Duration::from_secs(30))
+            .await
+            .remove(0);
+        let id = trade["t"].as_u64().unwrap();
+        if id >= first {
+            got.push(id);
+        }
+    }
+    assert_eq!(got, ids.collect::<Vec<_>>());
+    common::trades::expect_silence(client).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bus_probe_catches_a_connection_that_silently_stopped() {
+    let (store, data) = (RedisServer::new(), RedisServer::new());
+    let nats = NatsServer::new();
+    let proxy = StallingProxy::start(format!("127.0.0.1:{}", nats.port()).parse().unwrap()).await;
+    let config = config(&data.url());
+    let url = format!("nats://{}", proxy.addr());
+    let gateway = node(&config, &store.url(), &url, "node-a");
+    wait_for("the datasource consumed", || {
+        gateway.metric("wsgate_source_up{") == 1.0
+    });
+    let mut client = gateway.connect(WS_PATH).await;
+    wait_subscribed(&gateway);
+    produce(&data, 1..=20).await;
+    expect_trades(&mut client, 1..=20).await;
+
+    // The connection stays open but nothing passes: only the probe can tell.
+    proxy.stall();
+    wait_for("the probe to report the bus down", || {
+        let (status, body) = gateway.http_get("/readyz").unwrap();
+        status == 503 && body.contains("bus probe unanswered")
+    });
+    assert_eq!(gateway.metric("wsgate_bus_up "), 0.0);
+    // It forces a new connection, which restores the subscriptions and delivery.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gateway.http_get("/readyz").unwrap().0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bus never answered again:\n{}",
+            gateway.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.metric("wsgate_bus_up "), 1.0);
+    produce(&data, 101..=120).await;
+    expect_after_outage(&mut client, 101..=120).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_keep_streaming_through_a_config_store_restart_and_negotiate_after_it() {
+    let mut store = RedisServer::persistent();
+    let data = RedisServer::new();
+    let nats = NatsServer::new();
+    let config = config(&data.url());
+    let a = node(&config, &store.url(), &nats.url(), "node-a");
+    let b = node(&config, &store.url(), &nats.url(), "node-b");
+    wait_for("the datasource consumed", || {
+        a.metric("wsgate_source_up{") + b.metric("wsgate_source_up{") == 1.0
+    });
+    let (owner, other) = if a.metric("wsgate_source_up{") == 1.0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut client = other.connect(WS_PATH).await;
+    wait_subscribed(&other);
+    produce(&data, 1..=20).await;
+    expect_trades(&mut client, 1..=20).await;
+
+    // Redis away: both nodes keep running their last config, and the stream keeps flowing.
+    store.stop();
+    produce(&data, 21..=40).await;
+    expect_trades(&mut client, 21..=40).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    produce(&data, 41..=60).await;
+    expect_trades(&mut client, 41..=60).await;
+    store.start();
+
+    // Heartbeats resume, and so does negotiation: the owner's departure is noticed and its
+    // datasource moves to the other node, with nothing lost or repeated.
+    let registry = redis::Client::open(store.url()).unwrap();
+    let mut conn = registry.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..100 {
+        let live: usize = redis::cmd("ZCARD")
+            .arg("cluster:peers")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if live == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live: usize = redis::cmd("ZCARD")
+        .arg("cluster:peers")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(live, 2, "both nodes heartbeat again");
+    drop(owner);
+    wait_for("the other node to take over", || {
+        other.metric("wsgate_source_up{") == 1.0
+    });
+    produce(&data, 61..=80).await;
+    expect_trades(&mut client, 61..=80).await;
+}
