@@ -303,6 +303,63 @@ async fn a_killed_owner_is_replaced_within_seconds_with_no_duplicate_or_gap() {
     assert_eq!(left, 1, "peer_left announcements: {events:?}");
 }
 
+/// `peer_left:<peer>` events on the queue.
+async fn departures(conn: &mut redis::aio::MultiplexedConnection, peer: &str) -> usize {
+    let events: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("cluster:peer_update_queue")
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let wanted = format!("peer_left:{peer}");
+    events
+        .iter()
+        .filter(|(_, fields)| fields.iter().any(|(_, v)| *v == wanted))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_holder_of_the_peer_left_lock_announces_a_departure() {
+    let redis = RedisServer::new();
+    let nats = NatsServer::new();
+    let config = many_sources(&redis.url(), 1);
+    let nodes: Vec<Gateway> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| node(&config, &redis.url(), &nats.url(), id))
+        .collect();
+    wait_for("the datasource consumed", || {
+        consuming(&nodes.iter().collect::<Vec<_>>()) == 1.0
+    });
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // A peer whose heartbeat lapsed long ago, whose departure somebody else is announcing.
+    let _: () = redis::cmd("SET")
+        .arg("cluster:peer-left:ghost")
+        .arg("someone-else")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("cluster:peers")
+        .arg(1)
+        .arg("ghost")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Every node sees it lapse on each heartbeat, but none holds the lock.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(departures(&mut conn, "ghost").await, 0);
+    // Once the lock is free, exactly one of the three announces it.
+    let _: () = redis::cmd("DEL")
+        .arg("cluster:peer-left:ghost")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(departures(&mut conn, "ghost").await, 1);
+}
+
 #[test]
 fn nats_without_redis_is_refused() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsgate"))
