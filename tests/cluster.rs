@@ -11,23 +11,6 @@ use common::redis::RedisServer;
 use common::{wait_for, Gateway};
 use serde_json::{json, Value};
 
-/// A cluster node with id `id`.
-fn node(config: &Value, redis: &str, nats: &str, id: &str) -> Gateway {
-    Gateway::start_with(
-        config.clone(),
-        &[
-            "--redis",
-            redis,
-            "--redis-prefix",
-            "cluster:",
-            "--nats",
-            nats,
-            "--node-id",
-            id,
-        ],
-    )
-}
-
 /// Waits until `gateway` subscribes to `subjects` bus subjects for its clients.
 fn wait_bus_subscriptions(gateway: &Gateway, subjects: f64) {
     wait_for("the node's bus subscriptions", || {
@@ -152,7 +135,7 @@ async fn events_mapped_once_on_their_owner_reach_clients_on_every_node() {
     let config = many_sources(&redis.url(), 2);
     let nodes: Vec<Gateway> = ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|id| node(&config, &redis.url(), &nats.url(), id))
+        .map(|id| Gateway::cluster_node(&config, &redis.url(), &nats.url(), id))
         .collect();
     let all: Vec<&Gateway> = nodes.iter().collect();
     wait_for("the datasources to be consumed", || consuming(&all) == 2.0);
@@ -210,9 +193,9 @@ async fn a_joining_node_takes_over_sources_with_no_duplicate_or_gap() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let config = many_sources(&redis.url(), SOURCES);
-    let a = node(&config, &redis.url(), &nats.url(), "node-a");
-    let b = node(&config, &redis.url(), &nats.url(), "node-b");
-    let c = node(&config, &redis.url(), &nats.url(), "node-c");
+    let a = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "node-a");
+    let b = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "node-b");
+    let c = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "node-c");
     wait_for("every datasource consumed once", || {
         consuming(&[&a, &b, &c]) == SOURCES as f64
     });
@@ -225,7 +208,7 @@ async fn a_joining_node_takes_over_sources_with_no_duplicate_or_gap() {
     let producer = tokio::spawn(produce_rounds(redis.url(), SOURCES, 300));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let joined = Instant::now();
-    let d = node(&config, &redis.url(), &nats.url(), "node-d");
+    let d = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "node-d");
     wait_for("the new node to take over some datasources", || {
         d.metric("wsgate_source_up{") >= 1.0 && consuming(&[&a, &b, &c, &d]) == SOURCES as f64
     });
@@ -243,7 +226,12 @@ async fn a_killed_owner_is_replaced_within_seconds_with_no_duplicate_or_gap() {
     let config = many_sources(&redis.url(), 2);
     let mut nodes: Vec<(String, Gateway)> = ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|id| (id.to_string(), node(&config, &redis.url(), &nats.url(), id)))
+        .map(|id| {
+            (
+                id.to_string(),
+                Gateway::cluster_node(&config, &redis.url(), &nats.url(), id),
+            )
+        })
         .collect();
     wait_for("both datasources consumed", || {
         consuming(&nodes.iter().map(|(_, g)| g).collect::<Vec<_>>()) == 2.0
@@ -326,7 +314,7 @@ async fn only_the_holder_of_the_peer_left_lock_announces_a_departure() {
     let config = many_sources(&redis.url(), 1);
     let nodes: Vec<Gateway> = ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|id| node(&config, &redis.url(), &nats.url(), id))
+        .map(|id| Gateway::cluster_node(&config, &redis.url(), &nats.url(), id))
         .collect();
     wait_for("the datasource consumed", || {
         consuming(&nodes.iter().collect::<Vec<_>>()) == 1.0

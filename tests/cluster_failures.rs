@@ -30,22 +30,6 @@ fn config(url: &str) -> Value {
     })
 }
 
-fn node(config: &Value, store: &str, nats: &str, id: &str) -> Gateway {
-    Gateway::start_with(
-        config.clone(),
-        &[
-            "--redis",
-            store,
-            "--redis-prefix",
-            "cluster:",
-            "--nats",
-            nats,
-            "--node-id",
-            id,
-        ],
-    )
-}
-
 async fn produce(data: &RedisServer, ids: std::ops::RangeInclusive<u64>) {
     let client = redis::Client::open(data.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -72,8 +56,8 @@ async fn delivery_resumes_after_nats_restarts() {
     let (store, data) = (RedisServer::new(), RedisServer::new());
     let mut nats = NatsServer::new();
     let config = config(&data.url());
-    let a = node(&config, &store.url(), &nats.url(), "node-a");
-    let b = node(&config, &store.url(), &nats.url(), "node-b");
+    let a = Gateway::cluster_node(&config, &store.url(), &nats.url(), "node-a");
+    let b = Gateway::cluster_node(&config, &store.url(), &nats.url(), "node-b");
     wait_for("the datasource consumed", || {
         a.metric("wsgate_source_up{") + b.metric("wsgate_source_up{") == 1.0
     });
@@ -128,7 +112,7 @@ async fn the_bus_probe_catches_a_connection_that_silently_stopped() {
     let proxy = StallingProxy::start(format!("127.0.0.1:{}", nats.port()).parse().unwrap()).await;
     let config = config(&data.url());
     let url = format!("nats://{}", proxy.addr());
-    let gateway = node(&config, &store.url(), &url, "node-a");
+    let gateway = Gateway::cluster_node(&config, &store.url(), &url, "node-a");
     wait_for("the datasource consumed", || {
         gateway.metric("wsgate_source_up{") == 1.0
     });
@@ -165,8 +149,8 @@ async fn nodes_keep_streaming_through_a_config_store_restart_and_negotiate_after
     let data = RedisServer::new();
     let nats = NatsServer::new();
     let config = config(&data.url());
-    let a = node(&config, &store.url(), &nats.url(), "node-a");
-    let b = node(&config, &store.url(), &nats.url(), "node-b");
+    let a = Gateway::cluster_node(&config, &store.url(), &nats.url(), "node-a");
+    let b = Gateway::cluster_node(&config, &store.url(), &nats.url(), "node-b");
     wait_for("the datasource consumed", || {
         a.metric("wsgate_source_up{") + b.metric("wsgate_source_up{") == 1.0
     });

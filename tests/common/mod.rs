@@ -65,6 +65,22 @@ impl Gateway {
         Gateway::start_in(config, args, &mappers_dir())
     }
 
+    /// A cluster node `id` with `config`, its config store at `redis` (keys under `cluster:`)
+    /// and its bus at `nats`.
+    pub fn cluster_node(config: &Value, redis: &str, nats: &str, id: &str) -> Gateway {
+        let args = [
+            "--redis",
+            redis,
+            "--redis-prefix",
+            "cluster:",
+            "--nats",
+            nats,
+            "--node-id",
+            id,
+        ];
+        Gateway::start_with(config.clone(), &args)
+    }
+
     /// Like [`start_with`](Self::start_with), loading mappers from `mappers`.
     pub fn start_in(config: Value, args: &[&str], mappers: &std::path::Path) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
