@@ -18,16 +18,17 @@ pub type Order = (u64, u64, u32);
 /// The upstream origin of one mapped output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
-    /// The sequence the order is counted in: one mapping of one upstream partition, written
-    /// `datasource/channel/partition/ws-topic-template`. Orders of one lane only increase.
+    /// The sequence the order is counted in: one mapping of one route over one upstream
+    /// partition, written `datasource/channel/partition/route:ws-topic-template`. Orders of
+    /// one lane only increase.
     pub lane: Arc<str>,
     /// Place in the lane.
     pub order: Order,
 }
 
 impl Origin {
-    /// The lane name of `mapping` (its ws topic template) over `partition` of `channel` of
-    /// `datasource`.
+    /// The lane name of `mapping` (its route and ws topic template) over `partition` of
+    /// `channel` of `datasource`.
     pub fn lane(datasource: &str, channel: &str, partition: u32, mapping: &str) -> Arc<str> {
         Arc::from(format!("{datasource}/{channel}/{partition}/{mapping}"))
     }

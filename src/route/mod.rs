@@ -82,12 +82,13 @@ impl MappingWorker {
         &self.instance
     }
 
-    /// The origin lane of this mapping over `partition` of `source`.
-    fn lane(&mut self, source: &str, partition: &dedup::Partition) -> Arc<str> {
+    /// The origin lane of this mapping of route `route` over `partition` of `source`.
+    fn lane(&mut self, source: &str, route: &str, partition: &dedup::Partition) -> Arc<str> {
         if let Some(lane) = self.lanes.get(partition) {
             return Arc::clone(lane);
         }
-        let lane = Origin::lane(source, &partition.0, partition.1, &self.lane_name);
+        let mapping = format!("{route}:{}", self.lane_name);
+        let lane = Origin::lane(source, &partition.0, partition.1, &mapping);
         self.lanes.insert(partition.clone(), Arc::clone(&lane));
         lane
     }
@@ -294,8 +295,12 @@ impl RouteWorker {
                     true => positions.order_of(event),
                     false => None,
                 };
-                let lane = located
-                    .map(|(partition, order)| (mapping.lane(&self.source.name, &partition), order));
+                let lane = located.map(|(partition, order)| {
+                    (
+                        mapping.lane(&self.source.name, &self.route_id, &partition),
+                        order,
+                    )
+                });
                 for (index, output) in outputs.into_iter().enumerate() {
                     let origin = lane.as_ref().map(|(lane, (major, minor))| Origin {
                         lane: Arc::clone(lane),
