@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::nats::NatsServer;
@@ -116,6 +116,61 @@ fn assert_complete(seen: &BTreeMap<String, Vec<u64>>, count: usize, rounds: u64,
     }
 }
 
+/// Waits until the cluster has settled: every join and leave on the queue handled, every node
+/// running the stored config version, and `datasources` consumed.
+async fn wait_settled(redis: &RedisServer, nodes: &[&Gateway], datasources: usize) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let groups: redis::Value = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg("cluster:peer_update_queue")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(redis::Value::Nil);
+        let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg("cluster:peer_update_queue")
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let handled = last.first().is_some_and(|(id, _)| group_done(&groups, id));
+        let version: Option<u64> = redis::cmd("GET")
+            .arg("cluster:config:version")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let applied = nodes
+            .iter()
+            .all(|g| Some(g.metric("wsgate_config_version ") as u64) == version);
+        if handled && applied && consuming(nodes) == datasources as f64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not settle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the negotiators' group has delivered up to `last_id` and has nothing pending.
+fn group_done(groups: &redis::Value, last_id: &str) -> bool {
+    let redis::Value::Array(groups) = groups else {
+        return false;
+    };
+    groups.iter().any(|group| {
+        let fields: HashMap<String, redis::Value> =
+            redis::from_redis_value(group.clone()).unwrap_or_default();
+        let field = |name: &str| fields.get(name).cloned().unwrap_or(redis::Value::Nil);
+        let pending: u64 = redis::from_redis_value(field("pending")).unwrap_or(1);
+        let delivered: String =
+            redis::from_redis_value(field("last-delivered-id")).unwrap_or_default();
+        pending == 0 && delivered == last_id
+    })
+}
+
 /// Sum of `wsgate_source_up` over `nodes`: datasources being consumed.
 fn consuming(nodes: &[&Gateway]) -> f64 {
     nodes.iter().map(|g| g.metric("wsgate_source_up{")).sum()
@@ -138,7 +193,7 @@ async fn events_mapped_once_on_their_owner_reach_clients_on_every_node() {
         .map(|id| Gateway::cluster_node(&config, &redis.url(), &nats.url(), id))
         .collect();
     let all: Vec<&Gateway> = nodes.iter().collect();
-    wait_for("the datasources to be consumed", || consuming(&all) == 2.0);
+    wait_settled(&redis, &all, 2).await;
     let mut recorders = Vec::new();
     for gateway in &nodes {
         let client = gateway.connect("/stream?streams=s1usdt@trade").await;
@@ -196,9 +251,7 @@ async fn a_joining_node_takes_over_sources_with_no_duplicate_or_gap() {
     let a = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "node-a");
     let b = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "node-b");
     let c = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "node-c");
-    wait_for("every datasource consumed once", || {
-        consuming(&[&a, &b, &c]) == SOURCES as f64
-    });
+    wait_settled(&redis, &[&a, &b, &c], SOURCES).await;
     let on_a = a.connect(&all_streams(SOURCES)).await;
     let on_b = b.connect(&all_streams(SOURCES)).await;
     wait_bus_subscriptions(&a, SOURCES as f64);
@@ -233,9 +286,7 @@ async fn a_killed_owner_is_replaced_within_seconds_with_no_duplicate_or_gap() {
             )
         })
         .collect();
-    wait_for("both datasources consumed", || {
-        consuming(&nodes.iter().map(|(_, g)| g).collect::<Vec<_>>()) == 2.0
-    });
+    wait_settled(&redis, &nodes.iter().map(|(_, g)| g).collect::<Vec<_>>(), 2).await;
     // Kill the owner of `s1`; clients watch from the two other nodes.
     let owner = nodes
         .iter()
