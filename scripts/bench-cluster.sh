@@ -7,6 +7,7 @@
 #   scripts/bench-cluster.sh CONNECTIONS NODES TAKERS_PER_SEC [idle]
 #
 # TAKERS_PER_SEC picks config/bench/trades-<rate>.json (0.2 or 1; 5 fills per taker order).
+# STREAMS_PER_CONN (default 5) of the five @trade streams per connection.
 # Reports the bench's latency table, each node's RSS, and each node's delivered messages.
 # Needs `make build` first (release binaries and target/mappers).
 set -euo pipefail
@@ -50,7 +51,7 @@ sleep 3   # ownership settles: one node consumes the demo market
 streams=btcusdt@trade,ethusdt@trade,solusdt@trade,bnbusdt@trade,xrpusdt@trade
 procs=$(( (connections + 14999) / 15000 ))
 bench=(./target/release/wsgate-bench --url "$(IFS=,; echo "${urls[*]}")"
-       --connections "$connections" --streams "$streams" --streams-per-conn 5
+       --connections "$connections" --streams "$streams" --streams-per-conn "${STREAMS_PER_CONN:-5}"
        --duration 30s --warmup 10s --procs "$procs" --ramp-per-sec 4000
        --source-ips 127.0.0.2-127.0.0.250 --quiet
        --gateway-pid "$(IFS=,; echo "${node_pids[*]}")")

@@ -21,7 +21,7 @@ use crate::args::SubscribeMode;
 use crate::event::Event;
 use crate::gap::{GapTracker, SeqKind};
 use crate::plan::{ConnPlan, Target};
-use crate::stats::Stats;
+use crate::stats::{Phase, Stats};
 use crate::sys::now_us;
 
 type Ws = WebSocketStream<TcpStream>;
@@ -177,13 +177,14 @@ async fn subscribe(ws: &mut Ws, plan: &ConnPlan) -> Result<()> {
 async fn read_loop(mut ws: Ws, plan: &ConnPlan, ctx: &ConnCtx) -> String {
     let mut table = StreamTable::new(&plan.streams);
     let raw = ctx.mode == SubscribeMode::Raw;
+    let mut counted_receiving = false;
     loop {
         let msg = match ws.next().await {
             Some(Ok(m)) => m,
             Some(Err(e)) => return classify(&e.into()),
             None => return "eof".into(),
         };
-        match msg {
+        let data = match msg {
             Message::Text(t) => on_event(t.as_bytes(), raw, &mut table, &ctx.stats),
             Message::Binary(b) => on_event(&b, raw, &mut table, &ctx.stats),
             Message::Ping(_) => {
@@ -191,22 +192,27 @@ async fn read_loop(mut ws: Ws, plan: &ConnPlan, ctx: &ConnCtx) -> String {
                 if let Err(e) = ws.flush().await {
                     return classify(&e.into());
                 }
+                false
             }
             Message::Close(f) => {
                 let _ = ws.flush().await; // send the close reply
                 return close_code(f.as_ref());
             }
-            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Pong(_) | Message::Frame(_) => false,
+        };
+        if data && !counted_receiving && ctx.stats.phase() == Phase::Measure {
+            counted_receiving = true;
+            ctx.stats.receiving.fetch_add(1, Relaxed);
         }
     }
 }
 
-/// Times and sequence-checks one frame.
-fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) {
+/// Times and sequence-checks one frame; true when it was a data event of a stream.
+fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) -> bool {
     let now = now_us();
     let Ok(ev) = Event::parse(bytes) else {
         stats.bad_msg();
-        return;
+        return false;
     };
     let f = ev.fields;
     let tracker = match (&ev.stream, raw) {
@@ -214,15 +220,15 @@ fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) {
             Some(t) => t,
             None => {
                 stats.unknown_stream();
-                return;
+                return false;
             }
         },
         (None, true) => table.first(),
         // Control replies (`{"result":..,"id":..}`) and other frames without a stream.
-        (None, false) if f.event_time.is_none() => return,
+        (None, false) if f.event_time.is_none() => return false,
         (None, false) => {
             stats.unknown_stream();
-            return;
+            return false;
         }
     };
     let verdict = match tracker.kind() {
@@ -251,6 +257,7 @@ fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) {
         Some(e) => Some(now - e),
     };
     stats.record_event(latency, verdict);
+    true
 }
 
 /// The gap trackers of one connection, looked up by stream name.

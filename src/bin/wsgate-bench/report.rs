@@ -72,6 +72,8 @@ pub struct Connections {
     pub connected: u64,
     /// Open and subscribed at steady state.
     pub subscribed: u64,
+    /// Received at least one data event in the measurement window.
+    pub receiving: u64,
     /// Gave up after all retries.
     pub failed: u64,
     /// Failed attempts, including retried ones.
@@ -232,6 +234,7 @@ impl Report {
                 target: f.target,
                 connected: steady.connected,
                 subscribed: steady.subscribed,
+                receiving: f.receiving,
                 failed: f.failed,
                 connect_errors: f.connect_errors,
                 connect_errors_by_kind: split("connect:"),
@@ -294,8 +297,8 @@ impl Report {
         row(
             "connections",
             format!(
-                "target {}  connected {}  subscribed {}  failed {}",
-                c.target, c.connected, c.subscribed, c.failed
+                "target {}  connected {}  subscribed {}  receiving {}  failed {}",
+                c.target, c.connected, c.subscribed, c.receiving, c.failed
             ),
         );
         row(

@@ -96,6 +96,8 @@ pub struct Stats {
     pub connect_errors: AtomicU64,
     /// Connections closed by the peer or by an error before the end.
     pub closed_early: AtomicU64,
+    /// Connections that received at least one data event in the measurement window.
+    pub receiving: AtomicU64,
     phase: AtomicU8,
     total: AtomicFlow,
     window: AtomicFlow,
@@ -124,6 +126,7 @@ impl Stats {
             failed: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             closed_early: AtomicU64::new(0),
+            receiving: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Prepare as u8),
             total: AtomicFlow::default(),
             window: AtomicFlow::default(),
@@ -233,6 +236,7 @@ impl Stats {
             failed: self.failed.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
             closed_early: self.closed_early.load(Relaxed),
+            receiving: self.receiving.load(Relaxed),
             total: self.total.load(),
             window: self.window.load(),
             anomalies: Anomalies {
@@ -271,6 +275,9 @@ pub struct Snapshot {
     pub connect_errors: u64,
     /// Connections closed before the end.
     pub closed_early: u64,
+    /// Connections that received data in the measurement window.
+    #[serde(default)]
+    pub receiving: u64,
     /// Flow since start.
     pub total: Flow,
     /// Flow in the measurement window.
@@ -308,6 +315,7 @@ impl Snapshot {
         self.failed += o.failed;
         self.connect_errors += o.connect_errors;
         self.closed_early += o.closed_early;
+        self.receiving += o.receiving;
         for (a, b) in [(&mut self.total, o.total), (&mut self.window, o.window)] {
             a.msgs += b.msgs;
             a.lost += b.lost;
