@@ -388,6 +388,11 @@ async fn a_poison_entry_is_counted_logged_with_its_id_and_skipped() {
         gateway.metric("wsgate_mapper_errors_total{kind=\"error\",mapper=\"binance_trade@1\"}"),
         1.0
     );
+    // Per datasource: eleven consumed, ten mapped, one error.
+    let per_source = |name: &str| gateway.metric(&format!("{name}{{datasource=\"redis\"}}"));
+    assert_eq!(per_source("wsgate_source_events_total"), 11.0);
+    assert_eq!(per_source("wsgate_source_mapped_total"), 10.0);
+    assert_eq!(per_source("wsgate_source_errors_total"), 1.0);
     let log = gateway.log();
     let line = log
         .lines()
