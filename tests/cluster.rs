@@ -25,8 +25,7 @@ fn many_sources(url: &str, count: usize) -> Value {
     let datasource: Vec<Value> = (1..=count)
         .map(|i| {
             json!({"version": 1, "type": "redis_stream", "name": format!("s{i}"),
-                   "properties": {"url": url, "streams": [format!("k{i}")], "block_ms": 100,
-                                  "consumer": "wsgate"}})
+                   "properties": {"url": url, "streams": [format!("k{i}")], "block_ms": 100}})
         })
         .collect();
     let routes: Vec<Value> = (1..=count)

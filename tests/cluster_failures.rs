@@ -20,8 +20,7 @@ fn config(url: &str) -> Value {
     json!({
         "vars": {},
         "datasource": [{"version": 1, "type": "redis_stream", "name": "trades",
-                        "properties": {"url": url, "streams": ["trades"], "block_ms": 100,
-                                       "consumer": "wsgate"}}],
+                        "properties": {"url": url, "streams": ["trades"], "block_ms": 100}}],
         "topics": [{"version": 1, "topic": "{symbol}@trade", "vars": {"symbol": ["btcusdt"]},
                     "auth": "public"}],
         "routes": [{"id": "trades", "version": 1, "data_source": "trades", "upstream": ["trades"],

@@ -9,7 +9,10 @@
 //! - `url` (required): `redis://host:port[/db]` or `redis+unix:///path/to.sock`.
 //! - `streams` (required): the stream keys to read (a route's `upstream` names them).
 //! - `group`: consumer group, default `wsgate` (created with `MKSTREAM` if missing).
-//! - `consumer`: consumer name, default `<hostname>-<pid>`.
+//! - `consumer`: consumer name, default `wsgate`. A datasource has one consumer at a time (in a
+//!   cluster, its owner), so one stable name lets a restarted or newly assigned consumer re-read
+//!   what the last one left pending, in order, before new entries. Gateways that share a group
+//!   to split a stream between them need names of their own.
 //! - `block_ms`: how long one read blocks, default 1000 (also bounds shutdown latency).
 //! - `batch`: entries per read (`COUNT`), default 500.
 //! - `claim_idle_ms`: take over entries pending longer than this on other consumers, default
@@ -171,7 +174,7 @@ impl RedisStreamConfig {
             },
         };
         let group = text("group", "wsgate".to_string())?;
-        let consumer = text("consumer", default_consumer())?;
+        let consumer = text("consumer", "wsgate".to_string())?;
         let block_ms = integer("block_ms", 1000, 1, 60_000)?;
         let batch = integer("batch", 500, 1, 100_000)?;
         let claim_idle_ms = integer("claim_idle_ms", 30_000, 0, 86_400_000)?;
@@ -191,26 +194,6 @@ impl RedisStreamConfig {
             start,
         })
     }
-}
-
-/// `<hostname>-<pid>`.
-fn default_consumer() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    let host = if host.is_empty() {
-        "wsgate".to_string()
-    } else {
-        host
-    };
-    format!("{host}-{}", std::process::id())
 }
 
 /// A consumer of one group on a set of Redis streams.
