@@ -182,14 +182,25 @@ fn all_streams(count: usize) -> String {
 
 const SOURCES: usize = 8;
 
+/// Nodes `node-a`, `node-b` and `node-c`, with their ids.
+fn three_nodes(config: &Value, redis: &RedisServer, nats: &NatsServer) -> Vec<(String, Gateway)> {
+    ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| {
+            let node = Gateway::cluster_node(config, &redis.url(), &nats.url(), id);
+            (id.to_string(), node)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_mapped_once_on_their_owner_reach_clients_on_every_node() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let config = many_sources(&redis.url(), 2);
-    let nodes: Vec<Gateway> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|id| Gateway::cluster_node(&config, &redis.url(), &nats.url(), id))
+    let nodes: Vec<Gateway> = three_nodes(&config, &redis, &nats)
+        .into_iter()
+        .map(|(_, node)| node)
         .collect();
     let all: Vec<&Gateway> = nodes.iter().collect();
     wait_settled(&redis, &all, 2).await;
@@ -276,15 +287,7 @@ async fn a_killed_owner_is_replaced_within_seconds_with_no_duplicate_or_gap() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let config = many_sources(&redis.url(), 2);
-    let mut nodes: Vec<(String, Gateway)> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|id| {
-            (
-                id.to_string(),
-                Gateway::cluster_node(&config, &redis.url(), &nats.url(), id),
-            )
-        })
-        .collect();
+    let mut nodes = three_nodes(&config, &redis, &nats);
     wait_settled(&redis, &nodes.iter().map(|(_, g)| g).collect::<Vec<_>>(), 2).await;
     // Kill the owner of `s1`; clients watch from the two other nodes.
     let owner = nodes
@@ -362,9 +365,9 @@ async fn only_the_holder_of_the_peer_left_lock_announces_a_departure() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let config = many_sources(&redis.url(), 1);
-    let nodes: Vec<Gateway> = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|id| Gateway::cluster_node(&config, &redis.url(), &nats.url(), id))
+    let nodes: Vec<Gateway> = three_nodes(&config, &redis, &nats)
+        .into_iter()
+        .map(|(_, node)| node)
         .collect();
     wait_for("the datasource consumed", || {
         consuming(&nodes.iter().collect::<Vec<_>>()) == 1.0
