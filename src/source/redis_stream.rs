@@ -808,10 +808,11 @@ mod tests {
         let c = source.config();
         assert_eq!(c.streams, vec!["trades".to_string()]);
         assert_eq!(c.group, "wsgate");
-        assert!(c.consumer.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(c.consumer, "wsgate");
         assert_eq!((c.block_ms, c.batch, c.claim_idle_ms), (1000, 500, 30_000));
         assert_eq!(c.start, "0");
         assert_eq!(source.backpressure(), Backpressure::Wait);
+        assert!(source.durable_positions());
     }
 
     #[test]
