@@ -177,19 +177,7 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     reporting.applied(&desired, None);
     let probe_stop = CancellationToken::new();
     let fanout = cluster_bus.map(|(interest, nats)| {
-        let subject = format!(
-            "_wsgate.probe.{}",
-            settings.node_id.replace(['.', ' ', '*', '>'], "_")
-        );
-        let (admin, gauge) = (Arc::clone(&admin_state), metrics.bus_up.clone());
-        let report = move |problem: Option<String>| {
-            gauge.set(i64::from(problem.is_none()));
-            *admin.bus_problem.lock() = problem;
-        };
-        let stop = probe_stop.clone();
-        let every = settings.bus_probe_every;
-        let probing = Arc::clone(&nats);
-        tokio::spawn(async move { probing.probe(subject, every, report, stop).await });
+        start_probe(&settings, &nats, &admin_state, &metrics, probe_stop.clone());
         let fanout = ClusterFanout {
             interest,
             nats,
@@ -304,6 +292,28 @@ async fn open_bus(
         metrics.bus_subscriptions.clone(),
     );
     Ok((bus, Some((interest, nats))))
+}
+
+/// Probes the bus end to end in the background until `stop`, reporting to `/readyz` and
+/// `wsgate_bus_up`.
+fn start_probe(
+    settings: &NodeSettings,
+    nats: &Arc<NatsBus>,
+    admin: &Arc<AdminState>,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) {
+    let subject = format!(
+        "_wsgate.probe.{}",
+        settings.node_id.replace(['.', ' ', '*', '>'], "_")
+    );
+    let (admin, gauge) = (Arc::clone(admin), metrics.bus_up.clone());
+    let report = move |problem: Option<String>| {
+        gauge.set(i64::from(problem.is_none()));
+        *admin.bus_problem.lock() = problem;
+    };
+    let (nats, every) = (Arc::clone(nats), settings.bus_probe_every);
+    tokio::spawn(async move { nats.probe(subject, every, report, stop).await });
 }
 
 /// What follows the mappings' fanout rules in a cluster: the node's bus subscriptions, and the
