@@ -51,11 +51,6 @@ impl NatsBus {
         })
     }
 
-    /// The NATS connection the bus uses.
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
     /// Makes the JetStream stream `name` capture `subjects` (created, or updated to them),
     /// keeping each message for `max_age`, in memory: the replay window of the fanout subjects.
     /// Subjects covered by a wider one of the list are left out (a stream refuses overlaps).

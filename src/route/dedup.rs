@@ -19,6 +19,9 @@ pub type Order = (u64, u64);
 /// A partition: its channel (or the whole source) and, for Kafka, its partition number.
 pub type Partition = (Arc<str>, u32);
 
+/// Where an event sits upstream, when its source's order understands its position.
+pub type Place = Option<(Partition, Order)>;
+
 /// The highest position mapped per partition.
 pub struct Positions {
     kind: DatasourceKind,
@@ -36,28 +39,26 @@ impl Positions {
         }
     }
 
-    /// True when `event` is past everything seen in its partition (and records it); false for a
-    /// redelivery. Events without a position the source's order understands always pass.
-    pub fn admit(&mut self, event: &UpstreamEvent) -> bool {
+    /// `Some` with the event's place when `event` is past everything seen in its partition (and
+    /// records it); `None` for a redelivery. Events without a position the source's order
+    /// understands always pass, with no place.
+    pub fn admit(&mut self, event: &UpstreamEvent) -> Option<Place> {
         let Some((partition, order)) = self.order_of(event) else {
-            return true;
+            return Some(None);
         };
         match self.highest.get_mut(&partition) {
-            Some(highest) if order <= *highest => false,
-            Some(highest) => {
-                *highest = order;
-                true
-            }
+            Some(highest) if order <= *highest => return None,
+            Some(highest) => *highest = order,
             None => {
-                self.highest.insert(partition, order);
-                true
+                self.highest.insert(partition.clone(), order);
             }
         }
+        Some(Some((partition, order)))
     }
 
     /// The partition of `event` and its position there, if the source's order understands its
     /// position. No allocation: this runs for every event.
-    pub fn order_of(&self, event: &UpstreamEvent) -> Option<(Partition, Order)> {
+    fn order_of(&self, event: &UpstreamEvent) -> Option<(Partition, Order)> {
         let position = event.position.as_str();
         match self.kind {
             DatasourceKind::Kafka => {
@@ -97,36 +98,42 @@ mod tests {
     #[test]
     fn redeliveries_are_refused_per_partition() {
         let mut jetstream = Positions::new(DatasourceKind::Nats);
-        assert!(jetstream.admit(&event("trade.A", "1")));
-        assert!(jetstream.admit(&event("trade.B", "2")));
-        assert!(!jetstream.admit(&event("trade.A", "1")), "redelivered");
+        assert!(jetstream.admit(&event("trade.A", "1")).is_some());
+        assert!(jetstream.admit(&event("trade.B", "2")).is_some());
         assert!(
-            !jetstream.admit(&event("trade.A", "2")),
+            jetstream.admit(&event("trade.A", "1")).is_none(),
+            "redelivered"
+        );
+        assert!(
+            jetstream.admit(&event("trade.A", "2")).is_none(),
             "one sequence for the stream"
         );
-        assert!(jetstream.admit(&event("trade.A", "3")));
+        assert!(jetstream.admit(&event("trade.A", "3")).is_some());
 
         let mut redis = Positions::new(DatasourceKind::RedisStream);
-        assert!(redis.admit(&event("a", "1700-0")));
-        assert!(redis.admit(&event("a", "1700-1")));
+        assert!(redis.admit(&event("a", "1700-0")).is_some());
+        assert!(redis.admit(&event("a", "1700-1")).is_some());
         assert!(
-            redis.admit(&event("b", "1000-0")),
+            redis.admit(&event("b", "1000-0")).is_some(),
             "another stream key, its own order"
         );
-        assert!(!redis.admit(&event("a", "1700-1")));
-        assert!(!redis.admit(&event("a", "1699-9")));
+        assert!(redis.admit(&event("a", "1700-1")).is_none());
+        assert!(redis.admit(&event("a", "1699-9")).is_none());
 
         let mut kafka = Positions::new(DatasourceKind::Kafka);
-        assert!(kafka.admit(&event("t", "0:10")));
-        assert!(kafka.admit(&event("t", "1:3")), "another partition");
-        assert!(!kafka.admit(&event("t", "0:10")));
-        assert!(kafka.admit(&event("t", "0:11")));
+        assert!(kafka.admit(&event("t", "0:10")).is_some());
+        assert!(
+            kafka.admit(&event("t", "1:3")).is_some(),
+            "another partition"
+        );
+        assert!(kafka.admit(&event("t", "0:10")).is_none());
+        assert!(kafka.admit(&event("t", "0:11")).is_some());
     }
 
     #[test]
     fn positions_it_cannot_read_always_pass() {
         let mut positions = Positions::new(DatasourceKind::RedisStream);
-        assert!(positions.admit(&event("a", "")));
-        assert!(positions.admit(&event("a", "")));
+        assert!(positions.admit(&event("a", "")).is_some());
+        assert!(positions.admit(&event("a", "")).is_some());
     }
 }

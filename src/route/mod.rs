@@ -217,13 +217,13 @@ impl RouteWorker {
                 self.swap(update);
             }
             let queued = batches.iter().map(|b| b.len()).sum::<usize>();
-            let events: Vec<&UpstreamEvent> = batches
+            let events: Vec<(&UpstreamEvent, dedup::Place)> = batches
                 .iter()
                 .flat_map(|b| b.iter())
-                .filter(|event| positions.admit(event))
+                .filter_map(|event| positions.admit(event).map(|place| (event, place)))
                 .collect();
             duplicates.inc_by((queued - events.len()) as u64);
-            let messages = self.map(&events, &positions, &counters);
+            let messages = self.map(&events, &counters);
             drop(events);
             let published =
                 messages.is_empty() || runtime.block_on(self.bus.publish(messages)).is_ok();
@@ -259,15 +259,15 @@ impl RouteWorker {
     /// Maps events through every mapping; returns what to publish, in order.
     fn map(
         &mut self,
-        batch: &[&UpstreamEvent],
-        positions: &dedup::Positions,
+        batch: &[(&UpstreamEvent, dedup::Place)],
         counters: &SourceCounters,
     ) -> Vec<(Arc<str>, BusMessage)> {
-        let events: Vec<bindings::Event> = batch.iter().map(|e| to_wit(e, &self.source)).collect();
+        let events: Vec<bindings::Event> =
+            batch.iter().map(|(e, _)| to_wit(e, &self.source)).collect();
         let mut messages = Vec::new();
         for mapping in &mut self.mappings {
             let outcomes = mapping.instance.map_batch(&events);
-            for (event, outcome) in batch.iter().zip(outcomes) {
+            for ((event, place), outcome) in batch.iter().zip(outcomes) {
                 let outputs = match outcome {
                     EventOutcome::Mapped(outputs) => {
                         counters.mapped.inc();
@@ -291,14 +291,11 @@ impl RouteWorker {
                         continue;
                     }
                 };
-                let located = match self.source.durable_positions {
-                    true => positions.order_of(event),
-                    false => None,
-                };
+                let located = place.as_ref().filter(|_| self.source.durable_positions);
                 let lane = located.map(|(partition, order)| {
                     (
-                        mapping.lane(&self.source.name, &self.route_id, &partition),
-                        order,
+                        mapping.lane(&self.source.name, &self.route_id, partition),
+                        *order,
                     )
                 });
                 for (index, output) in outputs.into_iter().enumerate() {
@@ -339,7 +336,7 @@ impl RouteWorker {
         }
         if let Some(oldest) = batch
             .iter()
-            .map(|e| e.timestamp_us)
+            .map(|(e, _)| e.timestamp_us)
             .filter(|t| *t > 0)
             .min()
         {
