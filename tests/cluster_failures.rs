@@ -1,5 +1,6 @@
 //! A cluster through the failures of its shared parts: NATS restarted, a bus connection that
-//! silently stops delivering, and the config store's Redis restarted.
+//! silently stops delivering, the config store's Redis restarted, and a consumption lease taken
+//! by someone else.
 
 mod common;
 
@@ -199,4 +200,53 @@ async fn nodes_keep_streaming_through_a_config_store_restart_and_negotiate_after
     });
     produce(&data, 61..=80).await;
     expect_trades(&mut client, 61..=80).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_that_loses_its_lease_waits_and_resumes_once_it_is_free() {
+    let (store, data) = (RedisServer::new(), RedisServer::new());
+    let nats = NatsServer::new();
+    let gateway = Gateway::cluster_node(&config(&data.url()), &store.url(), &nats.url(), "node-a");
+    wait_for("the datasource consumed", || {
+        gateway.metric("wsgate_source_up{") == 1.0
+    });
+    let mut client = gateway.connect(WS_PATH).await;
+    wait_subscribed(&gateway);
+    produce(&data, 1..=20).await;
+    expect_trades(&mut client, 1..=20).await;
+
+    // Another holder takes the lease, as a node would after this one stalled past the TTL.
+    let registry = redis::Client::open(store.url()).unwrap();
+    let mut conn = registry.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("cluster:lease:trades")
+        .arg("thief")
+        .arg("PX")
+        .arg(5000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_for("the source to stop", || {
+        gateway.metric("wsgate_source_up{") == 0.0
+    });
+    // While the other holds it, this node reads nothing.
+    produce(&data, 21..=40).await;
+    common::trades::expect_silence(&mut client).await;
+    let holder: Option<String> = redis::cmd("GET")
+        .arg("cluster:lease:trades")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some("thief"));
+    assert_eq!(gateway.metric("wsgate_source_events_total"), 20.0);
+
+    // Once it lapses the node takes the lease back and goes on where it stopped.
+    expect_trades(&mut client, 21..=40).await;
+    assert_eq!(gateway.metric("wsgate_source_up{"), 1.0);
+    let holder: Option<String> = redis::cmd("GET")
+        .arg("cluster:lease:trades")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some("node-a"));
 }

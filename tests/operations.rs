@@ -126,6 +126,7 @@ async fn apply_diff_stale_writers_history_and_rollback() {
     );
     assert_eq!(current_config(&gateway)["version"], 1);
 
+    // `apply` answers once this node runs the new version, so a client can use it at once.
     let applied = gateway.cli(&["config", "apply", file.to_str().unwrap(), "--replaces", "1"]);
     assert!(applied.ok, "{applied:?}");
     assert!(
@@ -133,6 +134,7 @@ async fn apply_diff_stale_writers_history_and_rollback() {
         "{}",
         applied.stdout
     );
+    assert!(!applied.stderr.contains("warning"), "{applied:?}");
     // A second writer that read version 1 is refused, at the document and at the entry level.
     let stale = gateway.cli(&["config", "apply", file.to_str().unwrap(), "--replaces", "1"]);
     assert_refused(&stale, "stale");
@@ -178,6 +180,47 @@ async fn apply_diff_stale_writers_history_and_rollback() {
         "{lines:?}"
     );
     assert!(lines[1].contains("tester"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn an_apply_the_node_cannot_run_is_stored_with_a_warning_naming_why() {
+    let gateway = Gateway::start(&token_args());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = current_config(&gateway)["config"].clone();
+    config["topics"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"version": 1, "topic": "btcusdt@avgPrice"}));
+    // Valid as a config, but the mapper's `init` refuses the parameter when the node starts it.
+    config["routes"].as_array_mut().unwrap().push(json!({
+        "id": "broken", "version": 1, "data_source": "demo", "upstream": ["trade.BTCUSDT"],
+        "mappings": [{"mapper": "faulty", "params": {"mode": "bogus"},
+                      "fanout_topic": "md.btcusdt.avg", "ws_topic": "btcusdt@avgPrice"}]
+    }));
+    let file = write_temp(&dir, "broken.json", config.to_string().as_bytes());
+    let applied = gateway.cli(&["config", "apply", file.to_str().unwrap()]);
+    assert!(applied.ok, "{applied:?}");
+    assert!(
+        applied.stdout.contains("applied as version 2"),
+        "{applied:?}"
+    );
+    assert!(
+        applied.stderr.contains("this node does not run it")
+            && applied.stderr.contains("fails to start"),
+        "{applied:?}"
+    );
+    // The node keeps running version 1, and says why.
+    let (_, status) =
+        common::http_get_auth(gateway.admin, "/api/v1/status", common::TEST_TOKEN).unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["config_version"], 1, "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("faulty")),
+        "{status}"
+    );
+    trades_flow(&gateway).await;
 }
 
 #[tokio::test]

@@ -15,14 +15,17 @@
 //! | `POST /api/v1/mappers/{name}/promote`  | point `name` at `{version}`                      |
 //! | `POST /api/v1/mappers/{name}/rollback` | back to `{version}` or the one before            |
 //!
+//! An apply or a rollback answers once this node runs the new version (or its reload failed, or
+//! [`RUN_WAIT`] passed): `running_here` says which, and `node_error` why not.
+//!
 //! Errors are `{"error": "..."}` (plus `"field"` for an invalid config) with a status that says
 //! what kind: 400 malformed request, 401 bad token, 404 unknown, 409 stale or conflicting,
 //! 422 refused config or mapper, 503 store unavailable or API disabled.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -32,14 +35,19 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use crate::config::store::{ConfigStore, MapperManifest, StoreError};
 use crate::config::GatewayConfig;
+use crate::control::config_ops::Applied;
 use crate::control::{config_ops, mapper_ops, ControlError};
 use crate::mapper::MapperEngine;
 
 /// Largest request body (a pushed module, base64-encoded, with its sample).
 const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// Longest an apply or a rollback waits for this node to run the version it stored.
+pub const RUN_WAIT: Duration = Duration::from_secs(10);
 
 /// What the node reports about itself in `/api/v1/status`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -64,8 +72,8 @@ pub struct Api {
     pub engine: Arc<MapperEngine>,
     /// The bearer token; `None` disables the API.
     pub token: Option<String>,
-    /// This node's status, replaced after every reload.
-    pub status: ArcSwap<NodeStatus>,
+    /// This node's status, replaced after every reload (also failed ones).
+    pub status: watch::Sender<NodeStatus>,
 }
 
 /// The `/api/v1` routes.
@@ -172,7 +180,7 @@ fn who(headers: &HeaderMap) -> String {
 }
 
 async fn status(State(api): State<Arc<Api>>) -> ApiResult {
-    ok(&**api.status.load())
+    ok(&*api.status.borrow())
 }
 
 async fn get_config(State(api): State<Arc<Api>>) -> ApiResult {
@@ -220,7 +228,10 @@ async fn put_config(
     let body: ApplyBody = parse_body(&body)?;
     let config = parse_config(body.config)?;
     let who = who(&headers);
-    ok(config_ops::apply(&*api.store, body.replaces, config, &who, "config.apply").await?)
+    let reloads = api.status.subscribe();
+    let applied =
+        config_ops::apply(&*api.store, body.replaces, config, &who, "config.apply").await?;
+    ok(run_here(applied, reloads).await)
 }
 
 async fn diff_config(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> ApiResult {
@@ -277,7 +288,59 @@ async fn rollback_config(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let version = required_version(&body)?;
-    ok(config_ops::rollback(&*api.store, version, &who(&headers)).await?)
+    let reloads = api.status.subscribe();
+    let applied = config_ops::rollback(&*api.store, version, &who(&headers)).await?;
+    ok(run_here(applied, reloads).await)
+}
+
+/// An apply's answer: what was stored, and whether this node runs it.
+#[derive(Serialize)]
+struct AppliedHere {
+    #[serde(flatten)]
+    applied: Applied,
+    /// This node runs the stored version.
+    running_here: bool,
+    /// Why it does not: its reload error, or that it is still loading.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_error: Option<String>,
+}
+
+/// Waits until this node runs `applied.version`, a reload after the apply fails, or [`RUN_WAIT`]
+/// passes. `reloads` was subscribed before the apply, so no reload after it is missed.
+async fn run_here(applied: Applied, mut reloads: watch::Receiver<NodeStatus>) -> AppliedHere {
+    let version = applied.version;
+    let outcome = tokio::time::timeout(RUN_WAIT, async {
+        let mut reloaded = false;
+        loop {
+            {
+                let status = reloads.borrow_and_update();
+                if status.config_version >= version {
+                    return Ok(());
+                }
+                if let (true, Some(error)) = (reloaded, &status.last_error) {
+                    return Err(error.clone());
+                }
+            }
+            if reloads.changed().await.is_err() {
+                return Err("the node is stopping".to_string());
+            }
+            reloaded = true;
+        }
+    })
+    .await;
+    let node_error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error),
+        Err(_) => Some(format!(
+            "still loading version {version} after {}s",
+            RUN_WAIT.as_secs()
+        )),
+    };
+    AppliedHere {
+        applied,
+        running_here: node_error.is_none(),
+        node_error,
+    }
 }
 
 async fn list_mappers(State(api): State<Arc<Api>>) -> ApiResult {

@@ -168,6 +168,7 @@ pub fn config(admin: &AdminArgs, command: ConfigCommand) -> anyhow::Result<()> {
                 println!("applied as version {}", applied["version"]);
                 print_diff(&applied["diff"]);
             }
+            warn_unless_running(&applied);
         }
         ConfigCommand::Diff { file } => {
             let body = json!({"config": read_json(&file)?});
@@ -201,9 +202,20 @@ pub fn config(admin: &AdminArgs, command: ConfigCommand) -> anyhow::Result<()> {
                 applied["version"]
             );
             print_diff(&applied["diff"]);
+            warn_unless_running(&applied);
         }
     }
     Ok(())
+}
+
+/// Tells the operator when the node that took the change does not run it (yet).
+fn warn_unless_running(applied: &Value) {
+    if applied["running_here"] == false {
+        eprintln!(
+            "warning: stored, but this node does not run it: {}",
+            applied["node_error"].as_str().unwrap_or("unknown reason")
+        );
+    }
 }
 
 fn print_diff(diff: &Value) {

@@ -41,6 +41,17 @@ return 0
     )
 });
 
+/// How a [`Leases::hold_while`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenure {
+    /// Stopped while waiting: the source never ran.
+    NeverTaken,
+    /// The source ran and stopped, and the lease was released.
+    Released,
+    /// Another node took the lease while the source ran, which stopped it.
+    Lost,
+}
+
 /// One node's leases.
 #[derive(Clone)]
 pub struct Leases {
@@ -83,14 +94,15 @@ impl Leases {
     /// Runs `consume` on this thread once this node holds `datasource`'s lease, renewing it
     /// until `consume` returns, then releases it. Returns without running `consume` if `stop`
     /// is cancelled first. Losing the lease to another node (after a stall longer than the
-    /// TTL) cancels `stop`, so the source stops; while Redis is unreachable the lease is kept.
+    /// TTL) cancels `stop`, so the source stops, and says so: the caller decides whether to
+    /// queue for the lease again. While Redis is unreachable the lease is kept.
     pub fn hold_while(
         &self,
         datasource: &str,
         stop: &CancellationToken,
         runtime: &Handle,
         consume: impl FnOnce(),
-    ) {
+    ) -> Tenure {
         let acquired = runtime.block_on(async {
             let mut waited = false;
             loop {
@@ -113,7 +125,7 @@ impl Leases {
             }
         });
         if !acquired {
-            return;
+            return Tenure::NeverTaken;
         }
         let renewing = CancellationToken::new();
         let renewer = {
@@ -125,14 +137,14 @@ impl Leases {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(every) => {}
-                        _ = renewing.cancelled() => return,
+                        _ = renewing.cancelled() => return Tenure::Released,
                     }
                     match leases.take(&datasource).await {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::error!(%datasource, "lease lost to another node; stopping the source");
                             stop.cancel();
-                            return;
+                            return Tenure::Lost;
                         }
                         Err(e) => tracing::warn!(%datasource, error = %e, "lease renewal failed"),
                     }
@@ -142,10 +154,13 @@ impl Leases {
         consume();
         renewing.cancel();
         runtime.block_on(async {
-            let _ = renewer.await;
-            if let Err(e) = self.release(datasource).await {
-                tracing::warn!(datasource, error = %e, "lease release failed; it lapses on its own");
+            let tenure = renewer.await.unwrap_or(Tenure::Released);
+            if tenure == Tenure::Released {
+                if let Err(e) = self.release(datasource).await {
+                    tracing::warn!(datasource, error = %e, "lease release failed; it lapses on its own");
+                }
             }
-        });
+            tenure
+        })
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::store::ConfigStore;
 
-pub use lease::Leases;
+pub use lease::{Leases, Tenure};
 use negotiate::Negotiator;
 use peers::{Keys, Registry};
 

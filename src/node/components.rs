@@ -6,6 +6,8 @@
 //! - A route whose mappings or resolved mapper versions changed gets new mapper instances,
 //!   warmed up first and swapped in between two batches: no event is dropped or mapped twice.
 //! - Every stream's sequence numbers continue across swaps and restarts.
+//! - In a cluster, a source that loses its lease to another node stops and is reported as a
+//!   [`LostLease`]; [`Components::restart_lost`] starts it again, queued for the lease.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
@@ -13,11 +15,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::anyhow;
+use tokio::sync::mpsc as async_mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Desired, ResolvedMapper};
 use crate::bus::Bus;
-use crate::cluster::Leases;
+use crate::cluster::{Leases, Tenure};
 use crate::config::{Auth, Datasource, Mapping, Route, StreamSpec};
 use crate::hub::Hub;
 use crate::mapper::{MapperEngine, MapperInstance};
@@ -43,6 +46,17 @@ struct RunningSource {
     health: Arc<SourceHealth>,
     stop: CancellationToken,
     thread: JoinHandle<()>,
+    /// Which start of this datasource this is, to tell a stale [`LostLease`] from a live one.
+    generation: u64,
+}
+
+/// A source stopped because another node took its lease.
+#[derive(Debug, Clone)]
+pub struct LostLease {
+    /// The datasource.
+    pub datasource: String,
+    /// The [`RunningSource::generation`] that stopped.
+    generation: u64,
 }
 
 /// Sources and routes currently running.
@@ -57,6 +71,11 @@ pub struct Components {
     sequences: Sequences,
     /// In a cluster, the leases a source holds while it consumes.
     leases: Option<Leases>,
+    /// Where sources report a lost lease, and the receiving end until someone takes it.
+    lost_leases: async_mpsc::UnboundedSender<LostLease>,
+    lost_receiver: Option<async_mpsc::UnboundedReceiver<LostLease>>,
+    /// Sources started so far.
+    starts: u64,
 }
 
 impl Components {
@@ -68,8 +87,12 @@ impl Components {
         metrics: Arc<Metrics>,
         leases: Option<Leases>,
     ) -> Self {
+        let (lost_leases, lost_receiver) = async_mpsc::unbounded_channel();
         Components {
             leases,
+            lost_leases,
+            lost_receiver: Some(lost_receiver),
+            starts: 0,
             engine,
             hub,
             bus,
@@ -166,6 +189,24 @@ impl Components {
             }
         }
         Ok(())
+    }
+
+    /// Where sources that lost their lease are reported; `None` after the first call.
+    pub fn lost_leases(&mut self) -> Option<async_mpsc::UnboundedReceiver<LostLease>> {
+        self.lost_receiver.take()
+    }
+
+    /// Starts again, queued for its lease, the source that `lost` reports stopped, unless it
+    /// has been restarted or removed since. `desired` is what the node runs.
+    pub async fn restart_lost(&mut self, lost: LostLease, desired: &Desired) -> anyhow::Result<()> {
+        let current = self.sources.get(&lost.datasource);
+        if current.is_none_or(|s| s.generation != lost.generation) {
+            return Ok(());
+        }
+        let running = self.sources.remove(&lost.datasource).expect("checked");
+        tracing::info!(datasource = %lost.datasource, "restarting the source; it waits for the lease");
+        self.stop(running).await;
+        self.apply(desired).await
     }
 
     /// Builds and warms up a route's mapper instances.
@@ -273,7 +314,13 @@ impl Components {
         let stop = CancellationToken::new();
         let token = stop.clone();
         let leases = self.leases.clone();
-        let name = datasource.name.clone();
+        self.starts += 1;
+        let lost = LostLease {
+            datasource: datasource.name.clone(),
+            generation: self.starts,
+        };
+        let lost_leases = self.lost_leases.clone();
+        let source_health = Arc::clone(&health);
         let runtime = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("source-{}", datasource.name))
@@ -281,7 +328,13 @@ impl Components {
                 None => source.run(dispatcher, token),
                 Some(leases) => {
                     let stop = token.clone();
-                    leases.hold_while(&name, &stop, &runtime, || source.run(dispatcher, token));
+                    let tenure = leases.hold_while(&lost.datasource, &stop, &runtime, || {
+                        source.run(dispatcher, token)
+                    });
+                    if tenure == Tenure::Lost {
+                        source_health.set_down("lease lost to another node");
+                        let _ = lost_leases.send(lost);
+                    }
                 }
             })?;
         tracing::info!(datasource = %datasource.name, routes = routes.len(), "source started");
@@ -292,6 +345,7 @@ impl Components {
             health,
             stop,
             thread,
+            generation: self.starts,
         })
     }
 

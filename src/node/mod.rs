@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +29,7 @@ use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
 use crate::ws::{self, WsContext, WsSettings};
 
-use components::Components;
+use components::{Components, LostLease};
 use interest::{FanoutRule, Interest};
 pub use rollback::AutoRollback;
 use state::{Desired, Resolver};
@@ -164,7 +163,7 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         store: Arc::clone(&store),
         engine: Arc::clone(&engine),
         token: settings.admin_token.clone(),
-        status: ArcSwap::from_pointee(NodeStatus::default()),
+        status: tokio::sync::watch::channel(NodeStatus::default()).0,
     });
     let admin_state = AdminState::new(Arc::clone(&metrics));
     admin_state.sources.store(Arc::new(components.health()));
@@ -353,12 +352,20 @@ async fn reload_loop(
     stop: CancellationToken,
 ) -> Components {
     let mut announcements = resolver.store.watch();
+    let mut lost_leases = components.lost_leases();
     loop {
         // A revision announced before this loop first ran counts too.
         let mut announced = *announcements.borrow_and_update();
         if announced == current.revision {
             tokio::select! {
                 changed = announcements.changed() => if changed.is_err() { break },
+                Some(lost) = next_lost_lease(&mut lost_leases) => {
+                    if let Err(e) = components.restart_lost(lost, &current).await {
+                        tracing::error!(error = %format!("{e:#}"), "cannot restart a source that lost its lease");
+                    }
+                    reporting.admin.sources.store(Arc::new(components.health()));
+                    continue;
+                }
                 _ = stop.cancelled() => break,
             }
             announced = *announcements.borrow_and_update();
@@ -409,6 +416,16 @@ async fn reload_loop(
     components
 }
 
+/// The next source reported to have lost its lease; never, outside a cluster.
+async fn next_lost_lease(
+    receiver: &mut Option<tokio::sync::mpsc::UnboundedReceiver<LostLease>>,
+) -> Option<LostLease> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Where a node reports what it runs: metrics, the status API, readiness.
 struct Reporting {
     node_id: String,
@@ -432,12 +449,12 @@ impl Reporting {
                 )
             })
             .collect();
-        self.api.status.store(Arc::new(NodeStatus {
+        self.api.status.send_replace(NodeStatus {
             node_id: self.node_id.clone(),
             config_version: desired.version,
             revision: desired.revision,
             routes,
             last_error: error,
-        }));
+        });
     }
 }

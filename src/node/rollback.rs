@@ -47,7 +47,7 @@ pub async fn watch(
         };
         let running: Vec<String> = api
             .status
-            .load()
+            .borrow()
             .routes
             .values()
             .flatten()

@@ -262,12 +262,10 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Broker errors since the loop last looked.
     errors: Mutex<Vec<String>>,
-    /// Whether the last statistics showed a broker connection up.
-    broker_up: Mutex<Option<bool>>,
+    /// Whether the last statistics showed the consumer able to consume, or why not.
+    readiness: Mutex<Option<Result<(), String>>>,
     /// Uncommitted records of the assigned partitions, from the last statistics.
     lag: Mutex<Option<u64>>,
-    /// Partitions assigned by the last rebalance.
-    assigned: Mutex<Option<usize>>,
 }
 
 impl Shared {
@@ -283,11 +281,7 @@ struct Context {
 
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
-        let up = statistics
-            .brokers
-            .values()
-            .any(|b| b.nodeid >= 0 && b.state == "UP");
-        *self.shared.broker_up.lock() = Some(up);
+        *self.shared.readiness.lock() = Some(readiness(&statistics));
         let lag: i64 = statistics
             .topics
             .values()
@@ -340,7 +334,6 @@ impl ConsumerContext for Context {
                     partitions = tpl.count(),
                     "kafka partitions assigned"
                 );
-                *self.shared.assigned.lock() = Some(tpl.count());
             }
             Rebalance::Revoke(tpl) => {
                 tracing::info!(
@@ -368,6 +361,26 @@ impl ConsumerContext for Context {
 }
 
 /// Commits `offset + 1` for every handed-off (topic, partition).
+/// Whether `statistics` show a consumer that can consume: a broker connection up and, in a
+/// group, a member whose assignment has settled. Until then a restarted broker is not enough:
+/// the member must rejoin the group before it fetches anything.
+fn readiness(statistics: &Statistics) -> Result<(), String> {
+    let broker_up = statistics
+        .brokers
+        .values()
+        .any(|b| b.nodeid >= 0 && b.state == "UP");
+    if !broker_up {
+        return Err("no broker connection is up".into());
+    }
+    match &statistics.cgrp {
+        Some(group) if group.state != "up" || group.join_state != "steady" => Err(format!(
+            "joining the consumer group (state {}, join state {})",
+            group.state, group.join_state
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn commit(name: &str, consumer: &BaseConsumer<Context>, offsets: Offsets, mode: CommitMode) {
     if offsets.is_empty() {
         return;
@@ -507,30 +520,31 @@ impl Source for KafkaSource {
                 wait = Duration::ZERO;
             }
             // Health: broker errors take the source down (and count a reconnect, which
-            // librdkafka performs itself); records, an assignment or a connected broker bring
-            // it back.
+            // librdkafka performs itself); records, or statistics showing a settled group
+            // member, bring it back.
             let mut problems = std::mem::take(&mut *shared.errors.lock());
             if let Some(e) = error {
                 tracing::warn!(datasource = %name, error = %e, "kafka consume error");
                 problems.push(e.to_string());
             }
-            let broker_up = shared.broker_up.lock().take();
-            let assigned = shared.assigned.lock().take();
-            if let Some(problem) = problems.last() {
-                if up {
-                    dispatcher.health().reconnecting();
+            let readiness = match problems.pop() {
+                Some(problem) => Some(Err(problem)),
+                None if !events.is_empty() => Some(Ok(())),
+                None => shared.readiness.lock().take(),
+            };
+            match readiness {
+                Some(Ok(())) if !up => {
+                    dispatcher.health().set_up();
+                    up = true;
                 }
-                dispatcher.health().set_down(&format!("kafka: {problem}"));
-                up = false;
-            } else if !up && (!events.is_empty() || assigned.is_some() || broker_up == Some(true)) {
-                dispatcher.health().set_up();
-                up = true;
-            } else if up && broker_up == Some(false) {
-                dispatcher.health().reconnecting();
-                dispatcher
-                    .health()
-                    .set_down("kafka: no broker connection is up");
-                up = false;
+                Some(Err(why)) => {
+                    if up {
+                        dispatcher.health().reconnecting();
+                    }
+                    dispatcher.health().set_down(&format!("kafka: {why}"));
+                    up = false;
+                }
+                _ => {}
             }
             if let Some(lag) = shared.lag.lock().take() {
                 dispatcher.health().set_lag(lag);
@@ -826,6 +840,39 @@ mod tests {
             "{:?}",
             stopping.elapsed()
         );
+    }
+
+    #[test]
+    fn ready_only_with_a_broker_up_and_a_settled_group_member() {
+        use rdkafka::statistics::{Broker, ConsumerGroup};
+        let statistics = |broker: &str, group: Option<(&str, &str)>| Statistics {
+            brokers: HashMap::from([(
+                "b1".to_string(),
+                Broker {
+                    nodeid: 1,
+                    state: broker.to_string(),
+                    ..Default::default()
+                },
+            )]),
+            cgrp: group.map(|(state, join_state)| ConsumerGroup {
+                state: state.to_string(),
+                join_state: join_state.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(readiness(&statistics("UP", Some(("up", "steady")))), Ok(()));
+        assert_eq!(readiness(&statistics("UP", None)), Ok(()));
+        assert_eq!(
+            readiness(&statistics("DOWN", Some(("up", "steady")))),
+            Err("no broker connection is up".to_string())
+        );
+        // A broker back after a restart, but the member still rejoining: not ready yet.
+        assert_eq!(
+            readiness(&statistics("UP", Some(("up", "wait-join")))),
+            Err("joining the consumer group (state up, join state wait-join)".to_string())
+        );
+        assert!(readiness(&statistics("UP", Some(("wait-coord", "init")))).is_err());
     }
 
     #[test]
