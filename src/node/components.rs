@@ -9,6 +9,7 @@
 //! - In a cluster, a source that loses its lease to another node stops and is reported as a
 //!   [`LostLease`]; [`Components::restart_lost`] starts it again, queued for the lease.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -21,13 +22,31 @@ use tokio_util::sync::CancellationToken;
 use super::state::{Desired, ResolvedMapper};
 use crate::bus::Bus;
 use crate::cluster::{Leases, Tenure};
-use crate::config::{Auth, Datasource, Mapping, Route, StreamSpec};
+use crate::config::{Auth, Datasource, DatasourceKind, Mapping, Route, StreamSpec};
 use crate::hub::Hub;
 use crate::mapper::{MapperEngine, MapperInstance};
 use crate::metrics::Metrics;
 use crate::route::{MappingWorker, RouteUpdate, RouteWorker, Sequences, SourceIdentity};
 use crate::source::{self, Dispatcher, SourceHealth};
 use crate::util::LogLimit;
+
+/// `datasource` as consumed in a cluster, where its lease lets one node at a time consume it.
+/// Every owner of a Kafka datasource joins its group as the same static member
+/// (`group.instance.id` = `wsgate-<datasource>`, unless the properties name one): a new owner
+/// takes a dead owner's place, and partitions, at once, instead of waiting for the broker to
+/// expire the dead member's session.
+fn as_sole_consumer(datasource: &Datasource) -> Cow<'_, Datasource> {
+    const INSTANCE: &str = "group.instance.id";
+    if datasource.kind != DatasourceKind::Kafka || datasource.properties.contains_key(INSTANCE) {
+        return Cow::Borrowed(datasource);
+    }
+    let mut sole = datasource.clone();
+    sole.properties.insert(
+        INSTANCE.to_string(),
+        format!("wsgate-{}", datasource.name).into(),
+    );
+    Cow::Owned(sole)
+}
 
 /// What a route's mappings are: a swap happens when this changes.
 type MappingsKey = Vec<(Mapping, (String, [u8; 32]))>;
@@ -257,7 +276,10 @@ impl Components {
         plans: &mut HashMap<String, (MappingsKey, Vec<MappingWorker>)>,
     ) -> anyhow::Result<RunningSource> {
         let config = &desired.snapshot.config;
-        let source = source::build(datasource)?;
+        let source = match self.leases {
+            Some(_) => source::build(&as_sole_consumer(datasource))?,
+            None => source::build(datasource)?,
+        };
         let counter = self
             .metrics
             .source_events
