@@ -53,7 +53,8 @@ pub struct Metrics {
     pub source_errors: IntCounterVec,
     /// 1 while a datasource is connected and consuming, by datasource.
     pub source_up: IntGaugeVec,
-    /// Reconnect attempts, by datasource.
+    /// Upstream connections lost, and reconnect attempts that failed, by datasource (librdkafka
+    /// reconnects on its own, so a Kafka outage counts once).
     pub source_reconnects: IntCounterVec,
     /// Upstream events not yet acknowledged, by datasource.
     pub source_lag: IntGaugeVec,
@@ -196,7 +197,7 @@ impl Metrics {
             source_reconnects: IntCounterVec::new(
                 Opts::new(
                     "source_reconnects_total",
-                    "Reconnect attempts, by datasource",
+                    "Upstream connections lost or failed reconnect attempts, by datasource",
                 ),
                 &["datasource"],
             )

@@ -72,7 +72,7 @@ impl SourceHealth {
         }
     }
 
-    /// Counts one reconnect attempt.
+    /// Counts a lost connection or a failed reconnect attempt.
     pub fn reconnecting(&self) {
         self.reconnects.inc();
     }
