@@ -250,3 +250,29 @@ async fn a_source_that_loses_its_lease_waits_and_resumes_once_it_is_free() {
         .unwrap();
     assert_eq!(holder.as_deref(), Some("node-a"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_outage_leaves_cluster_nodes_ready_and_is_listed() {
+    let store = RedisServer::new();
+    let mut data = RedisServer::persistent();
+    let nats = NatsServer::new();
+    let gateway = Gateway::cluster_node(&config(&data.url()), &store.url(), &nats.url(), "node-a");
+    wait_for("the datasource consumed", || {
+        gateway.metric("wsgate_source_up{") == 1.0
+    });
+    let mut client = gateway.connect(WS_PATH).await;
+    wait_subscribed(&gateway);
+
+    // Every node would lack the same data: the owner stays in rotation, saying what is wrong.
+    data.stop();
+    wait_for("the outage listed while the node stays ready", || {
+        let (status, body) = gateway.http_get("/readyz").unwrap();
+        status == 200 && body.starts_with("degraded\n") && body.contains("source trades: ")
+    });
+    data.start();
+    wait_for("the node fully ready again", || {
+        gateway.http_get("/readyz").unwrap() == (200, "ready\n".to_string())
+    });
+    produce(&data, 1..=20).await;
+    expect_trades(&mut client, 1..=20).await;
+}

@@ -23,19 +23,34 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// True while the node accepts and serves clients; false while starting and draining.
     pub ready: AtomicBool,
-    /// The running sources: the node is not ready while one of them is down.
+    /// The running sources, listed by `/readyz` when one of them is down.
     pub sources: arc_swap::ArcSwap<Vec<Arc<SourceHealth>>>,
+    /// Whether a source that is down makes the node unready ([`Readiness`]).
+    pub readiness: Readiness,
     /// Why the bus does not work end to end, if it does not (cluster mode).
     pub bus_problem: parking_lot::Mutex<Option<String>>,
 }
 
+/// What a source that is down means for the node's readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Unready (503): an embedded node delivers only what its own sources read, so a load
+    /// balancer should prefer another node.
+    SourcesRequired,
+    /// Still ready (200, the problems listed): in a cluster every node delivers every stream over
+    /// the bus, so an upstream outage is the same on all nodes, and taking the owner out of
+    /// rotation would only refuse clients of the streams that still flow.
+    BusRequired,
+}
+
 impl AdminState {
     /// State of a node that is not ready yet.
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(metrics: Arc<Metrics>, readiness: Readiness) -> Arc<Self> {
         Arc::new(AdminState {
             metrics,
             ready: AtomicBool::new(false),
             sources: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            readiness,
             bus_problem: parking_lot::Mutex::new(None),
         })
     }
@@ -67,23 +82,30 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
-/// 200 `ready` while serving with the bus and every source up; else 503 saying what is wrong, one line each.
+/// 200 `ready` while serving with the bus and every source up; else what is wrong, one line
+/// each: 503 for the bus, and for a source as [`AdminState::readiness`] says (200 `degraded`
+/// in a cluster).
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     if !state.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
     }
     let bus = state.bus_problem.lock().clone();
-    let problems: String = bus
-        .map(|why| format!("bus: {why}\n"))
-        .into_iter()
-        .chain(state.sources.load().iter().filter_map(|s| {
+    let sources: String = state
+        .sources
+        .load()
+        .iter()
+        .filter_map(|s| {
             s.problem()
                 .map(|why| format!("source {}: {why}\n", s.name()))
-        }))
+        })
         .collect();
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n".to_string())
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, problems)
+    match (bus, state.readiness) {
+        (Some(why), _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("bus: {why}\n{sources}"),
+        ),
+        _ if sources.is_empty() => (StatusCode::OK, "ready\n".to_string()),
+        (None, Readiness::SourcesRequired) => (StatusCode::SERVICE_UNAVAILABLE, sources),
+        (None, Readiness::BusRequired) => (StatusCode::OK, format!("degraded\n{sources}")),
     }
 }

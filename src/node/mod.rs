@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::api::{self, Api, NodeStatus};
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, Readiness};
 use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::store::{ConfigStore, MemoryStore, RedisStore};
@@ -165,7 +165,11 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         token: settings.admin_token.clone(),
         status: tokio::sync::watch::channel(NodeStatus::default()).0,
     });
-    let admin_state = AdminState::new(Arc::clone(&metrics));
+    let readiness = match cluster {
+        Some(_) => Readiness::BusRequired,
+        None => Readiness::SourcesRequired,
+    };
+    let admin_state = AdminState::new(Arc::clone(&metrics), readiness);
     admin_state.sources.store(Arc::new(components.health()));
     let reporting = Reporting {
         node_id: settings.node_id.clone(),
