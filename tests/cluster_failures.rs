@@ -110,14 +110,8 @@ async fn the_bus_probe_catches_a_connection_that_silently_stopped() {
     let (store, data) = (RedisServer::new(), RedisServer::new());
     let nats = NatsServer::new();
     let proxy = StallingProxy::start(format!("127.0.0.1:{}", nats.port()).parse().unwrap()).await;
-    let config = config(&data.url());
     let url = format!("nats://{}", proxy.addr());
-    let gateway = Gateway::cluster_node(&config, &store.url(), &url, "node-a");
-    wait_for("the datasource consumed", || {
-        gateway.metric("wsgate_source_up{") == 1.0
-    });
-    let mut client = gateway.connect(WS_PATH).await;
-    wait_subscribed(&gateway);
+    let (gateway, mut client) = node_with_client(&store, &data, &url).await;
     produce(&data, 1..=20).await;
     expect_trades(&mut client, 1..=20).await;
 
@@ -202,16 +196,36 @@ async fn nodes_keep_streaming_through_a_config_store_restart_and_negotiate_after
     expect_trades(&mut client, 61..=80).await;
 }
 
+/// Cluster node `node-a` alone, its store at `store` and its bus at `nats`, consuming `data`,
+/// with a client subscribed to `WS_PATH`.
+async fn node_with_client(
+    store: &RedisServer,
+    data: &RedisServer,
+    nats: &str,
+) -> (Gateway, common::Client) {
+    let gateway = Gateway::cluster_node(&config(&data.url()), &store.url(), nats, "node-a");
+    wait_for("the datasource consumed", || {
+        gateway.metric("wsgate_source_up{") == 1.0
+    });
+    let client = gateway.connect(WS_PATH).await;
+    wait_subscribed(&gateway);
+    (gateway, client)
+}
+
+/// Who holds the `trades` datasource's consumption lease.
+async fn lease_holder(conn: &mut redis::aio::MultiplexedConnection) -> Option<String> {
+    redis::cmd("GET")
+        .arg("cluster:lease:trades")
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_that_loses_its_lease_waits_and_resumes_once_it_is_free() {
     let (store, data) = (RedisServer::new(), RedisServer::new());
     let nats = NatsServer::new();
-    let gateway = Gateway::cluster_node(&config(&data.url()), &store.url(), &nats.url(), "node-a");
-    wait_for("the datasource consumed", || {
-        gateway.metric("wsgate_source_up{") == 1.0
-    });
-    let mut client = gateway.connect(WS_PATH).await;
-    wait_subscribed(&gateway);
+    let (gateway, mut client) = node_with_client(&store, &data, &nats.url()).await;
     produce(&data, 1..=20).await;
     expect_trades(&mut client, 1..=20).await;
 
@@ -232,23 +246,13 @@ async fn a_source_that_loses_its_lease_waits_and_resumes_once_it_is_free() {
     // While the other holds it, this node reads nothing.
     produce(&data, 21..=40).await;
     common::trades::expect_silence(&mut client).await;
-    let holder: Option<String> = redis::cmd("GET")
-        .arg("cluster:lease:trades")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(holder.as_deref(), Some("thief"));
+    assert_eq!(lease_holder(&mut conn).await.as_deref(), Some("thief"));
     assert_eq!(gateway.metric("wsgate_source_events_total"), 20.0);
 
     // Once it lapses the node takes the lease back and goes on where it stopped.
     expect_trades(&mut client, 21..=40).await;
     assert_eq!(gateway.metric("wsgate_source_up{"), 1.0);
-    let holder: Option<String> = redis::cmd("GET")
-        .arg("cluster:lease:trades")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(holder.as_deref(), Some("node-a"));
+    assert_eq!(lease_holder(&mut conn).await.as_deref(), Some("node-a"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -256,12 +260,7 @@ async fn an_upstream_outage_leaves_cluster_nodes_ready_and_is_listed() {
     let store = RedisServer::new();
     let mut data = RedisServer::persistent();
     let nats = NatsServer::new();
-    let gateway = Gateway::cluster_node(&config(&data.url()), &store.url(), &nats.url(), "node-a");
-    wait_for("the datasource consumed", || {
-        gateway.metric("wsgate_source_up{") == 1.0
-    });
-    let mut client = gateway.connect(WS_PATH).await;
-    wait_subscribed(&gateway);
+    let (gateway, mut client) = node_with_client(&store, &data, &nats.url()).await;
 
     // Every node would lack the same data: the owner stays in rotation, saying what is wrong.
     data.stop();
