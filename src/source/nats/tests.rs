@@ -1,0 +1,189 @@
+//! Unit tests of the `nats` datasource: property validation and the reconnect backoff.
+
+use super::*;
+use crate::config::DatasourceKind;
+use serde_json::json;
+use serde_json::Value;
+
+use super::run::backoff;
+
+fn datasource(properties: Value) -> Datasource {
+    Datasource {
+        version: 1,
+        kind: DatasourceKind::Nats,
+        name: "nats-md".to_string(),
+        properties: properties.as_object().cloned().unwrap(),
+    }
+}
+
+fn refused(properties: Value, field: &str) {
+    match NatsSource::from_datasource(&datasource(properties.clone())) {
+        Err(SourceError::Config { name, message }) => {
+            assert_eq!(name, "nats-md");
+            assert!(
+                message.starts_with(field),
+                "error for {properties} should name `{field}`: {message}"
+            );
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(source) => panic!("{properties} accepted: {source:?}"),
+    }
+}
+
+fn good() -> Value {
+    json!({"servers": "nats://127.0.0.1:4222", "subjects": ["trade.>"]})
+}
+
+fn with(key: &str, value: Value) -> Value {
+    let mut properties = good();
+    properties[key] = value;
+    properties
+}
+
+#[test]
+fn defaults() {
+    let source = NatsSource::from_datasource(&datasource(good())).unwrap();
+    assert_eq!(source.name, "nats-md");
+    assert_eq!(source.servers.len(), 1);
+    assert_eq!(source.subjects, vec!["trade.>"]);
+    assert_eq!(source.queue_group, "wsgate");
+    assert_eq!(source.jetstream, None);
+    assert_eq!(source.max_reconnect_attempts, None);
+    assert_eq!(source.reconnect_time_wait, Duration::from_millis(1000));
+    assert_eq!(source.credentials, Credentials::None);
+    assert_eq!(source.backpressure(), Backpressure::Wait);
+}
+
+#[test]
+fn full_jetstream_config() {
+    let properties = json!({
+        "servers": ["nats://a:4222", "nats://b:4223"],
+        "subjects": ["trade.*", "book.BTCUSDT"],
+        "queue_group": "md",
+        "jetstream": {"stream": "MD", "durable": "gw", "deliver": "new", "ack_wait_ms": 500},
+        "max_reconnect_attempts": 5,
+        "reconnect_time_wait_ms": 200,
+        "user": "u",
+        "password": "p"
+    });
+    let source = NatsSource::from_datasource(&datasource(properties)).unwrap();
+    assert_eq!(source.servers.len(), 2);
+    assert_eq!(source.queue_group, "md");
+    assert_eq!(
+        source.jetstream,
+        Some(JetStreamSettings {
+            stream: "MD".into(),
+            durable: "gw".into(),
+            deliver: Deliver::New,
+            ack_wait: Duration::from_millis(500),
+        })
+    );
+    assert_eq!(source.max_reconnect_attempts, Some(5));
+    assert_eq!(source.reconnect_time_wait, Duration::from_millis(200));
+    assert_eq!(
+        source.credentials,
+        Credentials::UserPassword("u".into(), "p".into())
+    );
+    let js = json!({"jetstream": {"stream": "MD"}, "token": "t"});
+    let mut properties = good();
+    properties["jetstream"] = js["jetstream"].clone();
+    properties["token"] = js["token"].clone();
+    let source = NatsSource::from_datasource(&datasource(properties)).unwrap();
+    let settings = source.jetstream.clone().unwrap();
+    assert_eq!(settings.durable, "wsgate");
+    assert_eq!(settings.deliver, Deliver::All);
+    assert_eq!(settings.ack_wait, Duration::from_secs(30));
+    assert_eq!(source.credentials, Credentials::Token("t".into()));
+}
+
+#[test]
+fn missing_servers() {
+    refused(json!({"subjects": ["a"]}), "properties.servers");
+    refused(with("servers", json!([])), "properties.servers");
+}
+
+#[test]
+fn bad_server_urls() {
+    refused(
+        with("servers", json!("127.0.0.1:4222")),
+        "properties.servers",
+    );
+    refused(
+        with("servers", json!("http://h:4222")),
+        "properties.servers",
+    );
+    refused(with("servers", json!("nats://:4222")), "properties.servers");
+    refused(
+        with("servers", json!("nats://h:notaport")),
+        "properties.servers",
+    );
+    refused(
+        with("servers", json!(["nats://ok:4222", "nats://h:99999"])),
+        "properties.servers[1]",
+    );
+    refused(with("servers", json!(7)), "properties.servers");
+}
+
+#[test]
+fn bad_subjects() {
+    refused(json!({"servers": "nats://h:1"}), "properties.subjects");
+    refused(with("subjects", json!([])), "properties.subjects");
+    refused(with("subjects", json!("trade.>")), "properties.subjects");
+    refused(with("subjects", json!(["a", ""])), "properties.subjects[1]");
+    refused(with("subjects", json!(["a.>.b"])), "properties.subjects[0]");
+    refused(with("subjects", json!(["a..b"])), "properties.subjects[0]");
+    refused(with("subjects", json!([3])), "properties.subjects[0]");
+}
+
+#[test]
+fn bad_jetstream() {
+    refused(with("jetstream", json!({})), "properties.jetstream.stream");
+    refused(
+        with("jetstream", json!({"durable": "d"})),
+        "properties.jetstream.stream",
+    );
+    refused(with("jetstream", json!("MD")), "properties.jetstream");
+    refused(
+        with("jetstream", json!({"stream": "M.D"})),
+        "properties.jetstream.stream",
+    );
+    refused(
+        with("jetstream", json!({"stream": "MD", "deliver": "last"})),
+        "properties.jetstream.deliver",
+    );
+    refused(
+        with("jetstream", json!({"stream": "MD", "ack_wait_ms": 0})),
+        "properties.jetstream.ack_wait_ms",
+    );
+    refused(
+        with("jetstream", json!({"stream": "MD", "color": 1})),
+        "properties.jetstream.color",
+    );
+}
+
+#[test]
+fn bad_other_properties() {
+    refused(with("queue_group", json!("")), "properties.queue_group");
+    refused(
+        with("max_reconnect_attempts", json!(-1)),
+        "properties.max_reconnect_attempts",
+    );
+    refused(
+        with("reconnect_time_wait_ms", json!("1s")),
+        "properties.reconnect_time_wait_ms",
+    );
+    refused(with("user", json!("u")), "properties.password");
+    refused(with("password", json!("p")), "properties.user");
+    let mut both = with("token", json!("t"));
+    both["creds_file"] = json!("/x.creds");
+    refused(both, "properties");
+    refused(with("colour", json!("blue")), "properties.colour");
+}
+
+#[test]
+fn backoff_is_capped_and_grows() {
+    let base = Duration::from_millis(100);
+    assert!(backoff(base, 1) <= Duration::from_millis(125));
+    assert!(backoff(base, 4) >= Duration::from_millis(600));
+    assert!(backoff(base, 100) <= MAX_BACKOFF);
+}
