@@ -240,8 +240,11 @@ async fn a_source_that_loses_its_lease_waits_and_resumes_once_it_is_free() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    wait_for("the source to stop", || {
+    wait_for("the source to stop and queue for its lease", || {
+        let (status, body) = gateway.http_get("/readyz").unwrap();
         gateway.metric("wsgate_source_up{") == 0.0
+            && status == 200
+            && body.contains("source trades: waiting for the datasource's lease")
     });
     // While the other holds it, this node reads nothing.
     produce(&data, 21..=40).await;

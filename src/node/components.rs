@@ -350,7 +350,9 @@ impl Components {
                 None => source.run(dispatcher, token),
                 Some(leases) => {
                     let stop = token.clone();
+                    source_health.set_down("waiting for the datasource's lease");
                     let tenure = leases.hold_while(&lost.datasource, &stop, &runtime, || {
+                        source_health.set_down("connecting");
                         source.run(dispatcher, token)
                     });
                     if tenure == Tenure::Lost {
