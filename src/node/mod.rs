@@ -29,7 +29,7 @@ use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
 use crate::ws::{self, WsContext, WsSettings};
 
-use components::{Components, LostLease};
+use components::Components;
 use interest::{FanoutRule, Interest};
 pub use rollback::AutoRollback;
 use state::{Desired, Resolver};
@@ -356,14 +356,17 @@ async fn reload_loop(
     stop: CancellationToken,
 ) -> Components {
     let mut announcements = resolver.store.watch();
-    let mut lost_leases = components.lost_leases();
+    // Sources report a lost lease only in a cluster; elsewhere this never yields.
+    let mut lost_leases = components
+        .lost_leases()
+        .expect("the reload loop is the only reader");
     loop {
         // A revision announced before this loop first ran counts too.
         let mut announced = *announcements.borrow_and_update();
         if announced == current.revision {
             tokio::select! {
                 changed = announcements.changed() => if changed.is_err() { break },
-                Some(lost) = next_lost_lease(&mut lost_leases) => {
+                Some(lost) = lost_leases.recv() => {
                     if let Err(e) = components.restart_lost(lost, &current).await {
                         tracing::error!(error = %format!("{e:#}"), "cannot restart a source that lost its lease");
                     }
@@ -418,16 +421,6 @@ async fn reload_loop(
         }
     }
     components
-}
-
-/// The next source reported to have lost its lease; never, outside a cluster.
-async fn next_lost_lease(
-    receiver: &mut Option<tokio::sync::mpsc::UnboundedReceiver<LostLease>>,
-) -> Option<LostLease> {
-    match receiver {
-        Some(receiver) => receiver.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Where a node reports what it runs: metrics, the status API, readiness.
