@@ -9,6 +9,7 @@ mod dispatch;
 mod health;
 pub mod kafka;
 pub mod nats;
+mod properties;
 pub mod redis_stream;
 
 use std::sync::Arc;

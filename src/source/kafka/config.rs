@@ -7,6 +7,7 @@ use rdkafka::ClientConfig;
 use serde_json::Value as Json;
 
 use crate::config::Datasource;
+use crate::source::properties::{name_list, property_error, NameList};
 use crate::source::SourceError;
 
 /// Properties wsgate sets itself.
@@ -29,13 +30,6 @@ pub struct KafkaConfig {
     pub passthrough: Vec<(String, String)>,
 }
 
-fn config_error(name: &str, property: &str, message: impl std::fmt::Display) -> SourceError {
-    SourceError::Config {
-        name: name.to_string(),
-        message: format!("properties.{property}: {message}"),
-    }
-}
-
 /// A Kafka topic name: 1 to 249 of `[A-Za-z0-9._-]`, not `.` or `..`.
 fn valid_topic(topic: &str) -> bool {
     !topic.is_empty()
@@ -53,59 +47,28 @@ impl KafkaConfig {
         let name = datasource.name.as_str();
         let props = &datasource.properties;
         let required = |property: &str| match props.get(property) {
-            None => Err(config_error(name, property, "required")),
+            None => Err(property_error(name, property, "required")),
             Some(Json::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-            Some(_) => Err(config_error(name, property, "must be a non-empty string")),
+            Some(_) => Err(property_error(name, property, "must be a non-empty string")),
         };
         let bootstrap_servers = required("bootstrap.servers")?;
         let group_id = required("group.id")?;
-        let topics = match props.get("topics") {
-            None => {
-                return Err(config_error(
-                    name,
-                    "topics",
-                    "required (the Kafka topics to consume)",
-                ))
-            }
-            Some(Json::Array(items)) if !items.is_empty() => {
-                let mut topics: Vec<String> = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    let property = format!("topics[{i}]");
-                    match item.as_str() {
-                        Some(topic) if valid_topic(topic) => {
-                            if topics.iter().any(|t| t == topic) {
-                                return Err(config_error(
-                                    name,
-                                    &property,
-                                    format!("`{topic}` is listed twice"),
-                                ));
-                            }
-                            topics.push(topic.to_string());
-                        }
-                        _ => {
-                            return Err(config_error(
-                                name,
-                                &property,
-                                "must be a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)",
-                            ))
-                        }
-                    }
-                }
-                topics
-            }
-            Some(_) => {
-                return Err(config_error(
-                    name,
-                    "topics",
-                    "must be a non-empty array of topic names",
-                ))
-            }
-        };
+        let topics = name_list(
+            name,
+            props,
+            &NameList {
+                property: "topics",
+                holds: "the Kafka topics to consume",
+                of: "topic names",
+                valid: valid_topic,
+                each_must_be: "must be a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)",
+            },
+        )?;
         let auto_offset_reset = match props.get("auto.offset.reset") {
             None => "earliest".to_string(),
             Some(Json::String(s)) => s.clone(),
             Some(_) => {
-                return Err(config_error(
+                return Err(property_error(
                     name,
                     "auto.offset.reset",
                     "must be a string (earliest or latest)",
@@ -121,7 +84,7 @@ impl KafkaConfig {
                 continue;
             }
             if RESERVED.contains(&key.as_str()) {
-                return Err(config_error(
+                return Err(property_error(
                     name,
                     key,
                     "is managed by wsgate (offsets are committed once handed off)",
@@ -132,7 +95,7 @@ impl KafkaConfig {
                 Json::Number(n) => n.to_string(),
                 Json::Bool(b) => b.to_string(),
                 _ => {
-                    return Err(config_error(
+                    return Err(property_error(
                         name,
                         key,
                         "must be a string, number or boolean",
@@ -154,7 +117,7 @@ impl KafkaConfig {
         if let Err(e) = config.client_config().create::<BaseConsumer>() {
             return Err(match e {
                 KafkaError::ClientConfig(_, description, key, _) => {
-                    config_error(name, &key, description)
+                    property_error(name, &key, description)
                 }
                 other => {
                     let message = other.to_string();
@@ -163,7 +126,7 @@ impl KafkaConfig {
                         .find(|k| message.contains(&format!("\"{k}\"")) || message.contains(*k))
                         .map(String::as_str);
                     match property {
-                        Some(property) => config_error(name, property, message),
+                        Some(property) => property_error(name, property, message),
                         None => SourceError::Config {
                             name: name.to_string(),
                             message: format!("properties: librdkafka rejects them: {message}"),

@@ -20,12 +20,7 @@ use super::event::position;
 use crate::source::{Backpressure, Dispatcher, Source};
 
 fn datasource(properties: Json) -> Datasource {
-    Datasource {
-        version: 1,
-        kind: DatasourceKind::Kafka,
-        name: "kf".to_string(),
-        properties: properties.as_object().unwrap().clone(),
-    }
+    crate::source::properties::datasource(DatasourceKind::Kafka, "kf", properties)
 }
 
 fn error(properties: Json) -> String {

@@ -8,12 +8,7 @@ use serde_json::Value;
 use super::run::backoff;
 
 fn datasource(properties: Value) -> Datasource {
-    Datasource {
-        version: 1,
-        kind: DatasourceKind::Nats,
-        name: "nats-md".to_string(),
-        properties: properties.as_object().cloned().unwrap(),
-    }
+    crate::source::properties::datasource(DatasourceKind::Nats, "nats-md", properties)
 }
 
 fn refused(properties: Value, field: &str) {

@@ -15,12 +15,7 @@ use super::entry::{event, parse_entries, stream_pairs};
 use crate::source::{Backpressure, Source};
 
 fn datasource(properties: Json) -> Datasource {
-    Datasource {
-        version: 1,
-        kind: DatasourceKind::RedisStream,
-        name: "rs".to_string(),
-        properties: properties.as_object().unwrap().clone(),
-    }
+    crate::source::properties::datasource(DatasourceKind::RedisStream, "rs", properties)
 }
 
 fn error(properties: Json) -> String {
