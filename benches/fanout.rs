@@ -31,6 +31,7 @@ fn fan_out(c: &mut Criterion) {
                     0,
                     0,
                     Bytes::from_static(PAYLOAD),
+                    0,
                 ));
                 topic.fan_out(&delivery, 0, 1);
                 topic.wake(0, 1);

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod mapper;
 pub mod metrics;
 pub mod node;
+pub mod position;
 pub mod route;
 pub mod source;
 pub mod subject;

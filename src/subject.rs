@@ -30,6 +30,17 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
     subject_tokens.next().is_none()
 }
 
+/// True when `pattern` has a wildcard token (`*` or `>`), i.e. matches more than itself.
+///
+/// ```
+/// use wsgate::subject::is_pattern;
+/// assert!(is_pattern("trade.*") && is_pattern("md.>"));
+/// assert!(!is_pattern("trades") && !is_pattern("a*b"));
+/// ```
+pub fn is_pattern(pattern: &str) -> bool {
+    pattern.split('.').any(|token| token == "*" || token == ">")
+}
+
 #[cfg(test)]
 mod tests {
     use super::matches;

@@ -326,7 +326,11 @@ fn a_bad_datasource_config_is_rejected_naming_the_property() {
     };
     common::assert_start_refused(without("bootstrap.servers"), "bootstrap.servers");
     common::assert_start_refused(without("group.id"), "group.id");
-    common::assert_start_refused(without("topics"), "topics");
+    // Without `topics`, the datasource consumes its routes' upstream, which must then be
+    // topic names, not patterns.
+    let mut pattern = without("topics");
+    pattern["routes"][0]["upstream"] = json!(["trades.*"]);
+    common::assert_start_refused(pattern, "topics");
     let mut invalid = config("127.0.0.1:9");
     invalid["datasource"][0]["properties"]["fetch.wait.max.ms"] = json!("soon");
     common::assert_start_refused(invalid, "fetch.wait.max.ms");

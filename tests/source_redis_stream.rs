@@ -262,6 +262,9 @@ fn a_bad_datasource_config_is_rejected_naming_the_property() {
         .as_object_mut()
         .unwrap()
         .remove("streams");
+    // Without `streams`, the datasource reads its routes' upstream, which must then be stream
+    // keys, not patterns.
+    no_streams["routes"][0]["upstream"] = json!(["trades.*"]);
     common::assert_start_refused(no_streams, "streams");
     common::assert_start_refused(config(&redis.url(), "c1", json!({"batch": 0})), "batch");
 }

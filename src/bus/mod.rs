@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
-pub use origin::{Order, Origin};
+pub use origin::Origin;
 
 /// One mapped output on its way to clients.
 #[derive(Debug, Clone)]

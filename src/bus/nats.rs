@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Bus, BusError, BusMessage, BusSink, Origin, SubscriptionId};
+use crate::position::Order;
 
 /// Header names of a bus message on NATS.
 mod header {
@@ -243,8 +244,12 @@ fn headers_of(message: &BusMessage) -> HeaderMap {
         headers.insert(header::USER, &**user);
     }
     if let Some(origin) = &message.origin {
-        let (major, minor, index) = origin.order;
-        let value = format!("{major}.{minor}.{index} {}", origin.lane);
+        let Order {
+            major,
+            minor,
+            output,
+        } = origin.order;
+        let value = format!("{major}.{minor}.{output} {}", origin.feed);
         headers.insert(header::ORIGIN, value.as_str());
     }
     headers
@@ -266,21 +271,26 @@ fn message_of(message: &async_nats::Message) -> Option<BusMessage> {
     })
 }
 
-/// Parses `major.minor.index lane`.
+/// Parses `major.minor.output feed`.
 fn parse_origin(value: &str) -> Option<Origin> {
-    let (order, lane) = value.split_once(' ')?;
+    let (order, feed) = value.split_once(' ')?;
     let mut parts = order.split('.');
     let mut next = || parts.next()?.parse::<u64>().ok();
-    let (major, minor, index) = (next()?, next()?, next()?);
+    let (major, minor, output) = (next()?, next()?, next()?);
     Some(Origin {
-        lane: Arc::from(lane),
-        order: (major, minor, u32::try_from(index).ok()?),
+        feed: Arc::from(feed),
+        order: Order {
+            major,
+            minor,
+            output: u32::try_from(output).ok()?,
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::position::Partition;
     use bytes::Bytes;
 
     #[test]
@@ -293,8 +303,19 @@ mod tests {
             payload: Bytes::from_static(b"{\"e\":\"trade\"}"),
             user_id: Some(Arc::from("u1")),
             origin: Some(Origin {
-                lane: Origin::lane("kafka", "trades", 3, "{symbol}@trade"),
-                order: (1234, 0, 1),
+                feed: Origin::feed(
+                    "kafka",
+                    &Partition {
+                        channel: Some(Arc::from("trades")),
+                        number: 3,
+                    },
+                    "{symbol}@trade",
+                ),
+                order: Order {
+                    major: 1234,
+                    minor: 0,
+                    output: 1,
+                },
             }),
         };
         let nats = async_nats::Message {

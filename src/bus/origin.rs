@@ -8,28 +8,27 @@
 
 use std::sync::Arc;
 
-/// A message's place upstream: `(position major, position minor, output index)`.
-///
-/// The major and minor parts are the source's own position in its partition (Kafka offset and
-/// 0; Redis entry id `ms` and `seq`; JetStream stream sequence and 0). The output index counts
-/// the outputs one mapping made of that event, so the fills of one trade event stay distinct.
-pub type Order = (u64, u64, u32);
+use crate::position::{Order, Partition};
 
 /// The upstream origin of one mapped output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// The sequence the order is counted in: one mapping of one route over one upstream
-    /// partition, written `datasource/channel/partition/route:ws-topic-template`. Orders of
-    /// one lane only increase.
-    pub lane: Arc<str>,
-    /// Place in the lane.
+    /// partition, written `datasource/channel/partition/route:ws-topic-template`. Orders along
+    /// one feed only increase.
+    pub feed: Arc<str>,
+    /// Place along the feed: the upstream position and the output's index within its event.
     pub order: Order,
 }
 
 impl Origin {
-    /// The lane name of `mapping` (its route and ws topic template) over `partition` of
-    /// `channel` of `datasource`.
-    pub fn lane(datasource: &str, channel: &str, partition: u32, mapping: &str) -> Arc<str> {
-        Arc::from(format!("{datasource}/{channel}/{partition}/{mapping}"))
+    /// The feed of `mapping` (its route and ws topic template) over `partition` of
+    /// `datasource` (a partition of the whole source has an empty channel).
+    pub fn feed(datasource: &str, partition: &Partition, mapping: &str) -> Arc<str> {
+        let channel = partition.channel.as_deref().unwrap_or("");
+        Arc::from(format!(
+            "{datasource}/{channel}/{}/{mapping}",
+            partition.number
+        ))
     }
 }

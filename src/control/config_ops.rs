@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::ControlError;
 use crate::config::store::{ConfigStore, MapperMeta};
 use crate::config::{self, GatewayConfig, MapperRef, Snapshot};
-use crate::source;
+use crate::source::{self, Consumers, Consumption};
 
 /// The kind of a config entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -216,7 +216,8 @@ pub fn check(
     let exists = |r: &MapperRef| resolve(mappers, r).is_some();
     let snapshot = config::validate(config, &exists).map_err(ControlError::Invalid)?;
     for (i, datasource) in snapshot.config.datasource.iter().enumerate() {
-        source::build(datasource).map_err(|e| {
+        let consumption = Consumption::of(&snapshot.config, &datasource.name, Consumers::Many);
+        source::build(datasource, &consumption).map_err(|e| {
             ControlError::Invalid(config::ConfigError {
                 field: format!("datasource[{i}].properties"),
                 message: e.to_string(),

@@ -1,10 +1,11 @@
 //! The hub: which connection watches which stream, and fan-out of each message to them.
 //!
 //! A message arriving from the bus becomes one [`Delivery`], shared by reference count with every
-//! subscriber's [`Outbox`]. Each delivery lazily holds its encoded WebSocket frames (one per
-//! client format), so a message is encoded at most once per format no matter how many
-//! connections receive it.
+//! subscriber's [`Outbox`]. Each delivery lazily holds its encoded WebSocket frames, one per
+//! [`FrameVariant`] the node's dialects registered, so a message is encoded at most once per
+//! variant no matter how many connections receive it.
 
+mod frames;
 mod lanes;
 pub mod outbox;
 mod topic;
@@ -21,12 +22,10 @@ use parking_lot::Mutex;
 use crate::bus::{BusMessage, BusSink};
 use crate::metrics::Metrics;
 
+pub use frames::{Encoder, FrameVariant, FrameVariants};
 use lanes::Lanes;
 pub use outbox::{ConnId, Outbox, Pushed};
 pub use topic::{FanOut, InterestWatcher, Topic};
-
-/// How many encoded forms a delivery can cache (the client protocol decides what each means).
-pub const FRAME_FORMATS: usize = 4;
 
 /// One message on its way to every subscriber of its stream.
 pub struct Delivery {
@@ -40,17 +39,20 @@ pub struct Delivery {
     pub published_us: i64,
     /// The payload as the mapper produced it.
     pub payload: Bytes,
-    frames: [OnceLock<Bytes>; FRAME_FORMATS],
+    /// One cached frame per registered [`FrameVariant`].
+    frames: Box<[OnceLock<Bytes>]>,
 }
 
 impl Delivery {
-    /// A delivery without encoded frames yet.
+    /// A delivery without encoded frames yet, with room for `variants` of them (the length of
+    /// the node's [`FrameVariants`]).
     pub fn new(
         stream: Arc<str>,
         seq: u64,
         event_time_us: i64,
         published_us: i64,
         payload: Bytes,
+        variants: usize,
     ) -> Self {
         Delivery {
             stream,
@@ -58,19 +60,28 @@ impl Delivery {
             event_time_us,
             published_us,
             payload,
-            frames: Default::default(),
+            frames: (0..variants).map(|_| OnceLock::new()).collect(),
         }
     }
 
-    /// The encoded frame in `format`, built by `encode` the first time any connection asks.
-    pub fn frame(&self, format: usize, encode: impl FnOnce(&Delivery) -> Bytes) -> &Bytes {
-        self.frames[format].get_or_init(|| encode(self))
+    /// A delivery of a bus message, with room for `variants` frames.
+    pub fn of(m: BusMessage, variants: usize) -> Self {
+        Delivery::new(
+            m.stream,
+            m.seq,
+            m.event_time_us,
+            m.published_us,
+            m.payload,
+            variants,
+        )
     }
-}
 
-impl From<BusMessage> for Delivery {
-    fn from(m: BusMessage) -> Self {
-        Delivery::new(m.stream, m.seq, m.event_time_us, m.published_us, m.payload)
+    /// The frame in `variant`, encoded the first time any connection asks for it.
+    ///
+    /// Panics if `variant` was registered with another node's [`FrameVariants`] (a slot this
+    /// delivery does not have).
+    pub fn frame(&self, variant: FrameVariant) -> &Bytes {
+        self.frames[variant.slot()].get_or_init(|| variant.encode(self))
     }
 }
 
@@ -81,19 +92,26 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     lanes: Lanes,
     watcher: Arc<OnceLock<InterestWatcher>>,
+    variants: FrameVariants,
 }
 
 impl Hub {
-    /// A hub with no streams and `lanes` fan-out tasks (one per runtime worker is right).
-    /// Must be called inside a tokio runtime.
-    pub fn new(metrics: Arc<Metrics>, lanes: usize) -> Self {
+    /// A hub with no streams and `lanes` fan-out tasks (one per runtime worker is right),
+    /// caching every delivery in each of `variants`. Must be called inside a tokio runtime.
+    pub fn new(metrics: Arc<Metrics>, lanes: usize, variants: FrameVariants) -> Self {
         Hub {
             topics: ArcSwap::from_pointee(HashMap::new()),
             update: Mutex::new(()),
             lanes: Lanes::start(lanes, Arc::clone(&metrics)),
             metrics,
             watcher: Arc::new(OnceLock::new()),
+            variants,
         }
+    }
+
+    /// The frame variants every delivery is cached in.
+    pub fn variants(&self) -> &FrameVariants {
+        &self.variants
     }
 
     /// Tells `watcher` the name of every stream whose local subscriber count leaves or reaches
@@ -159,7 +177,8 @@ impl Hub {
                 }
             }
             if topic.subscribers() > 0 {
-                batch.push((topic, Arc::new(Delivery::from(message))));
+                let delivery = Delivery::of(message, self.variants.len());
+                batch.push((topic, Arc::new(delivery)));
             }
         }
         if !batch.is_empty() {
@@ -211,7 +230,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publish_reaches_subscribers_of_that_stream_only() {
-        let hub = Hub::new(Arc::new(Metrics::new()), 2);
+        let hub = Hub::new(Arc::new(Metrics::new()), 2, FrameVariants::new());
         let names: Vec<Arc<str>> = vec![Arc::from("a@trade"), Arc::from("b@trade")];
         hub.set_streams(&names);
         let outboxes: Vec<_> = (0..4).map(|id| Outbox::new(id, 1 << 20)).collect();
@@ -232,15 +251,23 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_redelivered_origin_is_not_delivered_again() {
-        let hub = Hub::new(Arc::new(Metrics::new()), 2);
+        let hub = Hub::new(Arc::new(Metrics::new()), 2, FrameVariants::new());
         hub.set_streams(&[Arc::from("a@trade")]);
         let outbox = Outbox::new(1, 1 << 20);
         hub.topic("a@trade").unwrap().subscribe(&outbox);
-        let lane = crate::bus::Origin::lane("src", "trades", 0, "{symbol}@trade");
+        let partition = crate::position::Partition {
+            channel: Some(Arc::from("trades")),
+            number: 0,
+        };
+        let feed = crate::bus::Origin::feed("src", &partition, "{symbol}@trade");
         let from = |seq: u64, offset: u64| BusMessage {
             origin: Some(crate::bus::Origin {
-                lane: Arc::clone(&lane),
-                order: (offset, 0, 0),
+                feed: Arc::clone(&feed),
+                order: crate::position::Order {
+                    major: offset,
+                    minor: 0,
+                    output: 0,
+                },
             }),
             ..message("a@trade", seq)
         };
@@ -261,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn set_streams_keeps_existing_subscribers() {
-        let hub = Hub::new(Arc::new(Metrics::new()), 1);
+        let hub = Hub::new(Arc::new(Metrics::new()), 1, FrameVariants::new());
         hub.set_streams(&[Arc::from("a@trade")]);
         let outbox = Outbox::new(1, 1 << 20);
         hub.topic("a@trade").unwrap().subscribe(&outbox);
@@ -272,14 +299,19 @@ mod tests {
 
     #[test]
     fn frames_are_encoded_once_per_format() {
-        let d = Delivery::new(Arc::from("s"), 1, 0, 0, Bytes::from_static(b"{}"));
-        let mut calls = 0;
-        for _ in 0..3 {
-            d.frame(1, |_| {
-                calls += 1;
-                Bytes::from_static(b"frame")
-            });
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        fn counted(_: &Delivery) -> Bytes {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            Bytes::from_static(b"frame")
         }
-        assert_eq!(calls, 1);
+        let mut variants = FrameVariants::new();
+        variants.register("test/other", |_| Bytes::new());
+        let format = variants.register("test/counted", counted);
+        let d = Delivery::new(Arc::from("s"), 1, 0, 0, Bytes::from_static(b"{}"), 2);
+        for _ in 0..3 {
+            d.frame(format);
+        }
+        assert_eq!(CALLS.load(Ordering::Relaxed), 1);
     }
 }

@@ -170,6 +170,7 @@ mod tests {
             0,
             0,
             Bytes::from(vec![b'x'; size]),
+            0,
         ))
     }
 

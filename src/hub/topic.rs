@@ -1,6 +1,5 @@
 //! One stream's subscriber set, sharded so that fan-out never holds one lock for everyone.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -10,7 +9,8 @@ use prometheus::IntGauge;
 
 use super::outbox::{ConnId, Outbox, Pushed};
 use super::Delivery;
-use crate::bus::{Order, Origin};
+use crate::bus::Origin;
+use crate::position::Watermarks;
 
 /// Number of subscriber shards per topic.
 const SHARDS: usize = 16;
@@ -33,13 +33,13 @@ pub type InterestWatcher = Arc<dyn Fn(&Arc<str>) + Send + Sync>;
 type Shard = RwLock<IndexMap<ConnId, Arc<Outbox>>>;
 
 /// A client stream: its name, last sequence number, subscribers, and the upstream origin of
-/// the last message delivered per lane.
+/// the last message delivered per feed.
 pub struct Topic {
     name: Arc<str>,
     shards: Box<[Shard]>,
     subscribers: AtomicUsize,
     last_seq: AtomicU64,
-    delivered: Mutex<HashMap<Arc<str>, Order>>,
+    delivered: Mutex<Watermarks<Arc<str>>>,
     gauge: IntGauge,
     watcher: Arc<OnceLock<InterestWatcher>>,
 }
@@ -62,7 +62,7 @@ impl Topic {
             shards: (0..SHARDS).map(|_| RwLock::new(IndexMap::new())).collect(),
             subscribers: AtomicUsize::new(0),
             last_seq: AtomicU64::new(0),
-            delivered: Mutex::new(HashMap::new()),
+            delivered: Mutex::new(Watermarks::new()),
             gauge,
             watcher,
         }
@@ -83,22 +83,11 @@ impl Topic {
         self.last_seq.load(Ordering::Relaxed)
     }
 
-    /// True when `origin` is past the last message delivered from its lane (and records it);
+    /// True when `origin` is past the last message delivered from its feed (and records it);
     /// false for a redelivery, which must be dropped. Only publishers take this lock, once per
     /// message, never a subscriber.
     pub fn admit(&self, origin: &Origin) -> bool {
-        let mut delivered = self.delivered.lock();
-        match delivered.get_mut(&origin.lane) {
-            Some(last) if origin.order <= *last => false,
-            Some(last) => {
-                *last = origin.order;
-                true
-            }
-            None => {
-                delivered.insert(Arc::clone(&origin.lane), origin.order);
-                true
-            }
-        }
+        self.delivered.lock().admit(&origin.feed, origin.order)
     }
 
     fn shard(&self, id: ConnId) -> &Shard {
@@ -177,28 +166,37 @@ impl Topic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::position::{Order, Partition};
     use bytes::Bytes;
     use std::collections::VecDeque;
 
     #[test]
-    fn admit_drops_what_a_lane_already_delivered() {
+    fn admit_drops_what_a_feed_already_delivered() {
         let topic = Topic::new(Arc::from("btcusdt@trade"), IntGauge::new("g", "g").unwrap());
-        let lane = Origin::lane("kafka", "trades", 0, "{symbol}@trade");
-        let other = Origin::lane("kafka", "trades", 1, "{symbol}@trade");
-        let at = |lane: &Arc<str>, order| Origin {
-            lane: Arc::clone(lane),
-            order,
+        let partition = |number| Partition {
+            channel: Some(Arc::from("trades")),
+            number,
         };
-        assert!(topic.admit(&at(&lane, (10, 0, 0))));
+        let feed = Origin::feed("kafka", &partition(0), "{symbol}@trade");
+        let other = Origin::feed("kafka", &partition(1), "{symbol}@trade");
+        let at = |feed: &Arc<str>, (major, minor, output)| Origin {
+            feed: Arc::clone(feed),
+            order: Order {
+                major,
+                minor,
+                output,
+            },
+        };
+        assert!(topic.admit(&at(&feed, (10, 0, 0))));
         assert!(
-            topic.admit(&at(&lane, (10, 0, 1))),
+            topic.admit(&at(&feed, (10, 0, 1))),
             "a second fill of one event"
         );
-        assert!(topic.admit(&at(&lane, (11, 0, 0))));
-        assert!(!topic.admit(&at(&lane, (10, 0, 1))), "a redelivery");
-        assert!(!topic.admit(&at(&lane, (11, 0, 0))), "the last one again");
-        assert!(topic.admit(&at(&other, (3, 0, 0))), "lanes are independent");
-        assert!(topic.admit(&at(&lane, (12, 0, 0))));
+        assert!(topic.admit(&at(&feed, (11, 0, 0))));
+        assert!(!topic.admit(&at(&feed, (10, 0, 1))), "a redelivery");
+        assert!(!topic.admit(&at(&feed, (11, 0, 0))), "the last one again");
+        assert!(topic.admit(&at(&other, (3, 0, 0))), "feeds are independent");
+        assert!(topic.admit(&at(&feed, (12, 0, 0))));
     }
 
     #[test]
@@ -218,6 +216,7 @@ mod tests {
             0,
             0,
             Bytes::from_static(b"{}"),
+            0,
         ));
         assert_eq!(
             topic.fan_out(&delivery, 0, 2).queued + topic.fan_out(&delivery, 1, 2).queued,

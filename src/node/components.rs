@@ -9,7 +9,6 @@
 //! - In a cluster, a source that loses its lease to another node stops and is reported as a
 //!   [`LostLease`]; [`Components::restart_lost`] starts it again, queued for the lease.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -19,34 +18,17 @@ use anyhow::anyhow;
 use tokio::sync::mpsc as async_mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::backends::Membership;
 use super::state::{Desired, ResolvedMapper};
 use crate::bus::Bus;
-use crate::cluster::{Leases, Tenure};
-use crate::config::{Auth, Datasource, DatasourceKind, Mapping, Route, StreamSpec};
+use crate::cluster::Tenure;
+use crate::config::{Auth, Datasource, Mapping, Route, StreamSpec};
 use crate::hub::Hub;
 use crate::mapper::{MapperEngine, MapperInstance};
 use crate::metrics::Metrics;
 use crate::route::{MappingWorker, RouteUpdate, RouteWorker, Sequences, SourceIdentity};
-use crate::source::{self, Dispatcher, SourceHealth};
+use crate::source::{self, Consumption, Dispatcher, SourceHealth};
 use crate::util::LogLimit;
-
-/// `datasource` as consumed in a cluster, where its lease lets one node at a time consume it.
-/// Every owner of a Kafka datasource joins its group as the same static member
-/// (`group.instance.id` = `wsgate-<datasource>`, unless the properties name one): a new owner
-/// takes a dead owner's place, and partitions, at once, instead of waiting for the broker to
-/// expire the dead member's session.
-fn as_sole_consumer(datasource: &Datasource) -> Cow<'_, Datasource> {
-    const INSTANCE: &str = "group.instance.id";
-    if datasource.kind != DatasourceKind::Kafka || datasource.properties.contains_key(INSTANCE) {
-        return Cow::Borrowed(datasource);
-    }
-    let mut sole = datasource.clone();
-    sole.properties.insert(
-        INSTANCE.to_string(),
-        format!("wsgate-{}", datasource.name).into(),
-    );
-    Cow::Owned(sole)
-}
 
 /// What a route's mappings are: a swap happens when this changes.
 type MappingsKey = Vec<(Mapping, (String, [u8; 32]))>;
@@ -88,8 +70,8 @@ pub struct Components {
     streams: Arc<BTreeMap<Arc<str>, StreamSpec>>,
     /// Next sequence numbers handed back by stopped routes.
     sequences: Sequences,
-    /// In a cluster, the leases a source holds while it consumes.
-    leases: Option<Leases>,
+    /// Alone or in a cluster: how a source may consume.
+    membership: Arc<dyn Membership>,
     /// Where sources report a lost lease, and the receiving end until someone takes it.
     lost_leases: async_mpsc::UnboundedSender<LostLease>,
     lost_receiver: Option<async_mpsc::UnboundedReceiver<LostLease>>,
@@ -104,11 +86,11 @@ impl Components {
         hub: Arc<Hub>,
         bus: Arc<dyn Bus>,
         metrics: Arc<Metrics>,
-        leases: Option<Leases>,
+        membership: Arc<dyn Membership>,
     ) -> Self {
         let (lost_leases, lost_receiver) = async_mpsc::unbounded_channel();
         Components {
-            leases,
+            membership,
             lost_leases,
             lost_receiver: Some(lost_receiver),
             starts: 0,
@@ -127,9 +109,11 @@ impl Components {
     /// everything as it was.
     pub async fn apply(&mut self, desired: &Desired) -> anyhow::Result<()> {
         let config = &desired.snapshot.config;
+        // A datasource no route reads has nothing to consume: it is not started.
         let wanted: BTreeMap<&str, &Datasource> = config
             .datasource
             .iter()
+            .filter(|d| config.routes.iter().any(|r| r.data_source == d.name))
             .map(|d| (d.name.as_str(), d))
             .collect();
         let restart: Vec<String> = self
@@ -276,10 +260,8 @@ impl Components {
         plans: &mut HashMap<String, (MappingsKey, Vec<MappingWorker>)>,
     ) -> anyhow::Result<RunningSource> {
         let config = &desired.snapshot.config;
-        let source = match self.leases {
-            Some(_) => source::build(&as_sole_consumer(datasource))?,
-            None => source::build(datasource)?,
-        };
+        let consumption = Consumption::of(config, &datasource.name, self.membership.consumers());
+        let source = source::build(datasource, &consumption)?;
         let counter = self
             .metrics
             .source_events
@@ -308,7 +290,6 @@ impl Components {
                 source: SourceIdentity {
                     name: datasource.name.clone(),
                     kind: datasource.kind,
-                    durable_positions: source.durable_positions(),
                 },
                 mappings,
                 streams: Arc::clone(&self.streams),
@@ -335,7 +316,7 @@ impl Components {
         }
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let leases = self.leases.clone();
+        let membership = Arc::clone(&self.membership);
         self.starts += 1;
         let lost = LostLease {
             datasource: datasource.name.clone(),
@@ -343,22 +324,13 @@ impl Components {
         };
         let lost_leases = self.lost_leases.clone();
         let source_health = Arc::clone(&health);
-        let runtime = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("source-{}", datasource.name))
-            .spawn(move || match leases {
-                None => source.run(dispatcher, token),
-                Some(leases) => {
-                    let stop = token.clone();
-                    source_health.set_down("waiting for the datasource's lease");
-                    let tenure = leases.hold_while(&lost.datasource, &stop, &runtime, || {
-                        source_health.set_down("connecting");
-                        source.run(dispatcher, token)
-                    });
-                    if tenure == Tenure::Lost {
-                        source_health.set_down("lease lost to another node");
-                        let _ = lost_leases.send(lost);
-                    }
+            .spawn(move || {
+                let consume = Box::new(|| source.run(dispatcher, token.clone()));
+                let tenure = membership.consume(&lost.datasource, &token, &source_health, consume);
+                if tenure == Tenure::Lost {
+                    let _ = lost_leases.send(lost);
                 }
             })?;
         tracing::info!(datasource = %datasource.name, routes = routes.len(), "source started");

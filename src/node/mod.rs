@@ -1,9 +1,14 @@
-//! A running node: opens the config store, resolves the desired state, runs sources and route
+//! A running node: opens its backends, resolves the desired state, runs sources and route
 //! workers, serves clients and the admin listener, reloads what changed whenever the store
 //! announces a new revision, and shuts down in order.
+//!
+//! Whether the node is embedded or a cluster member is decided once, in [`backends`]; the
+//! client protocols it speaks are the [`Dialects`] it is started with.
 
+mod backends;
 mod components;
 mod interest;
+mod reload;
 mod rollback;
 mod state;
 
@@ -11,28 +16,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::api::{self, Api, NodeStatus};
-use crate::admin::{self, AdminState, Readiness};
-use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
-use crate::cluster::{Cluster, ClusterSettings};
-use crate::config::store::{ConfigStore, MemoryStore, RedisStore};
-use crate::config::GatewayConfig;
-use crate::control::mapper_ops;
-use crate::hub::Hub;
+use crate::admin::{self, AdminState};
+use crate::hub::{FrameVariants, Hub};
 use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
+use crate::ws::dialect::{self, Dialects};
 use crate::ws::{self, WsContext, WsSettings};
 
+use backends::Membership;
 use components::Components;
-use interest::{FanoutRule, Interest};
+use reload::Reporting;
 pub use rollback::AutoRollback;
-use state::{Desired, Resolver};
+use state::Resolver;
 
 /// Static settings of a node (flags and `WSGATE_*` variables, never the dynamic store).
 #[derive(Debug, Clone)]
@@ -79,41 +82,67 @@ pub struct NodeSettings {
     pub shutdown_timeout: Duration,
 }
 
-/// Opens the store: Redis when configured, else memory. An empty store is seeded with the
-/// config file and the modules of the mappers directory.
-async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn ConfigStore>> {
-    let read_config = || -> anyhow::Result<GatewayConfig> {
-        let path = &settings.config_path;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        GatewayConfig::from_json(&text).with_context(|| format!("parsing {}", path.display()))
-    };
-    let seeder = format!("seed:{}", settings.node_id);
-    let store: Arc<dyn ConfigStore> = match &settings.redis {
-        None => Arc::new(MemoryStore::new(read_config()?)),
-        Some(url) => {
-            let store = RedisStore::connect(url, &settings.redis_prefix)
-                .await
-                .with_context(|| format!("connecting to the config store at {url}"))?;
-            // Seeds only an empty store, atomically: of several nodes starting at once, one does.
-            if store.seed_if_empty(read_config()?, &seeder).await? {
-                tracing::info!(config = %settings.config_path.display(), "seeded the empty config store");
-            }
-            store
-        }
-    };
-    if settings.mappers_dir.is_dir() {
-        for (name, bytes) in crate::mapper::modules_in_dir(&settings.mappers_dir)? {
-            if mapper_ops::seed(&*store, &name, bytes.into(), &seeder).await? {
-                tracing::info!(mapper = %name, "seeded mapper version 1");
-            }
+impl NodeSettings {
+    /// An embedded node seeded from `config_path` and the modules in `mappers_dir`, listening
+    /// on free ports of 127.0.0.1, with the default limits and no mapper disk cache (for
+    /// programs that run a node in their own process, such as tests).
+    pub fn embedded(config_path: PathBuf, mappers_dir: PathBuf) -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        NodeSettings {
+            node_id: format!("embedded-{}", std::process::id()),
+            listen: any_port,
+            admin_listen: any_port,
+            admin_token: None,
+            reuse_port: false,
+            redis: None,
+            redis_prefix: "wsgate:".to_string(),
+            nats: None,
+            heartbeat: Duration::from_secs(1),
+            peer_ttl: Duration::from_secs(3),
+            bus_probe_every: Duration::from_secs(1),
+            replay_retention: Duration::ZERO,
+            config_path,
+            mappers_dir,
+            mapper_cache_dir: None,
+            mapper_allow: Vec::new(),
+            auto_rollback: None,
+            ws: WsSettings::default(),
+            mapper_limits: MapperLimits::default(),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
-    Ok(store)
 }
 
-/// Runs a node until `stop` is cancelled, then drains it.
+/// Runs a node speaking the standard dialects until `stop` is cancelled, then drains it.
 pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Result<()> {
+    let node = start(settings, dialect::standard).await?;
+    stop.cancelled().await;
+    node.shut_down().await;
+    Ok(())
+}
+
+/// A node that serves clients, until [`shut_down`](Self::shut_down).
+pub struct RunningNode {
+    /// The client listener's address (the port it got when port 0 was asked for).
+    pub listen: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
+    shutdown_timeout: Duration,
+    membership: Arc<dyn Membership>,
+    admin_state: Arc<AdminState>,
+    ws: Arc<WsContext>,
+    accept: JoinHandle<()>,
+    reloads: JoinHandle<Components>,
+    reload_stop: CancellationToken,
+    admin_stop: CancellationToken,
+}
+
+/// Starts a node speaking the dialects `dialects` lists (e.g. [`dialect::standard`]), each
+/// registering its frame variants with the hub.
+pub async fn start(
+    settings: NodeSettings,
+    dialects: impl FnOnce(&mut FrameVariants) -> Dialects,
+) -> anyhow::Result<RunningNode> {
     let metrics = Arc::new(Metrics::new());
     let engine = match &settings.mapper_cache_dir {
         Some(dir) => {
@@ -121,56 +150,41 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         }
         None => MapperEngine::new(settings.mapper_limits.clone(), 1000)?,
     };
-    let store = open_store(&settings).await?;
+    let mut variants = FrameVariants::new();
+    let dialects = dialects(&mut variants);
+    let lanes = tokio::runtime::Handle::current().metrics().num_workers();
+    let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes, variants));
+    let backends = backends::open(&settings, &hub, &metrics).await?;
+    let membership = backends.membership;
     let resolver = Resolver {
-        store: Arc::clone(&store),
+        store: Arc::clone(&backends.store),
         engine: Arc::clone(&engine),
         allowed_capabilities: settings.mapper_allow.clone(),
-        owner: settings.nats.is_some().then(|| settings.node_id.clone()),
+        membership: Arc::clone(&membership),
     };
     let desired = resolver
         .load()
         .await
         .map_err(|e| anyhow!("cannot start: {e:#}"))?;
-
-    let cluster = match (&settings.nats, &settings.redis) {
-        (Some(_), Some(redis)) => {
-            let cluster_settings = ClusterSettings {
-                peer_id: settings.node_id.clone(),
-                redis: redis.clone(),
-                prefix: settings.redis_prefix.clone(),
-                heartbeat: settings.heartbeat,
-                ttl: settings.peer_ttl,
-            };
-            Some(Cluster::join(&cluster_settings, Arc::clone(&store)).await?)
-        }
-        _ => None,
-    };
-
-    let lanes = tokio::runtime::Handle::current().metrics().num_workers();
-    let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes));
-    let (bus, cluster_bus) = open_bus(&settings, &hub, &desired, &metrics).await?;
+    membership.fanout_rules_changed(&desired.fanout);
     let mut components = Components::new(
         Arc::clone(&engine),
         Arc::clone(&hub),
-        Arc::clone(&bus),
+        Arc::clone(&backends.bus),
         Arc::clone(&metrics),
-        cluster.as_ref().map(Cluster::leases),
+        Arc::clone(&membership),
     );
     components.apply(&desired).await?;
 
     let api = Arc::new(Api {
-        store: Arc::clone(&store),
+        store: Arc::clone(&backends.store),
         engine: Arc::clone(&engine),
         token: settings.admin_token.clone(),
         status: tokio::sync::watch::channel(NodeStatus::default()).0,
     });
-    let readiness = match cluster {
-        Some(_) => Readiness::BusRequired,
-        None => Readiness::SourcesRequired,
-    };
-    let admin_state = AdminState::new(Arc::clone(&metrics), readiness);
+    let admin_state = AdminState::new(Arc::clone(&metrics), membership.readiness());
     admin_state.sources.store(Arc::new(components.health()));
+    membership.watch_bus(&admin_state, &metrics);
     let reporting = Reporting {
         node_id: settings.node_id.clone(),
         metrics: Arc::clone(&metrics),
@@ -178,24 +192,13 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
         admin: Arc::clone(&admin_state),
     };
     reporting.applied(&desired, None);
-    let probe_stop = CancellationToken::new();
-    let fanout = cluster_bus.map(|(interest, nats)| {
-        start_probe(&settings, &nats, &admin_state, &metrics, probe_stop.clone());
-        let fanout = ClusterFanout {
-            interest,
-            nats,
-            retention: settings.replay_retention,
-        };
-        fanout.rules_changed(&desired.fanout);
-        fanout
-    });
 
-    let shutdown = CancellationToken::new();
-    let ws_ctx = WsContext::new(
+    let ws = WsContext::new(
         Arc::clone(&hub),
+        dialects,
         settings.ws.clone(),
         Arc::clone(&metrics),
-        shutdown.clone(),
+        CancellationToken::new(),
     );
     let listener = ws::bind(settings.listen, settings.reuse_port)
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -209,249 +212,74 @@ pub async fn run(settings: NodeSettings, stop: CancellationToken) -> anyhow::Res
     let router =
         admin::health_routes(Arc::clone(&admin_state)).merge(api::routes(Arc::clone(&api)));
     tokio::spawn(admin::serve(admin_listener, router, admin_stop.clone()));
-    let accept = tokio::spawn(ws::serve(listener, Arc::clone(&ws_ctx)));
+    let accept = tokio::spawn(ws::serve(listener, Arc::clone(&ws)));
     admin_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %listen,
         admin = %admin_addr,
         streams = hub.stream_count(),
+        dialects = ?ws.dialects.names(),
         config_version = desired.version,
         "wsgate node ready"
     );
 
     let reload_stop = CancellationToken::new();
-    let reloads = tokio::spawn(reload_loop(
+    let reloads = tokio::spawn(reload::run(
         reporting,
         resolver,
         components,
-        fanout,
+        Arc::clone(&membership),
         desired,
         reload_stop.clone(),
     ));
     if let Some(auto) = settings.auto_rollback.clone() {
         tokio::spawn(rollback::watch(
             auto,
-            Arc::clone(&store),
+            Arc::clone(&backends.store),
             Arc::clone(&metrics),
             Arc::clone(&api),
             settings.node_id.clone(),
             reload_stop.clone(),
         ));
     }
+    Ok(RunningNode {
+        listen,
+        admin: admin_addr,
+        shutdown_timeout: settings.shutdown_timeout,
+        membership,
+        admin_state,
+        ws,
+        accept,
+        reloads,
+        reload_stop,
+        admin_stop,
+    })
+}
 
-    stop.cancelled().await;
-    tracing::info!("shutting down: not ready, closing clients with 1001");
-    admin_state.ready.store(false, Ordering::Relaxed);
-    if let Some(cluster) = cluster {
+impl RunningNode {
+    /// Drains the node: not ready, out of the cluster, clients closed with 1001 (waiting at
+    /// most the shutdown timeout for them), then sources, routes and listeners stopped.
+    pub async fn shut_down(self) {
+        tracing::info!("shutting down: not ready, closing clients with 1001");
+        self.admin_state.ready.store(false, Ordering::Relaxed);
         // The others move this node's datasources now; their new owners take over as soon as
         // the sources below have stopped and released their leases.
-        cluster.leave().await;
-    }
-    ws_ctx.shut_down();
-    let _ = accept.await;
-    ws_ctx.tracker.close();
-    if tokio::time::timeout(settings.shutdown_timeout, ws_ctx.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?settings.shutdown_timeout, "clients still open at the shutdown deadline");
-    }
-    reload_stop.cancel();
-    if let Ok(mut components) = reloads.await {
-        let _ = tokio::time::timeout(Duration::from_secs(2), components.stop_all()).await;
-    }
-    probe_stop.cancel();
-    admin_stop.cancel();
-    tracing::info!("wsgate node stopped");
-    Ok(())
-}
-
-/// The node's bus: NATS in a cluster, with subscriptions following the clients' interest;
-/// else the in-process bus, all of whose messages go to the hub.
-async fn open_bus(
-    settings: &NodeSettings,
-    hub: &Arc<Hub>,
-    desired: &Desired,
-    metrics: &Metrics,
-) -> anyhow::Result<(Arc<dyn Bus>, Option<(Interest, Arc<NatsBus>)>)> {
-    let Some(url) = &settings.nats else {
-        let bus: Arc<dyn Bus> = MemoryBus::new();
-        bus.subscribe(">", Arc::clone(hub) as Arc<dyn BusSink>)
-            .await?;
-        return Ok((bus, None));
-    };
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("wsgate {}", settings.node_id))
-        .retry_on_initial_connect()
-        .connect(url.as_str())
-        .await
-        .with_context(|| format!("connecting to the bus at {url}"))?;
-    let nats = NatsBus::new(client);
-    let bus: Arc<dyn Bus> = Arc::clone(&nats) as Arc<dyn Bus>;
-    let interest = Interest::start(
-        Arc::clone(hub),
-        Arc::clone(&bus),
-        desired.fanout.clone(),
-        metrics.bus_subscriptions.clone(),
-    );
-    Ok((bus, Some((interest, nats))))
-}
-
-/// Probes the bus end to end in the background until `stop`, reporting to `/readyz` and
-/// `wsgate_bus_up`.
-fn start_probe(
-    settings: &NodeSettings,
-    nats: &Arc<NatsBus>,
-    admin: &Arc<AdminState>,
-    metrics: &Metrics,
-    stop: CancellationToken,
-) {
-    let subject = format!(
-        "_wsgate.probe.{}",
-        settings.node_id.replace(['.', ' ', '*', '>'], "_")
-    );
-    let (admin, gauge) = (Arc::clone(admin), metrics.bus_up.clone());
-    let report = move |problem: Option<String>| {
-        gauge.set(i64::from(problem.is_none()));
-        *admin.bus_problem.lock() = problem;
-    };
-    let (nats, every) = (Arc::clone(nats), settings.bus_probe_every);
-    tokio::spawn(async move { nats.probe(subject, every, report, stop).await });
-}
-
-/// What follows the mappings' fanout rules in a cluster: the node's bus subscriptions, and the
-/// JetStream stream that keeps the fanout subjects for replay.
-struct ClusterFanout {
-    interest: Interest,
-    nats: Arc<NatsBus>,
-    retention: Duration,
-}
-
-/// The JetStream stream capturing every fanout subject.
-const REPLAY_STREAM: &str = "wsgate_fanout";
-
-impl ClusterFanout {
-    fn rules_changed(&self, rules: &[FanoutRule]) {
-        self.interest.set_rules(rules.to_vec());
-        if self.retention.is_zero() {
-            return;
+        self.membership.leave().await;
+        self.ws.shut_down();
+        let _ = self.accept.await;
+        self.ws.tracker.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.ws.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?self.shutdown_timeout, "clients still open at the shutdown deadline");
         }
-        let subjects: Vec<String> = rules.iter().map(FanoutRule::all_subjects).collect();
-        let (nats, retention) = (Arc::clone(&self.nats), self.retention);
-        tokio::spawn(async move {
-            if let Err(e) = nats.capture(REPLAY_STREAM, &subjects, retention).await {
-                tracing::warn!(error = %format!("{e:#}"), ?subjects, "cannot capture the fanout subjects in JetStream");
-            }
-        });
-    }
-}
-
-/// Applies every new store revision until `stop`; returns the components for shutdown.
-async fn reload_loop(
-    reporting: Reporting,
-    resolver: Resolver,
-    mut components: Components,
-    fanout: Option<ClusterFanout>,
-    mut current: Desired,
-    stop: CancellationToken,
-) -> Components {
-    let mut announcements = resolver.store.watch();
-    // Sources report a lost lease only in a cluster; elsewhere this never yields.
-    let mut lost_leases = components
-        .lost_leases()
-        .expect("the reload loop is the only reader");
-    loop {
-        // A revision announced before this loop first ran counts too.
-        let mut announced = *announcements.borrow_and_update();
-        if announced == current.revision {
-            tokio::select! {
-                changed = announcements.changed() => if changed.is_err() { break },
-                Some(lost) = lost_leases.recv() => {
-                    if let Err(e) = components.restart_lost(lost, &current).await {
-                        tracing::error!(error = %format!("{e:#}"), "cannot restart a source that lost its lease");
-                    }
-                    reporting.admin.sources.store(Arc::new(components.health()));
-                    continue;
-                }
-                _ = stop.cancelled() => break,
-            }
-            announced = *announcements.borrow_and_update();
-            if announced == current.revision {
-                continue;
-            }
+        self.reload_stop.cancel();
+        if let Ok(mut components) = self.reloads.await {
+            let _ = tokio::time::timeout(Duration::from_secs(2), components.stop_all()).await;
         }
-        let started = Instant::now();
-        let result = match resolver.load().await {
-            Ok(desired) => components.apply(&desired).await.map(|()| desired),
-            Err(e) => Err(e),
-        };
-        if let (Some(fanout), Ok(desired)) = (&fanout, &result) {
-            if desired.fanout != current.fanout {
-                fanout.rules_changed(&desired.fanout);
-            }
-        }
-        reporting.admin.sources.store(Arc::new(components.health()));
-        match result {
-            Ok(desired) => {
-                reporting
-                    .metrics
-                    .config_reloads
-                    .with_label_values(&["applied"])
-                    .inc();
-                tracing::info!(
-                    revision = desired.revision,
-                    config_version = desired.version,
-                    took = ?started.elapsed(),
-                    "store revision applied"
-                );
-                reporting.applied(&desired, None);
-                current = desired;
-            }
-            Err(e) => {
-                reporting
-                    .metrics
-                    .config_reloads
-                    .with_label_values(&["failed"])
-                    .inc();
-                tracing::error!(revision = announced, error = %format!("{e:#}"), "store revision not applied; the node keeps running its last state");
-                reporting.applied(&current, Some(format!("{e:#}")));
-                // Do not retry the same revision in a loop; the next announcement tries again.
-                current.revision = announced;
-            }
-        }
-    }
-    components
-}
-
-/// Where a node reports what it runs: metrics, the status API, readiness.
-struct Reporting {
-    node_id: String,
-    metrics: Arc<Metrics>,
-    api: Arc<Api>,
-    admin: Arc<AdminState>,
-}
-
-impl Reporting {
-    /// Records that `desired` runs (with the error of a newer revision that did not apply).
-    fn applied(&self, desired: &Desired, error: Option<String>) {
-        self.metrics.config_version.set(desired.version as i64);
-        self.metrics.store_revision.set(desired.revision as i64);
-        let routes = desired
-            .mappers
-            .iter()
-            .map(|(id, mappers)| {
-                (
-                    id.clone(),
-                    mappers.iter().map(|m| m.label.clone()).collect(),
-                )
-            })
-            .collect();
-        self.api.status.send_replace(NodeStatus {
-            node_id: self.node_id.clone(),
-            config_version: desired.version,
-            revision: desired.revision,
-            routes,
-            last_error: error,
-        });
+        self.membership.stop();
+        self.admin_stop.cancel();
+        tracing::info!("wsgate node stopped");
     }
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 
 use crate::config::store::{ConfigStore, MapperVersionMeta};
-use crate::config::GatewayConfig;
 use crate::config::{MapperRef, Mapping, Snapshot};
 use crate::control::config_ops;
 use crate::mapper::{CompiledMapper, Grants, MapperEngine, Sandbox};
 
+use super::backends::Membership;
 use super::interest::FanoutRule;
 
 /// One mapping's mapper, resolved.
@@ -66,9 +66,8 @@ pub struct Resolver {
     pub engine: Arc<MapperEngine>,
     /// Capabilities the operator allows mappers to ask for.
     pub allowed_capabilities: Vec<String>,
-    /// In a cluster, this node's id: it runs only the routes assigned to it (and their
-    /// datasources). `None` runs every route.
-    pub owner: Option<String>,
+    /// Which routes this node runs (in a cluster, those assigned to it).
+    pub membership: Arc<dyn Membership>,
 }
 
 impl Resolver {
@@ -81,9 +80,7 @@ impl Resolver {
         let mut snapshot = config_ops::check(current.config, &registry)
             .map_err(|e| anyhow!("stored config version {}: {e}", current.version))?;
         let fanout = FanoutRule::all(&snapshot.config);
-        if let Some(owner) = &self.owner {
-            keep_owned(&mut snapshot.config, owner);
-        }
+        self.membership.keep_own(&mut snapshot.config);
         let mut mappers = BTreeMap::new();
         for route in &snapshot.config.routes {
             let mut resolved = Vec::new();
@@ -155,19 +152,4 @@ impl Resolver {
         }
         Ok(compiled)
     }
-}
-
-/// Keeps the routes assigned to `owner` and the datasources they read.
-fn keep_owned(config: &mut GatewayConfig, owner: &str) {
-    config
-        .routes
-        .retain(|route| route.peer_id.as_deref() == Some(owner));
-    let read: std::collections::BTreeSet<&str> = config
-        .routes
-        .iter()
-        .map(|route| route.data_source.as_str())
-        .collect();
-    config
-        .datasource
-        .retain(|datasource| read.contains(datasource.name.as_str()));
 }

@@ -23,6 +23,7 @@ use crate::config::{DatasourceKind, Mapping, StreamSpec, Template};
 use crate::mapper::bindings::{self, Output};
 use crate::mapper::{EventOutcome, MapperInstance};
 use crate::metrics::Metrics;
+use crate::position::Partition;
 use crate::source::{RouteInbox, UpstreamEvent};
 use crate::util::{now_us, LogLimit};
 
@@ -55,10 +56,10 @@ pub struct MappingWorker {
     ws_topic: Template,
     fanout_topic: Template,
     targets: HashMap<Box<str>, StreamTarget>,
-    /// Names this mapping in origin lanes: its ws topic template.
-    lane_name: Box<str>,
-    /// The origin lane of each upstream partition this mapping has mapped.
-    lanes: HashMap<dedup::Partition, Arc<str>>,
+    /// Names this mapping in origin feeds: its ws topic template.
+    feed_name: Box<str>,
+    /// The origin feed of each upstream partition this mapping has mapped.
+    feeds: HashMap<Partition, Arc<str>>,
     scratch: String,
 }
 
@@ -71,8 +72,8 @@ impl MappingWorker {
             ws_topic: parse(&mapping.ws_topic)?,
             fanout_topic: parse(&mapping.fanout_topic)?,
             targets: HashMap::new(),
-            lane_name: mapping.ws_topic.as_str().into(),
-            lanes: HashMap::new(),
+            feed_name: mapping.ws_topic.as_str().into(),
+            feeds: HashMap::new(),
             scratch: String::new(),
         })
     }
@@ -82,15 +83,15 @@ impl MappingWorker {
         &self.instance
     }
 
-    /// The origin lane of this mapping of route `route` over `partition` of `source`.
-    fn lane(&mut self, source: &str, route: &str, partition: &dedup::Partition) -> Arc<str> {
-        if let Some(lane) = self.lanes.get(partition) {
-            return Arc::clone(lane);
+    /// The origin feed of this mapping of route `route` over `partition` of `source`.
+    fn feed(&mut self, source: &str, route: &str, partition: &Partition) -> Arc<str> {
+        if let Some(feed) = self.feeds.get(partition) {
+            return Arc::clone(feed);
         }
-        let mapping = format!("{route}:{}", self.lane_name);
-        let lane = Origin::lane(source, &partition.0, partition.1, &mapping);
-        self.lanes.insert(partition.clone(), Arc::clone(&lane));
-        lane
+        let mapping = format!("{route}:{}", self.feed_name);
+        let feed = Origin::feed(source, partition, &mapping);
+        self.feeds.insert(partition.clone(), Arc::clone(&feed));
+        feed
     }
 
     /// Moves every stream's next sequence number into `into`.
@@ -149,9 +150,6 @@ pub struct SourceIdentity {
     pub name: String,
     /// Datasource kind.
     pub kind: DatasourceKind,
-    /// Whether its positions survive a restart of its consumer (it resumes from a committed
-    /// position), so outputs carry their [`Origin`] for the hubs to drop redeliveries.
-    pub durable_positions: bool,
 }
 
 /// A route's worker thread state.
@@ -196,7 +194,7 @@ impl RouteWorker {
         runtime: Handle,
     ) -> Sequences {
         let mut batches = Vec::new();
-        let mut positions = dedup::Positions::new(self.source.kind);
+        let mut mapped = dedup::Mapped::default();
         let duplicates = self
             .metrics
             .messages_dropped
@@ -220,7 +218,7 @@ impl RouteWorker {
             let events: Vec<(&UpstreamEvent, dedup::Place)> = batches
                 .iter()
                 .flat_map(|b| b.iter())
-                .filter_map(|event| positions.admit(event).map(|place| (event, place)))
+                .filter_map(|event| mapped.admit(event).map(|place| (event, place)))
                 .collect();
             duplicates.inc_by((queued - events.len()) as u64);
             let messages = self.map(&events, &counters);
@@ -291,17 +289,18 @@ impl RouteWorker {
                         continue;
                     }
                 };
-                let located = place.as_ref().filter(|_| self.source.durable_positions);
-                let lane = located.map(|(partition, order)| {
+                // Outputs of events whose position survives a consumer restart carry their
+                // origin, so the hubs drop them if the event is redelivered.
+                let feed = place.as_ref().map(|(partition, order)| {
                     (
-                        mapping.lane(&self.source.name, &self.route_id, partition),
+                        mapping.feed(&self.source.name, &self.route_id, partition),
                         *order,
                     )
                 });
                 for (index, output) in outputs.into_iter().enumerate() {
-                    let origin = lane.as_ref().map(|(lane, (major, minor))| Origin {
-                        lane: Arc::clone(lane),
-                        order: (*major, *minor, index as u32),
+                    let origin = feed.as_ref().map(|(feed, order)| Origin {
+                        feed: Arc::clone(feed),
+                        order: order.output(index as u32),
                     });
                     let target = match mapping.target(&output, &self.streams, &self.sequences) {
                         Ok(target) => target,
@@ -376,6 +375,6 @@ fn to_wit(event: &UpstreamEvent, source: &SourceIdentity) -> bindings::Event {
             .collect(),
         payload: event.payload.to_vec(),
         timestamp_us: event.timestamp_us,
-        position: event.position.clone(),
+        position: event.position.to_string(),
     }
 }

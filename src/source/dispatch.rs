@@ -205,7 +205,7 @@ mod tests {
             headers: Vec::new(),
             payload: Bytes::from_static(b"{}"),
             timestamp_us: 0,
-            position: String::new(),
+            position: crate::source::Position::Counted(0),
         }
     }
 

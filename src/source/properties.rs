@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::SourceError;
+use super::{Consumption, SourceError};
 
 /// The error of datasource `name`'s `properties.<property>`.
 pub(crate) fn property_error(
@@ -30,13 +30,20 @@ pub(crate) struct NameList<'a> {
     pub each_must_be: &'a str,
 }
 
-/// The required, non-empty array of distinct names `list.property` of datasource `name`.
+/// The non-empty array of distinct names `list.property` of datasource `name`; when the
+/// properties do not give it, the channels its routes read (`consumption.upstream`), or none
+/// when no route reads it.
 pub(crate) fn name_list(
     name: &str,
     props: &Map<String, Json>,
     list: &NameList<'_>,
+    consumption: &Consumption,
 ) -> Result<Vec<String>, SourceError> {
     let items = match props.get(list.property) {
+        None if consumption.unread => return Ok(Vec::new()),
+        None if !consumption.upstream.is_empty() => {
+            return routes_upstream(name, list, &consumption.upstream)
+        }
         None => {
             return Err(property_error(
                 name,
@@ -71,6 +78,30 @@ pub(crate) fn name_list(
         }
     }
     Ok(names)
+}
+
+/// The routes' upstream as the list `list.property`: each must be a valid name, and not a
+/// pattern (a broker reads named topics or keys, which the routes' patterns then select from).
+fn routes_upstream(
+    name: &str,
+    list: &NameList<'_>,
+    upstream: &[String],
+) -> Result<Vec<String>, SourceError> {
+    for channel in upstream {
+        let why = if crate::subject::is_pattern(channel) {
+            format!("is a pattern, not one of the {}", list.of)
+        } else if !(list.valid)(channel) {
+            list.each_must_be.to_string()
+        } else {
+            continue;
+        };
+        return Err(property_error(
+            name,
+            list.property,
+            format!("not given, and the routes' upstream `{channel}` cannot stand for it: {why}"),
+        ));
+    }
+    Ok(upstream.to_vec())
 }
 
 /// A datasource of `kind` named `name` with `properties`, for the parsers' unit tests.

@@ -1,13 +1,16 @@
-//! The client side: HTTP upgrade and routing, one session per connection, the Binance Spot
-//! protocol (URLs, control messages, error texts, close codes) and WebSocket framing.
+//! The client side: the listener and its HTTP upgrade, one dialect-free session per
+//! connection (I/O, timers, limits, close handshake), WebSocket framing, and the client
+//! protocols behind one seam ([`dialect`]).
 
-pub mod binance;
+pub mod close;
+mod connections;
+pub mod dialect;
 pub mod frame;
-pub mod protocol;
+mod keepalive;
 mod rate;
-mod registry;
 mod server;
 mod session;
+pub mod subscriptions;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::hub::{ConnId, Hub};
 use crate::metrics::Metrics;
+use dialect::Dialects;
+use subscriptions::Catalog;
 
 pub use server::{bind, serve};
 
@@ -29,7 +34,7 @@ pub struct WsSettings {
     pub ping_interval: Duration,
     /// Close the connection when a ping stays unanswered this long.
     pub pong_timeout: Duration,
-    /// Connection lifetime; `serverShutdown` and close 1001 when reached.
+    /// Connection lifetime; close 1001 (after the dialect's notice) when reached.
     pub max_lifetime: Duration,
     /// Largest client message accepted (close 1009 above).
     pub max_message_bytes: usize,
@@ -68,43 +73,56 @@ impl Default for WsSettings {
 pub struct WsContext {
     /// The subscription index.
     pub hub: Arc<Hub>,
+    /// The client protocols the listener speaks.
+    pub dialects: Dialects,
     /// Connection limits and timers.
     pub settings: WsSettings,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the node shuts down: the listener stops accepting.
     pub shutdown: CancellationToken,
-    /// Live connections; [`WsContext::shut_down`] tells each to send `serverShutdown` and close
-    /// with 1001.
-    pub connections: registry::Registry,
+    /// Live connections; [`WsContext::shut_down`] tells each to close with 1001 (after its
+    /// dialect's notice).
+    pub connections: connections::Connections,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
     next_id: AtomicU64,
 }
 
 impl WsContext {
-    /// A context for a node's client listener.
+    /// A context for a node's client listener, speaking `dialects`.
     pub fn new(
         hub: Arc<Hub>,
+        dialects: Dialects,
         settings: WsSettings,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(WsContext {
             hub,
+            dialects,
             settings,
             metrics,
             shutdown,
-            connections: registry::Registry::new(),
+            connections: connections::Connections::new(),
             tracker: TaskTracker::new(),
             next_id: AtomicU64::new(1),
         })
     }
 
-    /// Stops accepting and tells every connection to close with 1001 after `serverShutdown`.
+    /// Stops accepting and tells every connection to close with 1001.
     pub fn shut_down(&self) {
         self.shutdown.cancel();
         self.connections.shut_down();
+    }
+
+    /// The streams a connection may subscribe to, under the node's limits.
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog::new(
+            &self.hub,
+            self.settings.max_streams,
+            self.settings.accept_unknown_streams,
+        )
     }
 
     fn next_connection_id(&self) -> ConnId {

@@ -15,10 +15,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tungstenite::handshake::derive_accept_key;
 
-use super::binance::{looks_like_stream, parse_target, Format, TargetError};
-use super::session::{Session, Subscriptions};
+use super::dialect::{Handshake, Refusal, Serving};
+use super::session::{Opening, Session};
 use super::WsContext;
-use crate::hub::Topic;
 
 /// Binds a listener; with `reuse_port`, several processes can share the address.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
@@ -77,12 +76,19 @@ async fn respond(
     ctx: Arc<WsContext>,
     mut request: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
-    let target = match parse_target(request.uri().path(), request.uri().query()) {
-        Ok(target) => target,
-        Err(TargetError::NotFound) => return Ok(error(StatusCode::NOT_FOUND, -1, "Not found")),
-        Err(e @ TargetError::BadTimeUnit) => {
-            return Ok(error(StatusCode::BAD_REQUEST, -1100, &e.to_string()))
-        }
+    let handshake = Handshake {
+        path: request.uri().path(),
+        query: request.uri().query(),
+        headers: request.headers(),
+    };
+    let serving = Serving {
+        catalog: ctx.catalog(),
+        settings: &ctx.settings,
+    };
+    let connect = match ctx.dialects.route(&handshake, &serving) {
+        None => return Ok(error(StatusCode::NOT_FOUND, -1, "Not found")),
+        Some(Err(refusal)) => return Ok(refused(refusal)),
+        Some(Ok(connect)) => connect,
     };
     let Some(key) = websocket_key(request.method(), request.headers()) else {
         return Ok(error(
@@ -90,10 +96,6 @@ async fn respond(
             -1,
             "Expected a WebSocket upgrade",
         ));
-    };
-    let topics = match resolve_streams(&ctx, &target.streams) {
-        Ok(topics) => topics,
-        Err(msg) => return Ok(error(StatusCode::BAD_REQUEST, 2, msg)),
     };
     if ctx.metrics.connections.get() as usize >= ctx.settings.max_connections {
         return Ok(error(
@@ -104,32 +106,27 @@ async fn respond(
     }
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut request);
-    let format = Format {
-        combined: target.combined,
-        micros: target.micros,
-    };
     let session_ctx = Arc::clone(&ctx);
-    let subscriptions = Subscriptions::new(&ctx, topics);
+    let opening = Opening::new(&ctx, connect);
     ctx.tracker.spawn(async move {
         let upgraded = match upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
-                subscriptions.abandon();
+                opening.abandon();
                 return tracing::debug!(error = %e, "upgrade failed");
             }
         };
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let socket = parts.io.into_inner();
-                let session =
-                    Session::new(session_ctx, socket, &parts.read_buf, format, subscriptions);
+                let session = Session::new(session_ctx, socket, &parts.read_buf, opening);
                 // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
                 // session's lifetime, not after.
                 drop(parts.read_buf);
                 session.run().await
             }
             Err(_) => {
-                subscriptions.abandon();
+                opening.abandon();
                 tracing::error!("upgraded connection is not a TCP stream")
             }
         }
@@ -169,23 +166,8 @@ fn websocket_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a Head
         .flatten()
 }
 
-/// Resolves the streams named in the URL, as a SUBSCRIBE would.
-fn resolve_streams(ctx: &WsContext, names: &[String]) -> Result<Vec<Arc<Topic>>, &'static str> {
-    if names.len() > ctx.settings.max_streams {
-        return Err("Invalid request: too many streams");
-    }
-    let mut topics = Vec::with_capacity(names.len());
-    for name in names {
-        if !looks_like_stream(name) {
-            return Err("Invalid request: invalid stream");
-        }
-        match ctx.hub.topic(name) {
-            Some(topic) => topics.push(topic),
-            None if ctx.settings.accept_unknown_streams => {}
-            None => return Err("Invalid request: invalid stream"),
-        }
-    }
-    Ok(topics)
+fn refused(refusal: Refusal) -> HttpResponse {
+    error(refusal.status, refusal.code, &refusal.msg)
 }
 
 fn error(status: StatusCode, code: i32, msg: &str) -> HttpResponse {

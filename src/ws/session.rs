@@ -1,27 +1,29 @@
-//! One client connection: a single task that reads control messages, writes queued frames,
-//! keeps the connection alive and closes it with the right code.
+//! One client connection: a single task that reads the client's frames, writes queued frames,
+//! keeps the connection alive and closes it with the right code. It knows no client protocol:
+//! text and binary messages go to the connection's [`Conversation`], which answers through a
+//! [`Link`], and the dialect chose the heartbeat rule and the words of every close.
 //!
 //! The task owns the socket and waits on four things at once: the socket becoming readable, the
 //! socket becoming writable again (only while a write is blocked), the connection's outbox
-//! receiving news, and its single timer (next ping, pong deadline or end of life). Reads go
-//! through a stack buffer, so an idle connection holds no read buffer.
+//! receiving news, and its single timer (heartbeat or end of life). Reads go through a stack
+//! buffer, so an idle connection holds no read buffer.
 
-use std::collections::HashSet;
 use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
-use super::binance::{looks_like_stream, Format};
+use super::close;
+use super::dialect::{Cause, Closing, Connect, Conversation, Link};
 use super::frame::{self, ClientFrame, FrameReader};
-use super::protocol::{self, close, Request, RequestError, RequestId};
+use super::keepalive::{Beat, Keepalive};
 use super::rate::MessageRate;
+use super::subscriptions::Streams;
 use super::writer::Writer;
 use super::WsContext;
-use crate::hub::{Outbox, Topic};
+use crate::hub::{FrameVariant, Outbox};
 use crate::util::now_us;
 
 /// Bytes read from the socket per `read` call (on the stack, not kept per connection).
@@ -30,16 +32,11 @@ const READ_CHUNK: usize = 4096;
 /// How a session ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ending {
-    /// The gateway closes with `code`, after a `serverShutdown` notice if `notice`.
-    Close {
-        code: u16,
-        reason: &'static str,
-        notice: bool,
-    },
+    /// The gateway closes; with `linger`, it waits (briefly) for its last frames to go out and
+    /// for the client's close.
+    Close { closing: Closing, linger: bool },
     /// The client sent a close frame (with this code, if any).
     ClientClosed(Option<u16>),
-    /// The client's queue overflowed.
-    SlowConsumer,
     /// The socket ended without a close handshake.
     Dropped,
 }
@@ -47,59 +44,39 @@ enum Ending {
 impl Ending {
     /// The close code this ending is counted under (1005: no code given, 1006: no close frame).
     fn code(&self) -> u16 {
-        match *self {
-            Ending::Close { code, .. } => code,
+        match self {
+            Ending::Close { closing, .. } => closing.code,
             Ending::ClientClosed(code) => code.unwrap_or(1005),
-            Ending::SlowConsumer => close::SLOW_CONSUMER,
             Ending::Dropped => 1006,
         }
     }
 }
 
-/// A stream the connection is subscribed to.
-/// A connection's outbox and URL streams, subscribed before the handshake answer goes out, so
-/// a client receives everything published after its connection was accepted.
-pub struct Subscriptions {
+/// A connection accepted by its dialect, subscribed to its URL's streams before the handshake
+/// answer goes out, so the client receives everything published after it was accepted.
+pub struct Opening {
     outbox: Arc<Outbox>,
-    subscribed: Vec<Subscribed>,
+    streams: Streams,
+    connect: Connect,
 }
 
-impl Subscriptions {
-    /// A new connection's outbox, subscribed to `streams`.
-    pub fn new(ctx: &WsContext, streams: Vec<Arc<Topic>>) -> Self {
+impl Opening {
+    /// A new connection's outbox, subscribed to the streams `connect` planned.
+    pub fn new(ctx: &WsContext, mut connect: Connect) -> Self {
         let outbox = Outbox::new(ctx.next_connection_id(), ctx.settings.outbox_bytes);
-        let subscribed = streams
-            .into_iter()
-            .filter(|topic| topic.subscribe(&outbox))
-            .map(Subscribed::Live)
-            .collect();
-        Subscriptions { outbox, subscribed }
+        let mut streams = Streams::default();
+        streams.add(std::mem::take(&mut connect.streams), &outbox);
+        Opening {
+            outbox,
+            streams,
+            connect,
+        }
     }
 
     /// Undoes the subscriptions of a connection that never became a session.
-    pub fn abandon(self) {
-        for subscribed in self.subscribed {
-            if let Subscribed::Live(topic) = subscribed {
-                topic.unsubscribe(self.outbox.id());
-            }
-        }
+    pub fn abandon(mut self) {
+        self.streams.clear(&self.outbox);
         self.outbox.close();
-    }
-}
-
-enum Subscribed {
-    /// A stream the gateway serves.
-    Live(Arc<Topic>),
-    /// A well-formed stream no topic serves, accepted silently in compatibility mode.
-    Silent(Box<str>),
-}
-
-impl Subscribed {
-    fn name(&self) -> &str {
-        match self {
-            Subscribed::Live(topic) => topic.name(),
-            Subscribed::Silent(name) => name,
-        }
     }
 }
 
@@ -110,40 +87,39 @@ pub struct Session {
     outbox: Arc<Outbox>,
     reader: FrameReader,
     writer: Writer,
-    subscribed: Vec<Subscribed>,
-    format: Format,
+    streams: Streams,
+    conversation: Box<dyn Conversation>,
+    variant: FrameVariant,
     rate: MessageRate,
     started: Instant,
-    next_ping: Instant,
-    pong_due: Option<Instant>,
+    keepalive: Keepalive,
     expires: Instant,
 }
 
 impl Session {
     /// A session for an upgraded `socket`; `early` holds bytes the client sent right after the
-    /// handshake, `streams` the streams already resolved from the URL.
-    pub fn new(
-        ctx: Arc<WsContext>,
-        socket: TcpStream,
-        early: &[u8],
-        format: Format,
-        subscriptions: Subscriptions,
-    ) -> Self {
+    /// handshake.
+    pub fn new(ctx: Arc<WsContext>, socket: TcpStream, early: &[u8], opening: Opening) -> Self {
         let settings = &ctx.settings;
         let started = Instant::now();
         let mut reader = FrameReader::new(settings.max_message_bytes);
         reader.feed(early);
+        let Opening {
+            outbox,
+            streams,
+            connect,
+        } = opening;
         Session {
-            outbox: subscriptions.outbox,
+            outbox,
             socket,
             reader,
             writer: Writer::default(),
-            subscribed: subscriptions.subscribed,
-            format,
+            streams,
+            conversation: connect.conversation,
+            variant: connect.variant,
             rate: MessageRate::new(settings.messages_per_sec, 1000),
             started,
-            next_ping: started + settings.ping_interval,
-            pong_due: None,
+            keepalive: Keepalive::new(connect.heartbeat, started),
             expires: started + settings.max_lifetime,
             ctx,
         }
@@ -161,14 +137,19 @@ impl Session {
             .with_label_values(&[&ending.code().to_string()])
             .inc();
         self.finish(&ending).await;
-        for subscribed in self.subscribed.drain(..) {
-            if let Subscribed::Live(topic) = subscribed {
-                topic.unsubscribe(self.outbox.id());
-            }
-        }
+        self.streams.clear(&self.outbox);
         self.outbox.close();
         self.ctx.connections.remove(self.outbox.id());
         metrics.connections.dec();
+    }
+
+    /// The ending the conversation's dialect gives `cause`.
+    fn close_for(&self, cause: Cause) -> Ending {
+        let linger = cause != Cause::SlowConsumer;
+        Ending::Close {
+            closing: self.conversation.closing(cause),
+            linger,
+        }
     }
 
     async fn serve(&mut self) -> Ending {
@@ -176,15 +157,11 @@ impl Session {
         tokio::pin!(timer);
         loop {
             if self.ctx.connections.shutting_down() {
-                return Ending::Close {
-                    code: close::GOING_AWAY,
-                    reason: "Server shutting down",
-                    notice: true,
-                };
+                return self.close_for(Cause::Shutdown);
             }
             if self.writer.data_queue().is_empty() && self.outbox.take_all(self.writer.data_queue())
             {
-                return Ending::SlowConsumer;
+                return self.close_for(Cause::SlowConsumer);
             }
             let blocked = match self.flush_now() {
                 Ok(blocked) => blocked,
@@ -225,7 +202,7 @@ impl Session {
         if self.writer.is_empty() {
             return Ok(false);
         }
-        let written = self.writer.write_now(&self.socket, self.format)?;
+        let written = self.writer.write_now(&self.socket, self.variant)?;
         let metrics = &self.ctx.metrics;
         if written.syscalls > 0 {
             metrics.socket_writes.inc_by(written.syscalls as u64);
@@ -244,36 +221,24 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut deadline = self.next_ping.min(self.expires);
-        if let Some(due) = self.pong_due {
-            deadline = deadline.min(due);
+        match self.keepalive.deadline() {
+            Some(beat) => beat.min(self.expires),
+            None => self.expires,
         }
-        deadline
     }
 
     fn on_timer(&mut self, now: Instant) -> Option<Ending> {
         if now >= self.expires {
-            return Some(Ending::Close {
-                code: close::GOING_AWAY,
-                reason: "Connection lifetime reached",
-                notice: true,
-            });
+            return Some(self.close_for(Cause::LifetimeReached));
         }
-        if self.pong_due.is_some_and(|due| now >= due) {
-            return Some(Ending::Close {
-                code: close::POLICY,
-                reason: "Pong timeout",
-                notice: false,
-            });
+        match self.keepalive.on_timer(now) {
+            Beat::Quiet => None,
+            Beat::Ping(ping) => {
+                self.writer.push_own(ping);
+                None
+            }
+            Beat::Missed => Some(self.close_for(Cause::HeartbeatMissed)),
         }
-        if now >= self.next_ping {
-            let stamp = (now_us() / 1000).to_string();
-            self.writer.push_own(frame::ping(stamp.as_bytes()));
-            self.pong_due
-                .get_or_insert(now + self.ctx.settings.pong_timeout);
-            self.next_ping = now + self.ctx.settings.ping_interval;
-        }
-        None
     }
 
     fn on_readable(&mut self) -> Option<Ending> {
@@ -286,13 +251,7 @@ impl Session {
             let frame = match self.reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(e) => {
-                    return Some(Ending::Close {
-                        code: e.close_code(),
-                        reason: "Invalid frame",
-                        notice: false,
-                    })
-                }
+                Err(e) => return Some(self.close_for(Cause::BadFrame(e))),
             };
             if let Some(ending) = self.on_frame(frame) {
                 return Some(ending);
@@ -329,149 +288,64 @@ impl Session {
         self.ctx.metrics.client_messages.inc();
         let elapsed_ms = self.started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         if !self.rate.admit(elapsed_ms) {
-            return Some(Ending::Close {
-                code: close::POLICY,
-                reason: "Too many requests",
-                notice: false,
-            });
+            return Some(self.close_for(Cause::TooManyMessages));
         }
-        match frame {
-            ClientFrame::Text(text) => self.on_text(&text),
-            ClientFrame::Binary(_) => Some(Ending::Close {
-                code: close::UNSUPPORTED,
-                reason: "Binary frames are not supported",
-                notice: false,
-            }),
+        let closing = match frame {
+            ClientFrame::Text(text) => {
+                let text = std::str::from_utf8(&text).expect("the frame reader validated UTF-8");
+                self.converse(|conversation, link| conversation.on_text(text, link))
+            }
+            ClientFrame::Binary(data) => {
+                self.converse(|conversation, link| conversation.on_binary(&data, link))
+            }
             ClientFrame::Ping(payload) => {
                 self.writer.push_own(frame::pong(&payload));
+                self.keepalive.on_client_ping(Instant::now());
                 None
             }
             ClientFrame::Pong(_) => {
-                self.pong_due = None;
+                self.keepalive.on_pong();
                 None
             }
             ClientFrame::Close(_) => unreachable!("handled above"),
-        }
-    }
-
-    fn on_text(&mut self, text: &Bytes) -> Option<Ending> {
-        let text = std::str::from_utf8(text).expect("the frame reader validated UTF-8");
-        let reply = protocol::parse(text).and_then(|(request, id)| {
-            let result = self.execute(request, &id)?;
-            Ok(protocol::result_json(&result, &id))
-        });
-        match reply {
-            Ok(json) => {
-                self.writer.push_own(frame::text(&[json.as_bytes()]));
-                None
-            }
-            Err(error) => {
-                self.ctx
-                    .metrics
-                    .client_errors
-                    .with_label_values(&[&error.code.to_string()])
-                    .inc();
-                self.writer
-                    .push_own(frame::text(&[protocol::error_json(&error).as_bytes()]));
-                error.closes_connection().then_some(Ending::Close {
-                    code: close::POLICY,
-                    reason: "Invalid JSON",
-                    notice: false,
-                })
-            }
-        }
-    }
-
-    /// Carries out a request; returns the `result` JSON.
-    fn execute(&mut self, request: Request, id: &RequestId) -> Result<String, RequestError> {
-        match request {
-            Request::Subscribe(streams) => self.subscribe(streams, id).map(|_| "null".into()),
-            Request::Unsubscribe(streams) => {
-                self.unsubscribe(&streams, id)?;
-                Ok("null".into())
-            }
-            Request::ListSubscriptions => {
-                let names: Vec<&str> = self.subscribed.iter().map(Subscribed::name).collect();
-                Ok(serde_json::to_string(&names).expect("strings serialize"))
-            }
-            Request::SetCombined(combined) => {
-                self.format.combined = combined;
-                Ok("null".into())
-            }
-            Request::GetCombined => Ok(self.format.combined.to_string()),
-        }
-    }
-
-    fn subscribe(&mut self, streams: Vec<String>, id: &RequestId) -> Result<(), RequestError> {
-        let invalid = |msg: &str| RequestError {
-            id: Some(id.get().to_string()),
-            code: 2,
-            msg: format!("Invalid request: {msg}"),
         };
-        let current: HashSet<&str> = self.subscribed.iter().map(Subscribed::name).collect();
-        let mut seen = HashSet::new();
-        let mut added = Vec::new();
-        for name in streams {
-            if !looks_like_stream(&name) {
-                return Err(invalid("invalid stream"));
-            }
-            if current.contains(name.as_str()) || !seen.insert(name.clone()) {
-                continue;
-            }
-            match self.ctx.hub.topic(&name) {
-                Some(topic) => added.push(Subscribed::Live(topic)),
-                None if self.ctx.settings.accept_unknown_streams => {
-                    added.push(Subscribed::Silent(name.into_boxed_str()))
-                }
-                None => return Err(invalid("invalid stream")),
-            }
-        }
-        if self.subscribed.len() + added.len() > self.ctx.settings.max_streams {
-            return Err(invalid("too many streams"));
-        }
-        for subscribed in added {
-            if let Subscribed::Live(topic) = &subscribed {
-                topic.subscribe(&self.outbox);
-            }
-            self.subscribed.push(subscribed);
-        }
-        Ok(())
+        closing.map(|closing| Ending::Close {
+            closing,
+            linger: true,
+        })
     }
 
-    fn unsubscribe(&mut self, streams: &[String], id: &RequestId) -> Result<(), RequestError> {
-        if streams.iter().any(|name| !looks_like_stream(name)) {
-            return Err(RequestError {
-                id: Some(id.get().to_string()),
-                code: 2,
-                msg: "Invalid request: invalid stream".into(),
-            });
-        }
-        let remove: HashSet<&str> = streams.iter().map(String::as_str).collect();
-        let outbox_id = self.outbox.id();
-        self.subscribed.retain(|subscribed| {
-            let keep = !remove.contains(subscribed.name());
-            if let (false, Subscribed::Live(topic)) = (keep, subscribed) {
-                topic.unsubscribe(outbox_id);
-            }
-            keep
-        });
-        Ok(())
+    /// Hands a client message to the conversation, with a link to this connection.
+    fn converse(
+        &mut self,
+        handle: impl FnOnce(&mut dyn Conversation, &mut Link<'_>) -> Option<Closing>,
+    ) -> Option<Closing> {
+        let mut link = Link {
+            ctx: &self.ctx,
+            outbox: &self.outbox,
+            streams: &mut self.streams,
+            writer: &mut self.writer,
+            variant: &mut self.variant,
+            keepalive: &mut self.keepalive,
+        };
+        handle(self.conversation.as_mut(), &mut link)
     }
 
     /// Sends the closing frames and waits (briefly) for the client's.
     async fn finish(&mut self, ending: &Ending) {
         let grace = self.ctx.settings.close_grace;
-        match *ending {
-            Ending::Close {
-                code,
-                reason,
-                notice,
-            } => {
+        match ending {
+            Ending::Close { closing, linger } => {
                 self.writer.discard_data();
-                if notice {
-                    self.writer.push_own(self.format.server_shutdown(now_us()));
+                if let Some(notice) = &closing.notice {
+                    self.writer.push_own(notice.clone());
                 }
-                self.writer.push_own(frame::close(code, reason));
+                self.writer
+                    .push_own(frame::close(closing.code, closing.reason));
+                if !linger {
+                    let _ = self.flush_now();
+                    return;
+                }
                 let deadline = Instant::now() + grace;
                 if self.flush_until(deadline).await {
                     self.await_client_close(deadline).await;
@@ -482,12 +356,6 @@ impl Session {
                 let echo = code.unwrap_or(close::NORMAL);
                 self.writer.push_own(frame::close(echo, ""));
                 self.flush_until(Instant::now() + grace).await;
-            }
-            Ending::SlowConsumer => {
-                self.writer.discard_data();
-                self.writer
-                    .push_own(frame::close(close::SLOW_CONSUMER, "Slow consumer"));
-                let _ = self.flush_now();
             }
             Ending::Dropped => {}
         }

@@ -11,8 +11,7 @@ use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::binance::Format;
-use crate::hub::Delivery;
+use crate::hub::{Delivery, FrameVariant};
 
 /// Sends `slices` with one `sendmsg` call, without waiting: `sendmsg` on a socket skips the
 /// file-position and VFS work `writev` does, which is a measurable share of a fan-out's CPU.
@@ -97,8 +96,8 @@ impl Writer {
         }
     }
 
-    /// Writes as much as the socket takes now, without waiting.
-    pub fn write_now(&mut self, socket: &TcpStream, format: Format) -> io::Result<Written> {
+    /// Writes as much as the socket takes now, without waiting, market data in `variant`.
+    pub fn write_now(&mut self, socket: &TcpStream, variant: FrameVariant) -> io::Result<Written> {
         let mut result = Written::default();
         while !self.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
@@ -112,7 +111,7 @@ impl Writer {
                 count += 1;
             }
             for delivery in self.data.iter().take(MAX_IOV - count) {
-                slices[count] = IoSlice::new(format.frame(delivery));
+                slices[count] = IoSlice::new(delivery.frame(variant));
                 count += 1;
             }
             if result.syscalls == 0 {
@@ -128,13 +127,13 @@ impl Writer {
                 Err(e) => return Err(e),
             };
             result.syscalls += 1;
-            result.data_frames += self.advance(written, format);
+            result.data_frames += self.advance(written, variant);
         }
         Ok(result)
     }
 
     /// Consumes `written` bytes from the queue fronts; returns data frames completed.
-    fn advance(&mut self, mut written: usize, format: Format) -> usize {
+    fn advance(&mut self, mut written: usize, variant: FrameVariant) -> usize {
         let mut completed = 0;
         if let Some((frame, offset, is_data)) = &mut self.partial {
             let left = frame.len() - *offset;
@@ -160,7 +159,7 @@ impl Writer {
             let Some(delivery) = self.data.front() else {
                 break;
             };
-            let frame = format.frame(delivery);
+            let frame = delivery.frame(variant);
             if written < frame.len() {
                 self.partial = Some((frame.clone(), written, true));
                 self.data.pop_front();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use self::market::{DemoMarket, MarketConfig};
-use super::{Backpressure, Dispatcher, Source, SourceError, UpstreamEvent};
+use super::{Backpressure, Dispatcher, Position, Source, SourceError, UpstreamEvent};
 use crate::config::Datasource;
 use crate::util::now_us;
 
@@ -46,10 +46,6 @@ impl Source for DemoSource {
         Backpressure::DropForSlowRoute
     }
 
-    fn durable_positions(&self) -> bool {
-        false
-    }
-
     fn run(mut self: Box<Self>, mut dispatcher: Dispatcher, shutdown: CancellationToken) {
         let mut channels: HashMap<String, Arc<str>> = HashMap::new();
         let mut made = Vec::new();
@@ -71,7 +67,7 @@ impl Source for DemoSource {
                             headers: Vec::new(),
                             payload: Bytes::from(event.payload),
                             timestamp_us: event.ts_us,
-                            position: position.to_string(),
+                            position: Position::Counted(position),
                         }
                     })
                     .collect();

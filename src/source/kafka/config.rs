@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 
 use crate::config::Datasource;
 use crate::source::properties::{name_list, property_error, NameList};
-use crate::source::SourceError;
+use crate::source::{Consumption, SourceError};
 
 /// Properties wsgate sets itself.
 const RESERVED: [&str; 2] = ["enable.auto.commit", "enable.auto.offset.store"];
@@ -43,7 +43,10 @@ fn valid_topic(topic: &str) -> bool {
 
 impl KafkaConfig {
     /// Parses and validates a datasource's properties, letting librdkafka check them too.
-    pub fn from_datasource(datasource: &Datasource) -> Result<Self, SourceError> {
+    pub fn from_datasource(
+        datasource: &Datasource,
+        consumption: &Consumption,
+    ) -> Result<Self, SourceError> {
         let name = datasource.name.as_str();
         let props = &datasource.properties;
         let required = |property: &str| match props.get(property) {
@@ -63,6 +66,7 @@ impl KafkaConfig {
                 valid: valid_topic,
                 each_must_be: "must be a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)",
             },
+            consumption,
         )?;
         let auto_offset_reset = match props.get("auto.offset.reset") {
             None => "earliest".to_string(),
@@ -136,6 +140,19 @@ impl KafkaConfig {
             });
         }
         Ok(config)
+    }
+
+    /// Makes the consumer a static member of its group, `wsgate-<datasource>`, unless the
+    /// properties name a `group.instance.id`: for a datasource only one node consumes at a
+    /// time, so that each new consumer takes its predecessor's place in the group at once.
+    pub fn join_as_static_member(&mut self, datasource: &str) {
+        const INSTANCE: &str = "group.instance.id";
+        if self.passthrough.iter().any(|(key, _)| key == INSTANCE) {
+            return;
+        }
+        self.passthrough
+            .push((INSTANCE.to_string(), format!("wsgate-{datasource}")));
+        self.passthrough.sort();
     }
 
     /// The librdkafka configuration of the consumer.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
-use crate::source::UpstreamEvent;
+use crate::source::{Position, UpstreamEvent};
 
 /// The event for a record.
 pub(super) fn event(
@@ -48,7 +48,11 @@ pub(super) fn event(
     }
 }
 
-/// `"<partition>:<offset>"`, as the dedup stage expects for Kafka.
-pub(super) fn position(partition: i32, offset: i64) -> String {
-    format!("{partition}:{offset}")
+/// The position of the record at `offset` of `partition` (both never negative for a record
+/// read from a broker).
+pub(super) fn position(partition: i32, offset: i64) -> Position {
+    Position::Kafka {
+        partition: u32::try_from(partition).unwrap_or(0),
+        offset: u64::try_from(offset).unwrap_or(0),
+    }
 }

@@ -10,15 +10,22 @@
 //! Properties:
 //! - `bootstrap.servers` (required): `host:port[,host:port...]`.
 //! - `group.id` (required): the consumer group (one per gateway cluster).
-//! - `topics` (required): the topics to consume (a route's `upstream` names them).
+//! - `topics`: the topics to consume; by default those the datasource's routes name as their
+//!   `upstream` (each must then be a topic name, not a pattern).
 //! - `auto.offset.reset`: where a group without a committed offset starts, default `earliest`.
 //! - any other property is passed to librdkafka verbatim (`security.protocol`, `sasl.*`,
 //!   `session.timeout.ms`, ...), and librdkafka's own validation applies to it; only
 //!   `enable.auto.commit` and `enable.auto.offset.store` are reserved (wsgate commits after
 //!   hand-off).
 //!
-//! Each event's position is `"<partition>:<offset>"`, its channel the topic, its key, headers
-//! and payload the record's, its timestamp the record timestamp.
+//! Each event's position is its partition and offset (`"<partition>:<offset>"` to mappers), its
+//! channel the topic, its key, headers and payload the record's, its timestamp the record
+//! timestamp.
+//!
+//! A datasource consumed by one node at a time (a cluster's lease, [`Consumers::OneAtATime`])
+//! joins its group as a static member, `group.instance.id` = `wsgate-<datasource>` unless the
+//! properties name one: every owner is the same member to the broker, so a new owner takes a
+//! dead owner's partitions at once instead of waiting for the broker to expire its session.
 
 mod config;
 mod context;
@@ -27,7 +34,7 @@ mod run;
 #[cfg(test)]
 mod tests;
 
-use super::SourceError;
+use super::{Consumers, Consumption, SourceError};
 use crate::config::Datasource;
 
 pub use config::KafkaConfig;
@@ -39,11 +46,18 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Validates the datasource's properties.
-    pub fn from_datasource(datasource: &Datasource) -> Result<Self, SourceError> {
+    /// Validates the datasource's properties for `consumption`.
+    pub fn from_datasource(
+        datasource: &Datasource,
+        consumption: &Consumption,
+    ) -> Result<Self, SourceError> {
+        let mut config = KafkaConfig::from_datasource(datasource, consumption)?;
+        if consumption.consumers == Consumers::OneAtATime {
+            config.join_as_static_member(&datasource.name);
+        }
         Ok(KafkaSource {
             name: datasource.name.clone(),
-            config: KafkaConfig::from_datasource(datasource)?,
+            config,
         })
     }
 

@@ -29,10 +29,6 @@ impl Source for KafkaSource {
         Backpressure::Wait
     }
 
-    fn durable_positions(&self) -> bool {
-        true
-    }
-
     fn run(self: Box<Self>, mut dispatcher: Dispatcher, shutdown: CancellationToken) {
         let name = self.name;
         let shared = Arc::new(Shared::default());

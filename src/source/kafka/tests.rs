@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::readiness;
 use super::event::position;
-use crate::source::{Backpressure, Dispatcher, Source};
+use crate::source::{Backpressure, Consumption, Dispatcher, Source};
 
 fn datasource(properties: Json) -> Datasource {
     crate::source::properties::datasource(DatasourceKind::Kafka, "kf", properties)
 }
 
 fn error(properties: Json) -> String {
-    match KafkaSource::from_datasource(&datasource(properties)) {
+    match KafkaSource::from_datasource(&datasource(properties), &Consumption::default()) {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     }
@@ -37,7 +37,7 @@ fn ok() -> Json {
 #[test]
 fn defaults_apply() {
     let started = Instant::now();
-    let source = KafkaSource::from_datasource(&datasource(ok())).unwrap();
+    let source = KafkaSource::from_datasource(&datasource(ok()), &Consumption::default()).unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "validation is quick"
@@ -56,6 +56,57 @@ fn defaults_apply() {
 }
 
 #[test]
+fn topics_default_to_the_routes_upstream() {
+    let mut props = ok();
+    props.as_object_mut().unwrap().remove("topics");
+    let read_by = |upstream: &[&str]| Consumption {
+        upstream: upstream.iter().map(|s| s.to_string()).collect(),
+        ..Consumption::default()
+    };
+    let source = KafkaSource::from_datasource(&datasource(props.clone()), &read_by(&["a", "b.c"]));
+    assert_eq!(source.unwrap().config().topics, ["a", "b.c"]);
+    let pattern = KafkaSource::from_datasource(&datasource(props.clone()), &read_by(&["md.*"]));
+    let message = pattern.err().expect("a pattern is no topic").to_string();
+    assert!(
+        message.contains("properties.topics: not given"),
+        "{message}"
+    );
+    let unread = Consumption {
+        unread: true,
+        ..Consumption::default()
+    };
+    let source = KafkaSource::from_datasource(&datasource(props), &unread).unwrap();
+    assert!(source.config().topics.is_empty(), "nothing to consume");
+}
+
+#[test]
+fn a_sole_consumer_joins_as_a_static_member() {
+    let sole = Consumption {
+        consumers: crate::source::Consumers::OneAtATime,
+        ..Consumption::default()
+    };
+    let source = KafkaSource::from_datasource(&datasource(ok()), &sole).unwrap();
+    let client = source.config().client_config();
+    assert_eq!(client.get("group.instance.id"), Some("wsgate-kf"));
+    let mut named = ok();
+    named["group.instance.id"] = json!("mine");
+    let source = KafkaSource::from_datasource(&datasource(named), &sole).unwrap();
+    assert_eq!(
+        source.config().client_config().get("group.instance.id"),
+        Some("mine")
+    );
+    let shared = KafkaSource::from_datasource(&datasource(ok()), &Consumption::default());
+    assert_eq!(
+        shared
+            .unwrap()
+            .config()
+            .client_config()
+            .get("group.instance.id"),
+        None
+    );
+}
+
+#[test]
 fn other_properties_pass_through_to_librdkafka() {
     let mut props = ok();
     props["topics"] = json!(["a", "b.c"]);
@@ -63,7 +114,7 @@ fn other_properties_pass_through_to_librdkafka() {
     props["security.protocol"] = json!("plaintext");
     props["session.timeout.ms"] = json!(10000);
     props["check.crcs"] = json!(true);
-    let source = KafkaSource::from_datasource(&datasource(props)).unwrap();
+    let source = KafkaSource::from_datasource(&datasource(props), &Consumption::default()).unwrap();
     let c = source.config();
     assert_eq!(c.topics, vec!["a".to_string(), "b.c".to_string()]);
     assert_eq!(c.auto_offset_reset, "latest");
@@ -179,9 +230,12 @@ fn records_are_dispatched_in_order_then_committed_mock_cluster() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let source = KafkaSource::from_datasource(&datasource(json!({
-        "bootstrap.servers": bootstrap, "group.id": "g", "topics": ["trades"]
-    })))
+    let source = KafkaSource::from_datasource(
+        &datasource(json!({
+            "bootstrap.servers": bootstrap, "group.id": "g", "topics": ["trades"]
+        })),
+        &Consumption::default(),
+    )
     .unwrap();
     let health = Arc::new(super::super::SourceHealth::detached("kf"));
     let mut dispatcher = Dispatcher::new(Backpressure::Wait).with_health(Arc::clone(&health));
@@ -200,7 +254,8 @@ fn records_are_dispatched_in_order_then_committed_mock_cluster() {
                     assert_eq!(&*e.channel, "trades");
                     assert_eq!(e.key.as_deref(), Some(&b"BTCUSDT"[..]));
                     assert!(e.timestamp_us > 0);
-                    let (partition, offset) = e.position.split_once(':').unwrap();
+                    let position = e.position.to_string();
+                    let (partition, offset) = position.split_once(':').unwrap();
                     seen.push((
                         partition.to_string(),
                         offset.parse::<i64>().unwrap(),
@@ -297,6 +352,6 @@ fn ready_only_with_a_broker_up_and_a_settled_group_member() {
 
 #[test]
 fn positions_are_partition_and_offset() {
-    assert_eq!(position(2, 1234), "2:1234");
-    assert_eq!(position(0, 0), "0:0");
+    assert_eq!(position(2, 1234).to_string(), "2:1234");
+    assert_eq!(position(0, 0).to_string(), "0:0");
 }

@@ -7,6 +7,7 @@ use async_nats::ServerAddr;
 use serde_json::{Map, Value};
 
 use super::{Credentials, Deliver, JetStreamSettings, NatsSource};
+use crate::source::Consumption;
 
 /// Properties this source understands.
 const KNOWN: &[&str] = &[
@@ -15,6 +16,7 @@ const KNOWN: &[&str] = &[
     "queue_group",
     "jetstream",
     "max_reconnect_attempts",
+    "reconnect_time_wait",
     "reconnect_time_wait_ms",
     "user",
     "password",
@@ -22,7 +24,10 @@ const KNOWN: &[&str] = &[
     "creds_file",
 ];
 
-pub(super) fn parse(properties: &Map<String, Value>) -> Result<NatsSource, String> {
+pub(super) fn parse(
+    properties: &Map<String, Value>,
+    consumption: &Consumption,
+) -> Result<NatsSource, String> {
     if let Some(unknown) = properties.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(format!(
             "properties.{unknown}: unknown property (known: {})",
@@ -30,7 +35,11 @@ pub(super) fn parse(properties: &Map<String, Value>) -> Result<NatsSource, Strin
         ));
     }
     let servers = parse_servers(properties.get("servers"))?;
-    let subjects = parse_subjects(properties.get("subjects"))?;
+    let subjects = match properties.get("subjects") {
+        None if consumption.unread => Vec::new(),
+        None if !consumption.upstream.is_empty() => routes_upstream(&consumption.upstream)?,
+        given => parse_subjects(given)?,
+    };
     let queue_group = match properties.get("queue_group") {
         None => "wsgate".to_string(),
         Some(value) => {
@@ -54,13 +63,33 @@ pub(super) fn parse(properties: &Map<String, Value>) -> Result<NatsSource, Strin
                 as usize,
         ),
     };
-    let reconnect_time_wait = match properties.get("reconnect_time_wait_ms") {
-        None => Duration::from_millis(1000),
-        Some(value) => match value.as_u64() {
+    let reconnect_time_wait = match (
+        properties.get("reconnect_time_wait_ms"),
+        properties.get("reconnect_time_wait"),
+    ) {
+        (None, None) => Duration::from_millis(1000),
+        (Some(_), Some(_)) => {
+            return Err(
+                "properties.reconnect_time_wait: give it in seconds or reconnect_time_wait_ms, \
+                 not both"
+                    .to_string(),
+            )
+        }
+        (Some(value), None) => match value.as_u64() {
             Some(ms) if ms > 0 => Duration::from_millis(ms),
             _ => {
                 return Err(
                     "properties.reconnect_time_wait_ms: must be a positive integer (ms)"
+                        .to_string(),
+                )
+            }
+        },
+        (None, Some(value)) => match value.as_f64() {
+            Some(seconds) if seconds > 0.0 && seconds <= 3600.0 => Duration::from_secs_f64(seconds),
+            _ => {
+                return Err(
+                    "properties.reconnect_time_wait: must be a positive number of seconds \
+                     (at most 3600)"
                         .to_string(),
                 )
             }
@@ -196,6 +225,17 @@ fn parse_subjects(value: Option<&Value>) -> Result<Vec<String>, String> {
             Ok(subject.to_string())
         })
         .collect()
+}
+
+/// The routes' upstream as the subjects: each must be a valid subject.
+fn routes_upstream(upstream: &[String]) -> Result<Vec<String>, String> {
+    match upstream.iter().find(|subject| !valid_subject(subject)) {
+        None => Ok(upstream.to_vec()),
+        Some(subject) => Err(format!(
+            "properties.subjects: not given, and the routes' upstream `{subject}` is not a valid \
+             subject (tokens separated by `.`, `*` for one token, `>` only last)"
+        )),
+    }
 }
 
 fn valid_subject(subject: &str) -> bool {

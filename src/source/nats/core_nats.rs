@@ -4,9 +4,10 @@
 use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::feed::Feed;
 use super::message::to_event;
-use super::run::Feed;
 use super::{Ended, NatsSource, MAX_BATCH};
+use crate::source::Position;
 use crate::util::now_us;
 
 impl NatsSource {
@@ -15,7 +16,7 @@ impl NatsSource {
         client: &async_nats::Client,
         feed: &mut Feed,
         shutdown: &CancellationToken,
-        position: &mut u64,
+        counted: &mut u64,
     ) -> Ended {
         let mut subscriptions = Vec::with_capacity(self.subjects.len());
         for subject in &self.subjects {
@@ -51,8 +52,8 @@ impl NatsSource {
             let mut batch = Vec::with_capacity(16);
             let now = now_us();
             let mut push = |message: async_nats::Message| {
-                *position += 1;
-                batch.push(to_event(message, position.to_string(), now));
+                *counted += 1;
+                batch.push(to_event(message, Position::Counted(*counted), now));
             };
             push(first);
             for _ in 1..MAX_BATCH {

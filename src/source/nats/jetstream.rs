@@ -9,9 +9,10 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::feed::Feed;
 use super::message::to_event;
-use super::run::Feed;
 use super::{Deliver, Ended, JetStreamSettings, NatsSource, MAX_BATCH};
+use crate::source::Position;
 use crate::util::now_us;
 
 impl NatsSource {
@@ -142,10 +143,14 @@ impl NatsSource {
             let mut push = |message: jetstream::Message| {
                 let (position, timestamp_us) = match message.info() {
                     Ok(info) => (
-                        info.stream_sequence.to_string(),
+                        Position::JetStream {
+                            sequence: info.stream_sequence,
+                        },
                         (info.published.unix_timestamp_nanos() / 1_000) as i64,
                     ),
-                    Err(_) => (String::new(), now_us()),
+                    // Not a consumer's message (no stream sequence in its reply subject):
+                    // delivered in arrival order, without a redelivery check.
+                    Err(_) => (Position::Counted(0), now_us()),
                 };
                 let (message, acker) = message.split();
                 ackers.push(acker);

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use crate::source::UpstreamEvent;
+use crate::source::{Position, UpstreamEvent};
 
 pub(super) fn to_event(
     message: async_nats::Message,
-    position: String,
+    position: Position,
     timestamp_us: i64,
 ) -> UpstreamEvent {
     let (key, headers) = match &message.headers {

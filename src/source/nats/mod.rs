@@ -3,13 +3,15 @@
 //!
 //! Properties:
 //! - `servers` (required): `nats://host:port` (or `tls://`), a string or an array of them.
-//! - `subjects` (required): non-empty array of subjects to consume, wildcards allowed.
+//! - `subjects`: non-empty array of subjects to consume, wildcards allowed; by default those the
+//!   datasource's routes name as their `upstream`.
 //! - `queue_group`: core mode's queue group (default `wsgate`), so several gateways share a
 //!   subject instead of each receiving every message.
 //! - `jetstream`: switches to JetStream: `{stream (required), durable (default "wsgate"),
 //!   deliver ("all" | "new", default "all"), ack_wait_ms (default 30000)}`.
 //! - `max_reconnect_attempts` (default unlimited), `reconnect_time_wait_ms` (default 1000; the
-//!   delay grows exponentially from it, capped at 30 s, with jitter).
+//!   delay grows exponentially from it, capped at 30 s, with jitter), or `reconnect_time_wait`
+//!   in seconds, as the seed design's sample config writes it.
 //! - Credentials: `user` + `password`, or `token`, or `creds_file`.
 //!
 //! Core NATS is at-most-once: what is published while the gateway is disconnected is not
@@ -18,6 +20,7 @@
 
 mod config;
 mod core_nats;
+mod feed;
 mod jetstream;
 mod message;
 mod run;
@@ -29,7 +32,7 @@ use std::time::Duration;
 use async_nats::ServerAddr;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backpressure, Dispatcher, Source, SourceError};
+use super::{Backpressure, Consumption, Dispatcher, Source, SourceError};
 use crate::config::Datasource;
 use config::parse;
 
@@ -85,9 +88,13 @@ enum Ended {
 }
 
 impl NatsSource {
-    /// Validates the datasource's properties; errors name the offending property.
-    pub fn from_datasource(datasource: &Datasource) -> Result<Self, SourceError> {
-        parse(&datasource.properties)
+    /// Validates the datasource's properties for `consumption`; errors name the offending
+    /// property.
+    pub fn from_datasource(
+        datasource: &Datasource,
+        consumption: &Consumption,
+    ) -> Result<Self, SourceError> {
+        parse(&datasource.properties, consumption)
             .map_err(|message| SourceError::Config {
                 name: datasource.name.clone(),
                 message,
@@ -108,10 +115,6 @@ impl Source for NatsSource {
     /// A broker keeps what is not consumed: a slow route slows the source, nothing is dropped.
     fn backpressure(&self) -> Backpressure {
         Backpressure::Wait
-    }
-
-    fn durable_positions(&self) -> bool {
-        self.is_jetstream()
     }
 
     fn run(self: Box<Self>, dispatcher: Dispatcher, shutdown: CancellationToken) {

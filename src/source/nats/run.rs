@@ -1,5 +1,4 @@
-//! The source's run loop: connecting, retrying failed sessions with backoff, and the feed that
-//! hands batches to the dispatcher.
+//! The source's run loop: connecting, and retrying failed sessions with backoff.
 
 use std::time::Duration;
 
@@ -9,9 +8,10 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::feed::{Feed, Link};
 use super::jetstream::ack_ready;
 use super::{Credentials, Ended, NatsSource, MAX_BACKOFF};
-use crate::source::{Dispatcher, SourceHealth, UpstreamEvent};
+use crate::source::Dispatcher;
 
 impl NatsSource {
     async fn connect(
@@ -52,14 +52,12 @@ impl NatsSource {
 
     pub(super) async fn serve(self, dispatcher: Dispatcher, shutdown: CancellationToken) {
         let (link_tx, link_rx) = mpsc::unbounded_channel();
-        let mut feed = Feed {
-            dispatcher: Some(dispatcher),
-            link: link_rx,
-        };
+        let mut feed = Feed::new(dispatcher, link_rx);
         // Ack handles of handed-off JetStream batches, in hand-off order.
         let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<Vec<jetstream::message::Acker>>();
         let mut failures: usize = 0;
-        let mut position: u64 = 0;
+        // Core NATS messages are counted across sessions: their order within this run.
+        let mut counted: u64 = 0;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -69,7 +67,7 @@ impl NatsSource {
                 Ok(client) => {
                     let ended = match &self.jetstream {
                         None => {
-                            self.consume_core(&client, &mut feed, &shutdown, &mut position)
+                            self.consume_core(&client, &mut feed, &shutdown, &mut counted)
                                 .await
                         }
                         Some(settings) => {
@@ -114,55 +112,6 @@ impl NatsSource {
         }
         ack_ready(&mut acks_rx).await;
         tracing::info!(datasource = %self.name, "nats source stopped");
-    }
-}
-
-/// Owns the dispatcher; dispatches on the blocking pool so that the connection keeps being
-/// served (pings, acks) while a route applies backpressure.
-pub(super) struct Feed {
-    dispatcher: Option<Dispatcher>,
-    /// Connection state changes reported by the client's event callback.
-    pub(super) link: mpsc::UnboundedReceiver<Link>,
-}
-
-/// A change of the connection's state.
-pub(super) enum Link {
-    Up,
-    Down(&'static str),
-}
-
-impl Feed {
-    pub(super) fn health(&self) -> &SourceHealth {
-        self.dispatcher
-            .as_ref()
-            .expect("dispatcher present")
-            .health()
-    }
-
-    pub(super) fn note(&self, link: Link) {
-        match link {
-            Link::Up => self.health().set_up(),
-            Link::Down(reason) => {
-                self.health().set_down(reason);
-                self.health().reconnecting();
-            }
-        }
-    }
-
-    pub(super) async fn dispatch(
-        &mut self,
-        events: Vec<UpstreamEvent>,
-        handed_off: impl FnOnce() + Send + 'static,
-    ) -> bool {
-        let mut dispatcher = self.dispatcher.take().expect("dispatcher present");
-        let (dispatcher, alive) = tokio::task::spawn_blocking(move || {
-            let alive = dispatcher.dispatch_blocking_then(events, handed_off);
-            (dispatcher, alive)
-        })
-        .await
-        .expect("dispatch does not panic");
-        self.dispatcher = Some(dispatcher);
-        alive
     }
 }
 

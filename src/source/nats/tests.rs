@@ -6,13 +6,14 @@ use serde_json::json;
 use serde_json::Value;
 
 use super::run::backoff;
+use crate::source::Consumption;
 
 fn datasource(properties: Value) -> Datasource {
     crate::source::properties::datasource(DatasourceKind::Nats, "nats-md", properties)
 }
 
 fn refused(properties: Value, field: &str) {
-    match NatsSource::from_datasource(&datasource(properties.clone())) {
+    match NatsSource::from_datasource(&datasource(properties.clone()), &Consumption::default()) {
         Err(SourceError::Config { name, message }) => {
             assert_eq!(name, "nats-md");
             assert!(
@@ -37,7 +38,7 @@ fn with(key: &str, value: Value) -> Value {
 
 #[test]
 fn defaults() {
-    let source = NatsSource::from_datasource(&datasource(good())).unwrap();
+    let source = NatsSource::from_datasource(&datasource(good()), &Consumption::default()).unwrap();
     assert_eq!(source.name, "nats-md");
     assert_eq!(source.servers.len(), 1);
     assert_eq!(source.subjects, vec!["trade.>"]);
@@ -61,7 +62,8 @@ fn full_jetstream_config() {
         "user": "u",
         "password": "p"
     });
-    let source = NatsSource::from_datasource(&datasource(properties)).unwrap();
+    let source =
+        NatsSource::from_datasource(&datasource(properties), &Consumption::default()).unwrap();
     assert_eq!(source.servers.len(), 2);
     assert_eq!(source.queue_group, "md");
     assert_eq!(
@@ -83,12 +85,66 @@ fn full_jetstream_config() {
     let mut properties = good();
     properties["jetstream"] = js["jetstream"].clone();
     properties["token"] = js["token"].clone();
-    let source = NatsSource::from_datasource(&datasource(properties)).unwrap();
+    let source =
+        NatsSource::from_datasource(&datasource(properties), &Consumption::default()).unwrap();
     let settings = source.jetstream.clone().unwrap();
     assert_eq!(settings.durable, "wsgate");
     assert_eq!(settings.deliver, Deliver::All);
     assert_eq!(settings.ack_wait, Duration::from_secs(30));
     assert_eq!(source.credentials, Credentials::Token("t".into()));
+}
+
+#[test]
+fn the_seed_designs_reconnect_properties_are_accepted() {
+    let mut properties = good();
+    properties["max_reconnect_attempts"] = json!(10);
+    properties["reconnect_time_wait"] = json!(2);
+    let source = NatsSource::from_datasource(&datasource(properties), &Consumption::default());
+    let source = source.unwrap();
+    assert_eq!(source.max_reconnect_attempts, Some(10));
+    assert_eq!(source.reconnect_time_wait, Duration::from_secs(2));
+    let half = with("reconnect_time_wait", json!(0.5));
+    let source = NatsSource::from_datasource(&datasource(half), &Consumption::default());
+    assert_eq!(
+        source.unwrap().reconnect_time_wait,
+        Duration::from_millis(500)
+    );
+    refused(
+        with("reconnect_time_wait", json!(0)),
+        "properties.reconnect_time_wait",
+    );
+    refused(
+        with("reconnect_time_wait", json!("2s")),
+        "properties.reconnect_time_wait",
+    );
+    let mut both = with("reconnect_time_wait", json!(2));
+    both["reconnect_time_wait_ms"] = json!(2000);
+    refused(both, "properties.reconnect_time_wait");
+}
+
+#[test]
+fn subjects_default_to_the_routes_upstream() {
+    let properties = json!({"servers": "nats://127.0.0.1:4222"});
+    let read_by = |upstream: &[&str]| Consumption {
+        upstream: upstream.iter().map(|s| s.to_string()).collect(),
+        ..Consumption::default()
+    };
+    let source = NatsSource::from_datasource(
+        &datasource(properties.clone()),
+        &read_by(&["trade.*", "book.>"]),
+    );
+    assert_eq!(source.unwrap().subjects, ["trade.*", "book.>"]);
+    let bad = NatsSource::from_datasource(&datasource(properties.clone()), &read_by(&["a..b"]));
+    assert!(bad.is_err(), "an upstream that is no subject");
+    let unread = Consumption {
+        unread: true,
+        ..Consumption::default()
+    };
+    let idle = NatsSource::from_datasource(&datasource(properties), &unread).unwrap();
+    assert!(
+        idle.subjects.is_empty(),
+        "no route reads it: nothing to consume"
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 
 use crate::config::Datasource;
 use crate::source::properties::{name_list, property_error, NameList};
-use crate::source::SourceError;
+use crate::source::{Consumption, SourceError};
 
 const KNOWN: [&str; 8] = [
     "url",
@@ -40,8 +40,11 @@ pub struct RedisStreamConfig {
 }
 
 impl RedisStreamConfig {
-    /// Parses and validates a datasource's properties.
-    pub fn from_datasource(datasource: &Datasource) -> Result<Self, SourceError> {
+    /// Parses and validates a datasource's properties for `consumption`.
+    pub fn from_datasource(
+        datasource: &Datasource,
+        consumption: &Consumption,
+    ) -> Result<Self, SourceError> {
         let name = datasource.name.as_str();
         let props = &datasource.properties;
         if let Some(key) = props.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -72,6 +75,7 @@ impl RedisStreamConfig {
                 valid: |key| !key.is_empty(),
                 each_must_be: "must be a non-empty string",
             },
+            consumption,
         )?;
         let text = |property: &str, default: String| -> Result<String, SourceError> {
             match props.get(property) {

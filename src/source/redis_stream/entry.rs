@@ -6,7 +6,7 @@ use bytes::Bytes;
 use redis::Value;
 use serde_json::{Map, Value as Json};
 
-use crate::source::UpstreamEvent;
+use crate::source::{Position, UpstreamEvent};
 
 /// The value after `name` in a flat field/value reply.
 pub(super) fn field<'a>(fields: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -27,6 +27,7 @@ pub(super) struct Entry {
 /// the whole entry as a JSON object when there is no `payload` field), the other fields as
 /// headers.
 pub(super) fn event(channel: &Arc<str>, id: &str, fields: Vec<(String, Bytes)>) -> UpstreamEvent {
+    let position = EntryId::parse(id);
     let has_payload = fields.iter().any(|(f, _)| f == "payload");
     let payload = if has_payload {
         Bytes::new()
@@ -47,12 +48,11 @@ pub(super) fn event(channel: &Arc<str>, id: &str, fields: Vec<(String, Bytes)>) 
         key: None,
         headers: Vec::new(),
         payload,
-        timestamp_us: id
-            .split('-')
-            .next()
-            .and_then(|ms| ms.parse::<i64>().ok())
-            .map_or(0, |ms| ms.saturating_mul(1000)),
-        position: id.to_string(),
+        timestamp_us: i64::try_from(position.ms).unwrap_or(0).saturating_mul(1000),
+        position: Position::RedisEntry {
+            ms: position.ms,
+            seq: position.seq,
+        },
     };
     for (field, value) in fields {
         match field.as_str() {
@@ -130,4 +130,21 @@ pub(super) fn parse_entries(value: Value) -> Vec<Entry> {
             Some(Entry { id, fields })
         })
         .collect()
+}
+
+/// A stream entry id, `<ms>-<seq>`.
+struct EntryId {
+    ms: u64,
+    seq: u64,
+}
+
+impl EntryId {
+    /// The parts of `id`; Redis never hands out another shape, which would read as `0-0`.
+    fn parse(id: &str) -> EntryId {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        EntryId {
+            ms: ms.parse().unwrap_or(0),
+            seq: seq.parse().unwrap_or(0),
+        }
+    }
 }

@@ -29,7 +29,7 @@ mod tests;
 
 use std::time::Duration;
 
-use super::SourceError;
+use super::{Consumption, SourceError};
 use crate::config::Datasource;
 
 pub use config::RedisStreamConfig;
@@ -44,11 +44,14 @@ pub struct RedisStreamSource {
 }
 
 impl RedisStreamSource {
-    /// Validates the datasource's properties.
-    pub fn from_datasource(datasource: &Datasource) -> Result<Self, SourceError> {
+    /// Validates the datasource's properties for `consumption`.
+    pub fn from_datasource(
+        datasource: &Datasource,
+        consumption: &Consumption,
+    ) -> Result<Self, SourceError> {
         Ok(RedisStreamSource {
             name: datasource.name.clone(),
-            config: RedisStreamConfig::from_datasource(datasource)?,
+            config: RedisStreamConfig::from_datasource(datasource, consumption)?,
         })
     }
 

@@ -23,10 +23,6 @@ impl Source for RedisStreamSource {
         Backpressure::Wait
     }
 
-    fn durable_positions(&self) -> bool {
-        true
-    }
-
     fn run(self: Box<Self>, mut dispatcher: Dispatcher, shutdown: CancellationToken) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -12,14 +12,14 @@ use redis::Value;
 use serde_json::Value as Json;
 
 use super::entry::{event, parse_entries, stream_pairs};
-use crate::source::{Backpressure, Source};
+use crate::source::{Backpressure, Consumption, Source};
 
 fn datasource(properties: Json) -> Datasource {
     crate::source::properties::datasource(DatasourceKind::RedisStream, "rs", properties)
 }
 
 fn error(properties: Json) -> String {
-    match RedisStreamSource::from_datasource(&datasource(properties)) {
+    match RedisStreamSource::from_datasource(&datasource(properties), &Consumption::default()) {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     }
@@ -27,9 +27,10 @@ fn error(properties: Json) -> String {
 
 #[test]
 fn defaults_apply() {
-    let source = RedisStreamSource::from_datasource(&datasource(
-        json!({"url": "redis://127.0.0.1:6379", "streams": ["trades"]}),
-    ))
+    let source = RedisStreamSource::from_datasource(
+        &datasource(json!({"url": "redis://127.0.0.1:6379", "streams": ["trades"]})),
+        &Consumption::default(),
+    )
     .unwrap();
     let c = source.config();
     assert_eq!(c.streams, vec!["trades".to_string()]);
@@ -38,15 +39,35 @@ fn defaults_apply() {
     assert_eq!((c.block_ms, c.batch, c.claim_idle_ms), (1000, 500, 30_000));
     assert_eq!(c.start, "0");
     assert_eq!(source.backpressure(), Backpressure::Wait);
-    assert!(source.durable_positions());
+}
+
+#[test]
+fn streams_default_to_the_routes_upstream_keys() {
+    let properties = json!({"url": "redis://127.0.0.1:6379"});
+    let read_by = |upstream: &[&str]| Consumption {
+        upstream: upstream.iter().map(|s| s.to_string()).collect(),
+        ..Consumption::default()
+    };
+    let source =
+        RedisStreamSource::from_datasource(&datasource(properties.clone()), &read_by(&["a", "b"]));
+    assert_eq!(source.unwrap().config().streams, ["a", "b"]);
+    let pattern = RedisStreamSource::from_datasource(&datasource(properties), &read_by(&["md.*"]));
+    let message = pattern.err().expect("a pattern names no key").to_string();
+    assert!(
+        message.contains("properties.streams: not given"),
+        "{message}"
+    );
 }
 
 #[test]
 fn every_property_is_read() {
-    let source = RedisStreamSource::from_datasource(&datasource(json!({
-        "url": "redis+unix:///tmp/r.sock", "streams": ["a", "b"], "group": "g",
-        "consumer": "c1", "block_ms": 50, "batch": 7, "claim_idle_ms": 0, "start": "$"
-    })))
+    let source = RedisStreamSource::from_datasource(
+        &datasource(json!({
+            "url": "redis+unix:///tmp/r.sock", "streams": ["a", "b"], "group": "g",
+            "consumer": "c1", "block_ms": 50, "batch": 7, "claim_idle_ms": 0, "start": "$"
+        })),
+        &Consumption::default(),
+    )
     .unwrap();
     let c = source.config();
     assert_eq!(c.streams, vec!["a".to_string(), "b".to_string()]);
@@ -112,7 +133,11 @@ fn entries_become_events() {
         e.headers,
         vec![("trace".to_string(), Bytes::from_static(b"x"))]
     );
-    assert_eq!(e.position, "1767000000123-4");
+    assert_eq!(e.position.to_string(), "1767000000123-4");
+    assert!(
+        e.position.is_durable(),
+        "a restarted consumer re-reads it with this id"
+    );
     assert_eq!(e.timestamp_us, 1_767_000_000_123_000);
 
     let fields = vec![

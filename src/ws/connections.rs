@@ -2,7 +2,7 @@
 //!
 //! Sessions never poll a shared shutdown future (a `CancellationToken` or `Notify` takes a lock
 //! shared by every connection on each poll); instead shutdown sets one flag, which sessions read
-//! with a relaxed load, and interrupts each connection's outbox. The registry's locks are taken
+//! with a relaxed load, and interrupts each connection's outbox. Its locks are taken
 //! only when a connection opens or closes.
 
 use std::collections::HashMap;
@@ -18,15 +18,15 @@ const SHARDS: usize = 64;
 type Shard = Mutex<HashMap<ConnId, Arc<Outbox>>>;
 
 /// Live connections and the shutdown flag.
-pub struct Registry {
+pub struct Connections {
     shards: Box<[Shard]>,
     shutting_down: AtomicBool,
 }
 
-impl Registry {
-    /// An empty registry.
+impl Connections {
+    /// An empty connections.
     pub fn new() -> Self {
-        Registry {
+        Connections {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             shutting_down: AtomicBool::new(false),
         }
@@ -75,9 +75,9 @@ impl Registry {
     }
 }
 
-impl Default for Registry {
+impl Default for Connections {
     fn default() -> Self {
-        Registry::new()
+        Connections::new()
     }
 }
 
@@ -88,18 +88,18 @@ mod tests {
 
     #[tokio::test]
     async fn shut_down_wakes_every_waiting_connection() {
-        let registry = Arc::new(Registry::new());
+        let connections = Arc::new(Connections::new());
         let mut waiting = Vec::new();
         for id in 0..100 {
             let outbox = Outbox::new(id, 1024);
-            registry.insert(&outbox);
+            connections.insert(&outbox);
             waiting.push(tokio::spawn(async move { outbox.ready().await }));
         }
-        registry.remove(99);
-        assert_eq!(registry.len(), 99);
+        connections.remove(99);
+        assert_eq!(connections.len(), 99);
         tokio::task::yield_now().await;
-        registry.shut_down();
-        assert!(registry.shutting_down());
+        connections.shut_down();
+        assert!(connections.shutting_down());
         for task in waiting.drain(..99) {
             tokio::time::timeout(Duration::from_secs(1), task)
                 .await

@@ -1,5 +1,5 @@
-//! Control messages on a market-stream connection: parsing, validation and replies, with
-//! Binance's exact JSON and error texts (`reference/binance-protocol.md` §2).
+//! Control messages on a Binance market-stream connection: parsing, validation and replies,
+//! with Binance's exact JSON and error texts (`reference/binance-protocol.md` §2).
 //!
 //! Binance's texts are serde_json's own error messages, so requests are parsed with serde into a
 //! struct of the same shape, which reproduces them byte for byte.
@@ -7,28 +7,6 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-
-/// Close codes the gateway sends (RFC 6455 and the gateway's own 4xxx bands).
-pub mod close {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// Server going away (shutdown, drain, lifetime reached): reconnect.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Protocol error.
-    pub const PROTOCOL: u16 = 1002;
-    /// Unsupported data (binary frame on a JSON connection).
-    pub const UNSUPPORTED: u16 = 1003;
-    /// Invalid payload data (text that is not UTF-8).
-    pub const INVALID_DATA: u16 = 1007;
-    /// Policy violation (rate limit, invalid JSON, missed pongs).
-    pub const POLICY: u16 = 1008;
-    /// Message too big.
-    pub const TOO_BIG: u16 = 1009;
-    /// Internal error.
-    pub const INTERNAL: u16 = 1011;
-    /// Slow consumer: the client did not read fast enough; reconnect with backoff.
-    pub const SLOW_CONSUMER: u16 = 4100;
-}
 
 /// The request id as the client sent it: a 64-bit integer, a string, or null.
 pub type RequestId = Box<RawValue>;

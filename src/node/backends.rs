@@ -1,0 +1,317 @@
+//! The one place that tells an embedded node from a cluster member.
+//!
+//! Without `--redis` the config store is in memory; with it, in Redis (shared by every node
+//! started with the same URL and prefix). Without `--nats` the bus is in the process and the
+//! node runs every route; with it the node is a cluster member: its bus is NATS, subscribed as
+//! its clients' interest follows, the cluster assigns it routes, its sources consume only while
+//! holding their datasource's lease, and the bus is probed end to end. [`open`] decides once;
+//! the rest of the node talks to the [`Backends`] it returns and to its [`Membership`], never to
+//! the settings that chose them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::interest::{FanoutRule, Interest};
+use super::NodeSettings;
+use crate::admin::{AdminState, Readiness};
+use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
+use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
+use crate::config::store::{ConfigStore, MemoryStore, RedisStore};
+use crate::config::GatewayConfig;
+use crate::control::mapper_ops;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::source::{Consumers, SourceHealth};
+
+/// The store and bus a node runs on, and how it takes part in a cluster.
+pub struct Backends {
+    /// The config store: in memory, or Redis.
+    pub store: Arc<dyn ConfigStore>,
+    /// Where routes publish: in process (straight to the hub), or NATS.
+    pub bus: Arc<dyn Bus>,
+    /// Alone, or a cluster member.
+    pub membership: Arc<dyn Membership>,
+}
+
+/// How a node takes part in a cluster: not at all ([`Alone`]), or as a member ([`Member`]).
+pub trait Membership: Send + Sync + 'static {
+    /// Keeps in `config` the routes this node runs, and the datasources they read.
+    fn keep_own(&self, config: &mut GatewayConfig);
+
+    /// What a source that is down means for `/readyz`.
+    fn readiness(&self) -> Readiness;
+
+    /// How many consumers of one datasource run at once.
+    fn consumers(&self) -> Consumers;
+
+    /// Runs `consume` (a source, on its own thread) as `datasource`'s consumer: at once, or
+    /// once this node holds the datasource's lease, reporting the wait through `health`.
+    fn consume(
+        &self,
+        datasource: &str,
+        stop: &CancellationToken,
+        health: &SourceHealth,
+        consume: Box<dyn FnOnce() + '_>,
+    ) -> Tenure;
+
+    /// Every mapping's fanout rule is now `rules` (bus subscriptions and replay follow them).
+    fn fanout_rules_changed(&self, rules: &[FanoutRule]);
+
+    /// Reports the bus's health to `admin` (and `wsgate_bus_up`) until [`stop`](Self::stop).
+    fn watch_bus(&self, admin: &Arc<AdminState>, metrics: &Metrics);
+
+    /// Leaves the cluster, so the others take this node's datasources at once.
+    fn leave(&self) -> BoxFuture<'_, ()>;
+
+    /// Stops what [`watch_bus`](Self::watch_bus) started.
+    fn stop(&self);
+}
+
+/// Opens the node's store and bus and, with a bus URL, joins the cluster. `hub` receives what
+/// the bus delivers.
+pub async fn open(
+    settings: &NodeSettings,
+    hub: &Arc<Hub>,
+    metrics: &Metrics,
+) -> anyhow::Result<Backends> {
+    let store = open_store(settings).await?;
+    let Some(nats_url) = &settings.nats else {
+        let bus: Arc<dyn Bus> = MemoryBus::new();
+        bus.subscribe(">", Arc::clone(hub) as Arc<dyn BusSink>)
+            .await?;
+        return Ok(Backends {
+            store,
+            bus,
+            membership: Arc::new(Alone),
+        });
+    };
+    let redis = settings
+        .redis
+        .clone()
+        .context("a cluster member (--nats) needs the cluster's Redis (--redis)")?;
+    let cluster_settings = ClusterSettings {
+        peer_id: settings.node_id.clone(),
+        redis,
+        prefix: settings.redis_prefix.clone(),
+        heartbeat: settings.heartbeat,
+        ttl: settings.peer_ttl,
+    };
+    let cluster = Cluster::join(&cluster_settings, Arc::clone(&store)).await?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("wsgate {}", settings.node_id))
+        .retry_on_initial_connect()
+        .connect(nats_url.as_str())
+        .await
+        .with_context(|| format!("connecting to the bus at {nats_url}"))?;
+    let nats = NatsBus::new(client);
+    let bus: Arc<dyn Bus> = Arc::clone(&nats) as Arc<dyn Bus>;
+    let interest = Interest::start(
+        Arc::clone(hub),
+        Arc::clone(&bus),
+        Vec::new(),
+        metrics.bus_subscriptions.clone(),
+    );
+    let member = Member {
+        node_id: settings.node_id.clone(),
+        leases: cluster.leases(),
+        cluster: Mutex::new(Some(cluster)),
+        interest,
+        nats,
+        retention: settings.replay_retention,
+        probe_every: settings.bus_probe_every,
+        probe_stop: CancellationToken::new(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    Ok(Backends {
+        store,
+        bus,
+        membership: Arc::new(member),
+    })
+}
+
+/// Opens the store: Redis when configured, else memory. An empty store is seeded with the
+/// config file and the modules of the mappers directory.
+async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn ConfigStore>> {
+    let read_config = || -> anyhow::Result<GatewayConfig> {
+        let path = &settings.config_path;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        GatewayConfig::from_json(&text).with_context(|| format!("parsing {}", path.display()))
+    };
+    let seeder = format!("seed:{}", settings.node_id);
+    let store: Arc<dyn ConfigStore> = match &settings.redis {
+        None => Arc::new(MemoryStore::new(read_config()?)),
+        Some(url) => {
+            let store = RedisStore::connect(url, &settings.redis_prefix)
+                .await
+                .with_context(|| format!("connecting to the config store at {url}"))?;
+            // Seeds only an empty store, atomically: of several nodes starting at once, one does.
+            if store.seed_if_empty(read_config()?, &seeder).await? {
+                tracing::info!(config = %settings.config_path.display(), "seeded the empty config store");
+            }
+            store
+        }
+    };
+    if settings.mappers_dir.is_dir() {
+        for (name, bytes) in crate::mapper::modules_in_dir(&settings.mappers_dir)? {
+            if mapper_ops::seed(&*store, &name, bytes.into(), &seeder).await? {
+                tracing::info!(mapper = %name, "seeded mapper version 1");
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// A node on its own: it runs every route, its sources consume at once, and everything it
+/// maps goes straight to its own hub.
+struct Alone;
+
+impl Membership for Alone {
+    fn keep_own(&self, _config: &mut GatewayConfig) {}
+
+    /// An embedded node delivers only what its own sources read.
+    fn readiness(&self) -> Readiness {
+        Readiness::SourcesRequired
+    }
+
+    fn consumers(&self) -> Consumers {
+        Consumers::Many
+    }
+
+    fn consume(
+        &self,
+        _datasource: &str,
+        _stop: &CancellationToken,
+        _health: &SourceHealth,
+        consume: Box<dyn FnOnce() + '_>,
+    ) -> Tenure {
+        consume();
+        Tenure::Released
+    }
+
+    fn fanout_rules_changed(&self, _rules: &[FanoutRule]) {}
+
+    fn watch_bus(&self, _admin: &Arc<AdminState>, _metrics: &Metrics) {}
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        async {}.boxed()
+    }
+
+    fn stop(&self) {}
+}
+
+/// A cluster member.
+struct Member {
+    node_id: String,
+    cluster: Mutex<Option<Cluster>>,
+    leases: Leases,
+    interest: Interest,
+    nats: Arc<NatsBus>,
+    /// How long JetStream keeps the fanout subjects for replay (zero: not captured).
+    retention: Duration,
+    probe_every: Duration,
+    probe_stop: CancellationToken,
+    /// The node's runtime, for the lease's Redis calls from a source's thread.
+    runtime: tokio::runtime::Handle,
+}
+
+/// The JetStream stream capturing every fanout subject.
+const REPLAY_STREAM: &str = "wsgate_fanout";
+
+impl Membership for Member {
+    /// The routes the cluster assigned to this node.
+    fn keep_own(&self, config: &mut GatewayConfig) {
+        config
+            .routes
+            .retain(|route| route.peer_id.as_deref() == Some(self.node_id.as_str()));
+        let read: std::collections::BTreeSet<&str> = config
+            .routes
+            .iter()
+            .map(|route| route.data_source.as_str())
+            .collect();
+        config
+            .datasource
+            .retain(|datasource| read.contains(datasource.name.as_str()));
+    }
+
+    /// Every node delivers every stream over the bus: an upstream outage is the same on all
+    /// of them, so it leaves the node ready (listed as degraded).
+    fn readiness(&self) -> Readiness {
+        Readiness::BusRequired
+    }
+
+    /// The lease lets one node at a time consume a datasource.
+    fn consumers(&self) -> Consumers {
+        Consumers::OneAtATime
+    }
+
+    fn consume(
+        &self,
+        datasource: &str,
+        stop: &CancellationToken,
+        health: &SourceHealth,
+        consume: Box<dyn FnOnce() + '_>,
+    ) -> Tenure {
+        health.set_down("waiting for the datasource's lease");
+        let tenure = self.leases.hold_while(datasource, stop, &self.runtime, || {
+            health.set_down("connecting");
+            consume()
+        });
+        if tenure == Tenure::Lost {
+            health.set_down("lease lost to another node");
+        }
+        tenure
+    }
+
+    fn fanout_rules_changed(&self, rules: &[FanoutRule]) {
+        self.interest.set_rules(rules.to_vec());
+        if self.retention.is_zero() {
+            return;
+        }
+        let subjects: Vec<String> = rules.iter().map(FanoutRule::all_subjects).collect();
+        let (nats, retention) = (Arc::clone(&self.nats), self.retention);
+        tokio::spawn(async move {
+            if let Err(e) = nats.capture(REPLAY_STREAM, &subjects, retention).await {
+                tracing::warn!(error = %format!("{e:#}"), ?subjects, "cannot capture the fanout subjects in JetStream");
+            }
+        });
+    }
+
+    fn watch_bus(&self, admin: &Arc<AdminState>, metrics: &Metrics) {
+        let subject = format!(
+            "_wsgate.probe.{}",
+            self.node_id.replace(['.', ' ', '*', '>'], "_")
+        );
+        let (admin, gauge) = (Arc::clone(admin), metrics.bus_up.clone());
+        let report = move |problem: Option<String>| {
+            gauge.set(i64::from(problem.is_none()));
+            *admin.bus_problem.lock() = problem;
+        };
+        let (nats, every, stop) = (
+            Arc::clone(&self.nats),
+            self.probe_every,
+            self.probe_stop.clone(),
+        );
+        tokio::spawn(async move { nats.probe(subject, every, report, stop).await });
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        let cluster = self.cluster.lock().take();
+        async move {
+            if let Some(cluster) = cluster {
+                cluster.leave().await;
+            }
+        }
+        .boxed()
+    }
+
+    fn stop(&self) {
+        self.probe_stop.cancel();
+    }
+}

@@ -1,0 +1,141 @@
+//! Binance market-stream connect URLs: `/ws/<stream>…`, `/stream?streams=…`, `timeUnit`
+//! (`reference/binance-protocol.md` §1).
+
+use percent_encoding::percent_decode_str;
+
+use super::looks_like_stream;
+
+/// What a client asked for in its connect URL.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectTarget {
+    /// Wrap events as `{"stream":..,"data":..}` (`/stream` paths).
+    pub combined: bool,
+    /// Times in microseconds (`timeUnit=MICROSECOND`).
+    pub micros: bool,
+    /// Streams to subscribe at once.
+    pub streams: Vec<String>,
+}
+
+/// Why a connect URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// Not a stream endpoint.
+    #[error("not found")]
+    NotFound,
+    /// `timeUnit` has a value other than MILLISECOND or MICROSECOND.
+    #[error("Invalid timeUnit")]
+    BadTimeUnit,
+}
+
+/// Parses a request target: `/ws`, `/ws/`, `/ws/<stream>[/<stream>..]`, `/ws/0`, `/stream`,
+/// `/stream?streams=a/b`, each optionally percent-encoded and with `timeUnit`.
+///
+/// A path segment after `/ws/` that is not a stream name (ccxt's `/ws/0`) means "no initial
+/// stream", as Binance treats it.
+pub fn parse_target(path: &str, query: Option<&str>) -> Result<ConnectTarget, TargetError> {
+    let path = percent_decode_str(path).decode_utf8_lossy();
+    let mut target = ConnectTarget::default();
+    if let Some(rest) = path.strip_prefix("/ws") {
+        let rest = match rest {
+            "" => "",
+            r if r.starts_with('/') => &r[1..],
+            _ => return Err(TargetError::NotFound),
+        };
+        target.streams = rest
+            .split('/')
+            .filter(|s| looks_like_stream(s))
+            .map(str::to_string)
+            .collect();
+    } else if path == "/stream" || path == "/stream/" {
+        target.combined = true;
+    } else {
+        return Err(TargetError::NotFound);
+    }
+    for (key, value) in query_pairs(query.unwrap_or("")) {
+        match key.as_str() {
+            "streams" if target.combined => {
+                target.streams = value
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+            "timeUnit" => {
+                target.micros = match value.as_str() {
+                    "MICROSECOND" | "microsecond" => true,
+                    "MILLISECOND" | "millisecond" => false,
+                    _ => return Err(TargetError::BadTimeUnit),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(target)
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        (decode(k), decode(v))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(path: &str, query: Option<&str>) -> ConnectTarget {
+        parse_target(path, query).unwrap()
+    }
+
+    #[test]
+    fn accepts_every_url_form_clients_use() {
+        assert_eq!(target("/ws", None), ConnectTarget::default());
+        assert_eq!(target("/ws/", None), ConnectTarget::default());
+        assert_eq!(target("/ws/0", None), ConnectTarget::default());
+        assert_eq!(target("/ws/btcusdt@trade", None).streams, ["btcusdt@trade"]);
+        assert_eq!(
+            target("/ws/btcusdt%40trade", None).streams,
+            ["btcusdt@trade"]
+        );
+        assert_eq!(
+            target("/ws/a@trade/b@depth", None).streams,
+            ["a@trade", "b@depth"]
+        );
+        let stream = target("/stream", None);
+        assert!(stream.combined && stream.streams.is_empty());
+        assert!(target("/stream", Some("streams=")).streams.is_empty());
+        assert_eq!(
+            target("/stream", Some("streams=a@trade/b@depth")).streams,
+            ["a@trade", "b@depth"]
+        );
+        assert_eq!(
+            target(
+                "/stream",
+                Some("streams=a%40trade%2Fb%40depth&timeUnit=MICROSECOND")
+            ),
+            ConnectTarget {
+                combined: true,
+                micros: true,
+                streams: vec!["a@trade".into(), "b@depth".into()]
+            }
+        );
+        assert!(target("/ws/x@trade", Some("timeUnit=microsecond")).micros);
+        assert!(!target("/ws", Some("timeUnit=MILLISECOND")).micros);
+    }
+
+    #[test]
+    fn refuses_other_paths_and_time_units() {
+        assert_eq!(parse_target("/wsx", None), Err(TargetError::NotFound));
+        assert_eq!(
+            parse_target("/stream/nonsense", None),
+            Err(TargetError::NotFound)
+        );
+        assert_eq!(parse_target("/", None), Err(TargetError::NotFound));
+        assert_eq!(
+            parse_target("/ws", Some("timeUnit=NANOSECOND")),
+            Err(TargetError::BadTimeUnit)
+        );
+    }
+}

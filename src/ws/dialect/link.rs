@@ -1,0 +1,78 @@
+//! What a conversation may do to its connection while it handles a client message.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::hub::{FrameVariant, Outbox};
+use crate::ws::keepalive::Keepalive;
+use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
+use crate::ws::writer::Writer;
+use crate::ws::WsContext;
+
+/// A conversation's handle on its connection: send replies, change what the connection is
+/// subscribed to and how events are wrapped, report heartbeats. Everything it queues goes out
+/// before further events, in order.
+pub struct Link<'a> {
+    pub(crate) ctx: &'a WsContext,
+    pub(crate) outbox: &'a Arc<Outbox>,
+    pub(crate) streams: &'a mut Streams,
+    pub(crate) writer: &'a mut Writer,
+    pub(crate) variant: &'a mut FrameVariant,
+    pub(crate) keepalive: &'a mut Keepalive,
+}
+
+impl Link<'_> {
+    /// Queues one complete frame of the connection's own (a reply, a pong, a notice).
+    pub fn send(&mut self, frame: Bytes) {
+        self.writer.push_own(frame);
+    }
+
+    /// Subscribes the connection to `names` (already checked for the dialect's stream syntax):
+    /// all of them, or none when one is unknown or the connection would hold too many.
+    pub fn subscribe(&mut self, names: Vec<String>) -> Result<(), SubscribeError> {
+        let planned = self.plan(names)?;
+        self.streams.add(planned, self.outbox);
+        Ok(())
+    }
+
+    /// Checks what [`subscribe`](Self::subscribe) would add, without subscribing.
+    pub fn plan(&self, names: Vec<String>) -> Result<Planned, SubscribeError> {
+        self.ctx.catalog().plan(self.streams, names)
+    }
+
+    /// Unsubscribes the connection from each of `names` it holds.
+    pub fn unsubscribe(&mut self, names: &[String]) {
+        self.streams.remove(names, self.outbox);
+    }
+
+    /// The connection's streams, in the order they were subscribed.
+    pub fn streams(&self) -> impl Iterator<Item = &str> {
+        self.streams.names()
+    }
+
+    /// The frame variant events are sent in.
+    pub fn variant(&self) -> FrameVariant {
+        *self.variant
+    }
+
+    /// Sends events in `variant` from now on (events already queued included).
+    pub fn set_variant(&mut self, variant: FrameVariant) {
+        *self.variant = variant;
+    }
+
+    /// The client sent a heartbeat of the dialect's own (e.g. a JSON ping or pong).
+    pub fn heard_heartbeat(&mut self) {
+        self.keepalive.on_heartbeat(Instant::now());
+    }
+
+    /// Counts a request refused with the dialect's error `code` (`wsgate_client_errors_total`).
+    pub fn count_error(&self, code: &str) {
+        self.ctx
+            .metrics
+            .client_errors
+            .with_label_values(&[code])
+            .inc();
+    }
+}

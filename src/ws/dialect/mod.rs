@@ -1,0 +1,242 @@
+//! Client dialects: what a connect URL means, what a client's text frames ask and how they are
+//! answered, how events are wrapped, how a connection is kept alive and how it is told to go.
+//!
+//! The session (`ws::session`) is the dialect-free loop: it reads and writes frames, keeps the
+//! timers and limits, and does the close handshake. Everything a client protocol decides sits
+//! behind two traits: [`Dialect`], asked once per HTTP upgrade whether the URL is one of its
+//! own, and [`Conversation`], the dialect's state for one connection, handed every text frame
+//! with a [`Link`] to act on its connection. A dialect registers the frame variants its
+//! connections receive events in with the hub ([`FrameVariants`]), which caches each variant
+//! once per event.
+//!
+//! A new dialect is a folder here plus one line in [`standard`].
+
+pub mod binance;
+mod link;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use super::close;
+use super::frame::{self, FrameError};
+use super::subscriptions::{Catalog, Planned};
+use super::WsSettings;
+use crate::hub::{FrameVariant, FrameVariants};
+
+pub use link::Link;
+
+/// The dialects every node serves, in the order their URLs are tried.
+pub fn standard(variants: &mut FrameVariants) -> Dialects {
+    Dialects::default().with(binance::MarketStreams::new(variants))
+}
+
+/// A client protocol, as the listener sees it: which connect URLs are its own.
+pub trait Dialect: Send + Sync + 'static {
+    /// A short name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// What an upgrade request for `handshake` asks for, if its URL belongs to this dialect:
+    /// the connection's conversation and first streams, or why it is refused. `None` lets the
+    /// next dialect look at it.
+    fn route(
+        &self,
+        handshake: &Handshake<'_>,
+        serving: &Serving<'_>,
+    ) -> Option<Result<Connect, Refusal>>;
+}
+
+/// A dialect's side of one connection: the client's text and binary messages, and the words the
+/// gateway ends the connection with.
+pub trait Conversation: Send + 'static {
+    /// A text message from the client; `Some` ends the connection.
+    fn on_text(&mut self, text: &str, link: &mut Link<'_>) -> Option<Closing>;
+
+    /// A binary message from the client; by default the connection is closed with 1003.
+    fn on_binary(&mut self, _data: &[u8], _link: &mut Link<'_>) -> Option<Closing> {
+        Some(Closing::new(
+            close::UNSUPPORTED,
+            "Binary frames are not supported",
+        ))
+    }
+
+    /// How the gateway ends the connection for `cause`; by default the gateway's close codes
+    /// ([`Cause::closing`]) and no notice.
+    fn closing(&self, cause: Cause) -> Closing {
+        cause.closing()
+    }
+}
+
+/// The upgrade request a dialect routes.
+pub struct Handshake<'a> {
+    /// The URL path, as sent (still percent-encoded).
+    pub path: &'a str,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
+    /// The request's headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// What a dialect may consult while routing a connection: what the node serves.
+pub struct Serving<'a> {
+    /// The streams the node serves.
+    pub catalog: Catalog<'a>,
+    /// The node's connection limits and timers.
+    pub settings: &'a WsSettings,
+}
+
+/// An accepted connect URL: the connection's conversation, how it receives events, its
+/// heartbeat rule, and the streams it starts with.
+pub struct Connect {
+    /// The dialect's state for this connection.
+    pub conversation: Box<dyn Conversation>,
+    /// The frame variant events are sent in (the conversation may change it later).
+    pub variant: FrameVariant,
+    /// How the connection is kept alive.
+    pub heartbeat: Heartbeat,
+    /// Streams subscribed before the handshake answer goes out, so the client gets everything
+    /// published after its connection was accepted.
+    pub streams: Planned,
+}
+
+/// A refused upgrade: HTTP status and the `{"code":..,"msg":..}` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The error code in the body.
+    pub code: i32,
+    /// The message in the body.
+    pub msg: String,
+}
+
+impl Refusal {
+    /// A refusal with `status`, `code` and `msg`.
+    pub fn new(status: StatusCode, code: i32, msg: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// How a connection proves it is alive.
+#[derive(Debug, Clone, Copy)]
+pub enum Heartbeat {
+    /// The server pings every `every` with the frame `ping` builds (from the time in ms); a
+    /// ping left unanswered for `answer_within` ends the connection. A WebSocket pong answers,
+    /// as does any heartbeat the conversation reports ([`Link::heard_heartbeat`]).
+    ServerPings {
+        /// Interval between pings.
+        every: Duration,
+        /// How long a ping may stay unanswered.
+        answer_within: Duration,
+        /// Builds the ping frame.
+        ping: fn(i64) -> Bytes,
+    },
+    /// The client must send a heartbeat at least every `within`: a WebSocket ping, or whatever
+    /// the conversation reports with [`Link::heard_heartbeat`] (JSON pings).
+    ClientPings {
+        /// Longest silence allowed.
+        within: Duration,
+    },
+}
+
+/// A WebSocket ping frame carrying the time in ms as text.
+pub fn websocket_ping(now_ms: i64) -> Bytes {
+    frame::ping(now_ms.to_string().as_bytes())
+}
+
+/// Why the gateway ends a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// The node shuts down or drains.
+    Shutdown,
+    /// The connection reached its maximum lifetime.
+    LifetimeReached,
+    /// The client missed its heartbeat.
+    HeartbeatMissed,
+    /// The client sent more messages than its budget allows.
+    TooManyMessages,
+    /// The client broke the WebSocket framing.
+    BadFrame(FrameError),
+    /// The client did not read its queue fast enough.
+    SlowConsumer,
+}
+
+impl Cause {
+    /// The gateway's close code and reason for this cause, without a notice.
+    pub fn closing(&self) -> Closing {
+        match self {
+            Cause::Shutdown => Closing::new(close::GOING_AWAY, "Server shutting down"),
+            Cause::LifetimeReached => {
+                Closing::new(close::GOING_AWAY, "Connection lifetime reached")
+            }
+            Cause::HeartbeatMissed => Closing::new(close::POLICY, "Pong timeout"),
+            Cause::TooManyMessages => Closing::new(close::POLICY, "Too many requests"),
+            Cause::BadFrame(e) => Closing::new(e.close_code(), "Invalid frame"),
+            Cause::SlowConsumer => Closing::new(close::SLOW_CONSUMER, "Slow consumer"),
+        }
+    }
+}
+
+/// How a connection is ended: a notice sent first (if any), then a close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    /// Close code.
+    pub code: u16,
+    /// Close reason.
+    pub reason: &'static str,
+    /// A frame sent before the close (e.g. Binance's `serverShutdown`).
+    pub notice: Option<Bytes>,
+}
+
+impl Closing {
+    /// A close with `code` and `reason`, without notice.
+    pub fn new(code: u16, reason: &'static str) -> Self {
+        Closing {
+            code,
+            reason,
+            notice: None,
+        }
+    }
+
+    /// The same close, preceded by `notice`.
+    pub fn with_notice(mut self, notice: Bytes) -> Self {
+        self.notice = Some(notice);
+        self
+    }
+}
+
+/// The dialects a listener serves, tried in order.
+#[derive(Default, Clone)]
+pub struct Dialects {
+    list: Vec<Arc<dyn Dialect>>,
+}
+
+impl Dialects {
+    /// These dialects and then `dialect`.
+    pub fn with(mut self, dialect: impl Dialect) -> Self {
+        self.list.push(Arc::new(dialect));
+        self
+    }
+
+    /// The first dialect's answer to `handshake`; `None` when no dialect owns its URL.
+    pub fn route(
+        &self,
+        handshake: &Handshake<'_>,
+        serving: &Serving<'_>,
+    ) -> Option<Result<Connect, Refusal>> {
+        self.list
+            .iter()
+            .find_map(|dialect| dialect.route(handshake, serving))
+    }
+
+    /// The dialects' names, in order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.list.iter().map(|d| d.name()).collect()
+    }
+}

@@ -1,0 +1,169 @@
+//! A connection's heartbeat timer, following the rule its dialect chose ([`Heartbeat`]).
+
+use tokio::time::Instant;
+
+use super::dialect::Heartbeat;
+use crate::util::now_us;
+
+/// What the heartbeat timer asks of the session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Nothing due yet.
+    Quiet,
+    /// Send this ping now.
+    Ping(bytes::Bytes),
+    /// The client missed its heartbeat: end the connection.
+    Missed,
+}
+
+/// Heartbeat state of one connection.
+pub struct Keepalive {
+    rule: Heartbeat,
+    /// Server pings: when the next one goes out.
+    next_ping: Instant,
+    /// Server pings: when an unanswered ping ends the connection. Client heartbeats: when the
+    /// next one is due at the latest.
+    due: Option<Instant>,
+}
+
+impl Keepalive {
+    /// A timer for a connection opened at `now`.
+    pub fn new(rule: Heartbeat, now: Instant) -> Self {
+        match rule {
+            Heartbeat::ServerPings { every, .. } => Keepalive {
+                rule,
+                next_ping: now + every,
+                due: None,
+            },
+            Heartbeat::ClientPings { within } => Keepalive {
+                rule,
+                next_ping: now,
+                due: Some(now + within),
+            },
+        }
+    }
+
+    /// When [`on_timer`](Self::on_timer) next has something to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.rule {
+            Heartbeat::ServerPings { .. } => Some(match self.due {
+                Some(due) => due.min(self.next_ping),
+                None => self.next_ping,
+            }),
+            Heartbeat::ClientPings { .. } => self.due,
+        }
+    }
+
+    /// What is due at `now`.
+    pub fn on_timer(&mut self, now: Instant) -> Beat {
+        if self.due.is_some_and(|due| now >= due) {
+            return Beat::Missed;
+        }
+        match self.rule {
+            Heartbeat::ServerPings {
+                every,
+                answer_within,
+                ping,
+            } if now >= self.next_ping => {
+                self.due.get_or_insert(now + answer_within);
+                self.next_ping = now + every;
+                Beat::Ping(ping(now_us() / 1000))
+            }
+            _ => Beat::Quiet,
+        }
+    }
+
+    /// A WebSocket pong arrived: it answers the server's pings (an unsolicited pong before any
+    /// ping changes nothing).
+    pub fn on_pong(&mut self) {
+        if let Heartbeat::ServerPings { .. } = self.rule {
+            self.due = None;
+        }
+    }
+
+    /// The client sent a heartbeat its dialect recognises (a WebSocket ping, a JSON ping or
+    /// pong): it answers the server's pings, or restarts the client's heartbeat window.
+    pub fn on_heartbeat(&mut self, now: Instant) {
+        match self.rule {
+            Heartbeat::ServerPings { .. } => self.due = None,
+            Heartbeat::ClientPings { within } => self.due = Some(now + within),
+        }
+    }
+
+    /// A WebSocket ping from the client: a heartbeat where the client is the one who pings.
+    pub fn on_client_ping(&mut self, now: Instant) {
+        if let Heartbeat::ClientPings { .. } = self.rule {
+            self.on_heartbeat(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ping(ms: i64) -> bytes::Bytes {
+        bytes::Bytes::from(ms.to_string())
+    }
+
+    const SERVER: Heartbeat = Heartbeat::ServerPings {
+        every: Duration::from_secs(20),
+        answer_within: Duration::from_secs(60),
+        ping,
+    };
+
+    #[test]
+    fn server_pings_every_interval_and_closes_after_an_unanswered_minute() {
+        let start = Instant::now();
+        let mut keepalive = Keepalive::new(SERVER, start);
+        assert_eq!(keepalive.deadline(), Some(start + Duration::from_secs(20)));
+        assert_eq!(keepalive.on_timer(start), Beat::Quiet);
+        let at = |s| start + Duration::from_secs(s);
+        assert!(matches!(keepalive.on_timer(at(20)), Beat::Ping(_)));
+        assert!(matches!(keepalive.on_timer(at(40)), Beat::Ping(_)));
+        assert!(matches!(keepalive.on_timer(at(60)), Beat::Ping(_)));
+        assert_eq!(keepalive.deadline(), Some(at(80)));
+        assert_eq!(
+            keepalive.on_timer(at(80)),
+            Beat::Missed,
+            "60 s after the first ping"
+        );
+    }
+
+    #[test]
+    fn a_pong_answers_and_an_early_pong_changes_nothing() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let mut keepalive = Keepalive::new(SERVER, start);
+        keepalive.on_pong();
+        assert!(matches!(keepalive.on_timer(at(20)), Beat::Ping(_)));
+        keepalive.on_pong();
+        assert_eq!(keepalive.deadline(), Some(at(40)));
+        assert!(matches!(keepalive.on_timer(at(40)), Beat::Ping(_)));
+        assert!(matches!(keepalive.on_timer(at(60)), Beat::Ping(_)));
+        assert!(matches!(keepalive.on_timer(at(80)), Beat::Ping(_)));
+        assert_eq!(
+            keepalive.on_timer(at(100)),
+            Beat::Missed,
+            "60 s after the ping at 40"
+        );
+    }
+
+    #[test]
+    fn client_heartbeats_must_keep_coming() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let rule = Heartbeat::ClientPings {
+            within: Duration::from_secs(30),
+        };
+        let mut keepalive = Keepalive::new(rule, start);
+        assert_eq!(keepalive.on_timer(at(29)), Beat::Quiet);
+        keepalive.on_heartbeat(at(29));
+        keepalive.on_pong();
+        assert_eq!(keepalive.deadline(), Some(at(59)));
+        keepalive.on_client_ping(at(50));
+        assert_eq!(keepalive.on_timer(at(79)), Beat::Quiet);
+        assert_eq!(keepalive.on_timer(at(80)), Beat::Missed);
+    }
+}

@@ -1,0 +1,134 @@
+//! A connection's streams: which hub topics its outbox is subscribed to, in the order the
+//! client asked for them, and the rules every dialect's subscribe shares (no stream twice, a
+//! cap per connection, unknown streams refused or accepted silently).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::hub::{Hub, Outbox, Topic};
+
+/// Why a subscription was refused; nothing of its batch was subscribed. Each dialect says it in
+/// its own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// No topic serves this stream (and the node does not accept unknown streams).
+    Unknown(String),
+    /// The connection would hold more streams than the node allows.
+    TooMany,
+}
+
+/// What the node serves, as a connection's subscribe sees it.
+pub struct Catalog<'a> {
+    hub: &'a Hub,
+    max_streams: usize,
+    accept_unknown: bool,
+}
+
+impl<'a> Catalog<'a> {
+    /// The streams of `hub`, at most `max_streams` per connection; with `accept_unknown`, a
+    /// stream no topic serves is accepted and never delivers (as Binance does).
+    pub fn new(hub: &'a Hub, max_streams: usize, accept_unknown: bool) -> Self {
+        Catalog {
+            hub,
+            max_streams,
+            accept_unknown,
+        }
+    }
+
+    /// The streams of `names` a connection already holding `current` would add, in order, each
+    /// once; refused as a whole when one is unknown or the total passes the cap.
+    pub fn plan(&self, current: &Streams, names: Vec<String>) -> Result<Planned, SubscribeError> {
+        let held: HashSet<&str> = current.names().collect();
+        let mut seen = HashSet::new();
+        let mut added = Vec::new();
+        for name in names {
+            if held.contains(name.as_str()) || !seen.insert(name.clone()) {
+                continue;
+            }
+            match self.hub.topic(&name) {
+                Some(topic) => added.push(Stream::Live(topic)),
+                None if self.accept_unknown => added.push(Stream::Silent(name.into_boxed_str())),
+                None => return Err(SubscribeError::Unknown(name)),
+            }
+        }
+        if current.len() + added.len() > self.max_streams {
+            return Err(SubscribeError::TooMany);
+        }
+        Ok(Planned(added))
+    }
+}
+
+/// Streams checked against the catalog, not subscribed yet.
+#[derive(Default)]
+pub struct Planned(Vec<Stream>);
+
+/// One stream of a connection.
+enum Stream {
+    /// A stream a topic serves.
+    Live(Arc<Topic>),
+    /// A well-formed stream no topic serves, accepted silently in compatibility mode.
+    Silent(Box<str>),
+}
+
+impl Stream {
+    fn name(&self) -> &str {
+        match self {
+            Stream::Live(topic) => topic.name(),
+            Stream::Silent(name) => name,
+        }
+    }
+}
+
+/// The streams one connection's outbox is subscribed to.
+#[derive(Default)]
+pub struct Streams {
+    held: Vec<Stream>,
+}
+
+impl Streams {
+    /// Number of streams held.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// True when no stream is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// The streams' names, in the order they were subscribed.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.held.iter().map(Stream::name)
+    }
+
+    /// Subscribes `outbox` to the planned streams.
+    pub fn add(&mut self, planned: Planned, outbox: &Arc<Outbox>) {
+        for stream in planned.0 {
+            if let Stream::Live(topic) = &stream {
+                topic.subscribe(outbox);
+            }
+            self.held.push(stream);
+        }
+    }
+
+    /// Unsubscribes `outbox` from every stream named in `names` it holds.
+    pub fn remove(&mut self, names: &[String], outbox: &Outbox) {
+        let remove: HashSet<&str> = names.iter().map(String::as_str).collect();
+        self.held.retain(|stream| {
+            let keep = !remove.contains(stream.name());
+            if let (false, Stream::Live(topic)) = (keep, stream) {
+                topic.unsubscribe(outbox.id());
+            }
+            keep
+        });
+    }
+
+    /// Unsubscribes `outbox` from everything (the connection ends).
+    pub fn clear(&mut self, outbox: &Outbox) {
+        for stream in self.held.drain(..) {
+            if let Stream::Live(topic) = stream {
+                topic.unsubscribe(outbox.id());
+            }
+        }
+    }
+}
