@@ -16,13 +16,13 @@ demo: mappers
 ## real Redis, NATS and Kafka-protocol brokers started by the tests).
 test: mappers tansu haproxy
 	$(CARGO) test --manifest-path mappers/Cargo.toml --workspace
-	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) $(CARGO) test --all-targets
+	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) $(CARGO) test --workspace --all-targets
 
 ## Formatting and lints, as CI runs them.
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --all --manifest-path mappers/Cargo.toml -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path mappers/Cargo.toml --workspace --all-targets -- -D warnings
 
 ## Build every mapper in mappers/ from source into target/mappers/<name>.wasm.
@@ -98,10 +98,12 @@ $(MAPPERS_OUT)/js_%.wasm: mappers/js/%/mapper.js $(WIT_FILES) mappers/js/%/node_
 	  -d stdio random clocks http fetch-event -o $(CURDIR)/$@.partial
 	mv $@.partial $@
 
+## Build the mappers and every release binary of the workspace: wsgate, and the benchmarks'
+## wsgate-bench, source-bench and baseline-fanout (bench/).
 build: mappers
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 
-## Build the load generator.
+## Build the benchmarks (see bench/README.md and docs/benchmarks.md).
 bench: build
 
 clean:

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Side-by-side fan-out benchmark: wsgate against the plain tokio-tungstenite baseline
-# (examples/baseline_fanout.rs), same clients, same machine, one after the other.
+# (bench/src/bin/baseline-fanout.rs), same clients, same machine, one after the other.
 #
-#   scripts/bench-fanout.sh CONNECTIONS TAKERS_PER_SEC FILLS_PER_TAKER [idle]
+#   bench/scripts/bench-fanout.sh CONNECTIONS TAKERS_PER_SEC FILLS_PER_TAKER [idle]
 #
-# wsgate runs the demo market from config/bench/ (idle.json, trades-0.2.json or trades-1.json,
+# wsgate runs the demo market from bench/config/ (idle.json, trades-0.2.json or trades-1.json,
 # chosen by TAKERS_PER_SEC); the baseline publishes FILLS_PER_TAKER trades per taker order at the
 # same taker rate, symbols staggered the same way. Every connection takes the five @trade streams.
-# Needs `make build` first.
+# Needs `make build` first (release binaries of the workspace and target/mappers).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # the repository root, from any working directory
 connections=${1:-10000}
 rate=${2:-1}
 fills=${3:-5}
@@ -19,7 +19,7 @@ procs=$(( (connections + 7999) / 8000 ))
 bench=(./target/release/wsgate-bench --connections "$connections" --streams "$streams"
        --streams-per-conn 5 --duration 20s --warmup 5s --procs "$procs"
        --source-ips 127.0.0.2-127.0.0.60 --quiet)
-if [ "$mode" = idle ]; then bench+=(--idle); config=config/bench/idle.json; else config=config/bench/trades-$rate.json; fi
+if [ "$mode" = idle ]; then bench+=(--idle); config=bench/config/idle.json; else config=bench/config/trades-$rate.json; fi
 
 wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
 
@@ -37,7 +37,7 @@ for buffer in default 8192; do
   echo "== baseline tokio-tungstenite, read buffer $buffer =="
   args=(127.0.0.1:9300 btcusdt,ethusdt,solusdt,bnbusdt,xrpusdt "$baseline_rate" "$fills")
   [ "$buffer" = default ] || args+=("$buffer")
-  ./target/release/examples/baseline_fanout "${args[@]}" 2>/dev/null &
+  ./target/release/baseline-fanout "${args[@]}" 2>/dev/null &
   baseline=$!
   wait_port 9300
   "${bench[@]}" --url ws://127.0.0.1:9300 --gateway-pid "$baseline" || true

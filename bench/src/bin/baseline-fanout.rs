@@ -9,7 +9,7 @@
 //! both servers the same way.
 //!
 //! ```sh
-//! cargo run --release --example baseline_fanout -- 127.0.0.1:9300 btcusdt,ethusdt 1 5
+//! cargo run --release --bin baseline-fanout -- 127.0.0.1:9300 btcusdt,ethusdt 1 5
 //! ```
 //! (address, symbols, taker orders per second per symbol, trades per taker order; optional 5th
 //! argument: read buffer bytes). Like the demo market in `schedule` mode, each taker order

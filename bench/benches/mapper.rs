@@ -35,7 +35,7 @@ fn event() -> Event {
 fn mappers_dir() -> PathBuf {
     let dir = std::env::var_os("WSGATE_TEST_MAPPERS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mappers"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mappers"));
     assert!(
         dir.join("binance_trade.wasm").exists(),
         "run `make mappers` first"

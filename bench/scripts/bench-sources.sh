@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Upstream sources: throughput and end-to-end latency through one wsgate node, against each
-# broker consumed directly (the same-run baseline), with examples/source_bench.rs.
+# broker consumed directly (the same-run baseline), with bench/src/bin/source-bench.rs.
 #
-#   scripts/bench-sources.sh [SOURCE...]      # SOURCE: redis nats jetstream kafka (default: all)
+#   bench/scripts/bench-sources.sh [SOURCE...]   # SOURCE: redis nats jetstream kafka (default: all)
 #
 # Environment: MESSAGES (throughput runs, default 200000), RATE (latency runs, msg/s, default
 # 5000), WARMUP (default 5s), DURATION (measured, default 20s), REPEAT (runs of each, default 1),
@@ -15,15 +15,15 @@
 # Every run gets a fresh broker of its own on a fixed non-default port of 127.0.0.1
 # (redis-server :16379, nats-server -js :14222, tansu :19092 with a one-partition topic), and,
 # for the wsgate path, a fresh `wsgate serve` (clients :9110, admin :9111) started with no
-# datasource (config/bench/source-idle.json): the benchmark subscribes its WebSocket client, then
+# datasource (bench/config/source-idle.json): the benchmark subscribes its WebSocket client, then
 # adds the datasource and route through the operator API. The `RESULT` lines are collected in
 # target/bench-sources/results.txt; logs are next to it.
 #
-# Needs: cargo build --release --bin wsgate --example source_bench; make mappers (for
+# Needs: cargo build --release --bin wsgate --bin source-bench; make mappers (for
 # target/mappers/binance_trade.wasm); redis-server, nats-server (/usr/sbin or PATH) and, for
 # kafka, tansu (~/.cargo/bin/tansu or $WSGATE_TEST_TANSU).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # the repository root, from any working directory
 
 sources=("$@")
 [ ${#sources[@]} -gt 0 ] || sources=(redis nats jetstream kafka)
@@ -40,7 +40,7 @@ for property in ${KAFKA_SET:-}; do kafka_set+=(--kafka-set "$property"); done
 out=target/bench-sources
 mkdir -p "$out"
 results=$out/results.txt
-bench=${BENCH_BIN:-./target/release/examples/source_bench}
+bench=${BENCH_BIN:-./target/release/source-bench}
 wsgate=${WSGATE_BIN:-./target/release/wsgate}
 nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 tansu=${WSGATE_TEST_TANSU:-$HOME/.cargo/bin/tansu}
@@ -91,7 +91,7 @@ start_broker() {
 start_gateway() {
   local log=$1
   WSGATE_LOG=info "$wsgate" serve --listen 127.0.0.1:9110 --admin-listen 127.0.0.1:9111 \
-      --admin-token bench --config config/bench/source-idle.json \
+      --admin-token bench --config bench/config/source-idle.json \
       --mappers-dir target/mappers 2> "$log" > /dev/null &
   gateway_pid=$!
   wait_port 9111

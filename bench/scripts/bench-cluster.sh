@@ -4,20 +4,20 @@
 # cluster assigns it to and fanned out to every node over NATS, and wsgate-bench holding
 # CONNECTIONS subscribed connections spread over all nodes and several bench processes.
 #
-#   scripts/bench-cluster.sh CONNECTIONS NODES TAKERS_PER_SEC [idle]
+#   bench/scripts/bench-cluster.sh CONNECTIONS NODES TAKERS_PER_SEC [idle]
 #
-# TAKERS_PER_SEC picks config/bench/trades-<rate>.json (0.2 or 1; 5 fills per taker order).
+# TAKERS_PER_SEC picks bench/config/trades-<rate>.json (0.2 or 1; 5 fills per taker order).
 # STREAMS_PER_CONN (default 5) of the five @trade streams per connection.
 # Reports the bench's latency table, each node's RSS, and each node's delivered messages.
-# Needs `make build` first (release binaries and target/mappers).
+# Needs `make build` first (release binaries of the workspace and target/mappers).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # the repository root, from any working directory
 connections=${1:-100000}
 nodes=${2:-6}
 rate=${3:-0.2}
 mode=${4:-}
-config=config/bench/trades-$rate.json
-[ "$mode" = idle ] && config=config/bench/idle.json
+config=bench/config/trades-$rate.json
+[ "$mode" = idle ] && config=bench/config/idle.json
 redis_port=6390
 nats_port=4232
 work=$(mktemp -d)

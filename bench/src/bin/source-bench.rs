@@ -1,6 +1,6 @@
 //! Throughput and end-to-end latency of one upstream source through a wsgate node, or, as the
-//! same-run baseline, straight from the broker without wsgate. `scripts/bench-sources.sh` runs
-//! it against brokers and gateways of its own; `docs/benchmarks.md` has the figures.
+//! same-run baseline, straight from the broker without wsgate. `bench/scripts/bench-sources.sh`
+//! runs it against brokers and gateways of its own; `docs/benchmarks.md` has the figures.
 //!
 //! Every upstream event is a demo `match` event of BTCUSDT with one fill whose `trade_id` is
 //! the message number `i` (padded to 200 bytes), so the `binance_trade` mapper turns it into a
@@ -9,7 +9,7 @@
 //! handed to the broker client.
 //!
 //! - `--gateway ws://HOST:PORT`: the receiver is one WebSocket client on `/ws/btcusdt@trade`.
-//!   The gateway starts without a datasource (`config/bench/source-idle.json`); once the client
+//!   The gateway starts without a datasource (`bench/config/source-idle.json`); once the client
 //!   is subscribed, this program adds the datasource and its route through the operator API
 //!   (`--admin`, `--token`), so the source starts consuming only then.
 //! - without `--gateway`: the receiver consumes the broker directly, the way the wsgate source
@@ -26,8 +26,9 @@
 //!   messages of the `--duration` window only.
 //!
 //! ```sh
-//! cargo run --release --example source_bench -- --source redis --broker redis://127.0.0.1:16379 \
-//!     --mode latency --gateway ws://127.0.0.1:9100 --admin http://127.0.0.1:9101 --token bench
+//! cargo run --release --bin source-bench -- \
+//!     --source redis --broker redis://127.0.0.1:16379 --mode latency \
+//!     --gateway ws://127.0.0.1:9100 --admin http://127.0.0.1:9101 --token bench
 //! ```
 //!
 //! The last line printed starts with `RESULT` and carries every figure as `key=value`: `lost`

@@ -30,7 +30,7 @@ fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let dir = std::env::var_os("WSGATE_TEST_MAPPERS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mappers"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/mappers"));
     let modules = wsgate::mapper::modules_in_dir(&dir).expect("run `make mappers` first");
     let limits = MapperLimits::default();
     println!(
