@@ -223,16 +223,16 @@ mod tests {
             minor: 0,
             output,
         };
-        let (lane, other) = (channel("x"), channel("y"));
-        assert!(marks.admit(&lane, at(10, 0)));
+        let (feed, other) = (channel("x"), channel("y"));
+        assert!(marks.admit(&feed, at(10, 0)));
         assert!(
-            marks.admit(&lane, at(10, 1)),
+            marks.admit(&feed, at(10, 1)),
             "a second output of one event"
         );
-        assert!(marks.admit(&lane, at(11, 0)));
-        assert!(!marks.admit(&lane, at(10, 1)), "a redelivery");
-        assert!(!marks.admit(&lane, at(11, 0)), "the last one again");
+        assert!(marks.admit(&feed, at(11, 0)));
+        assert!(!marks.admit(&feed, at(10, 1)), "a redelivery");
+        assert!(!marks.admit(&feed, at(11, 0)), "the last one again");
         assert!(marks.admit(&other, at(3, 0)), "keys are independent");
-        assert!(marks.admit(&lane, at(12, 0)));
+        assert!(marks.admit(&feed, at(12, 0)));
     }
 }

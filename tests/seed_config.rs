@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{mappers_dir, Gateway};
+use common::{mappers_dir, CliOutput, Gateway};
 use serde_json::{json, Value};
 
 /// The sample exactly as the seed design prints it.
@@ -50,16 +50,9 @@ fn mappers_with_the_seeds_names() -> tempfile::TempDir {
     dir
 }
 
-#[tokio::test]
-async fn the_seed_designs_sample_config_loads_once_its_route_names_its_upstream() {
-    let mut config = seed_sample();
-    let route = &mut config["routes"][0];
-    assert!(
-        route.get("upstream").is_none(),
-        "the seed names no upstream"
-    );
-    route["upstream"] = json!(["trade.btcusdt", "depth.btcusdt", "balance"]);
-
+/// A node started with the shipped config and the seed's mapper names, and what `wsgate config
+/// apply` said of `config` there.
+fn apply_to_a_node(config: &Value) -> (Gateway, CliOutput) {
     let mappers = mappers_with_the_seeds_names();
     let gateway = Gateway::start_in(
         common::shipped_config(),
@@ -70,6 +63,20 @@ async fn the_seed_designs_sample_config_loads_once_its_route_names_its_upstream(
     let file = dir.path().join("seed.json");
     std::fs::write(&file, config.to_string()).unwrap();
     let applied = gateway.cli(&["config", "apply", file.to_str().unwrap()]);
+    (gateway, applied)
+}
+
+#[tokio::test]
+async fn the_seed_designs_sample_config_loads_once_its_route_names_its_upstream() {
+    let mut config = seed_sample();
+    let route = &mut config["routes"][0];
+    assert!(
+        route.get("upstream").is_none(),
+        "the seed names no upstream"
+    );
+    route["upstream"] = json!(["trade.btcusdt", "depth.btcusdt", "balance"]);
+
+    let (gateway, applied) = apply_to_a_node(&config);
     assert!(applied.ok, "{applied:?}");
     assert!(
         applied.stdout.contains("applied as version 2"),
@@ -111,16 +118,7 @@ async fn a_sample_whose_nats_properties_are_wrong_is_refused_naming_them() {
     let mut config = seed_sample();
     config["routes"][0]["upstream"] = json!(["trade.btcusdt"]);
     config["datasource"][1]["properties"]["reconnect_time_wait"] = json!("2s");
-    let mappers = mappers_with_the_seeds_names();
-    let gateway = Gateway::start_in(
-        common::shipped_config(),
-        &["--admin-token", common::TEST_TOKEN],
-        mappers.path(),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("seed.json");
-    std::fs::write(&file, config.to_string()).unwrap();
-    let refused = gateway.cli(&["config", "apply", file.to_str().unwrap()]);
+    let (_gateway, refused) = apply_to_a_node(&config);
     assert!(!refused.ok, "{refused:?}");
     assert!(
         refused.stderr.contains("properties.reconnect_time_wait"),

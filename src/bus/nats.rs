@@ -349,7 +349,7 @@ mod tests {
             length: 0,
         };
         assert!(message_of(&nats).is_none());
-        assert!(parse_origin("1.2 lane").is_none());
-        assert!(parse_origin("1.2.x lane").is_none());
+        assert!(parse_origin("1.2 feed").is_none());
+        assert!(parse_origin("1.2.x feed").is_none());
     }
 }

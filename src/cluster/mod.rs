@@ -23,7 +23,7 @@ use crate::config::store::ConfigStore;
 
 pub use lease::{Leases, Tenure};
 use negotiate::Negotiator;
-use peers::{Keys, Registry};
+use peers::{Keys, PeerRegistry};
 
 /// How a peer takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ pub struct ClusterSettings {
 
 /// A peer's membership: running until `leave` or drop of its stop token.
 pub struct Cluster {
-    registry: Registry,
+    registry: PeerRegistry,
     leases: Leases,
     stop: CancellationToken,
 }
@@ -55,7 +55,7 @@ impl Cluster {
         store: Arc<dyn ConfigStore>,
     ) -> anyhow::Result<Cluster> {
         let keys = Keys::new(&settings.prefix);
-        let registry = Registry::new(
+        let registry = PeerRegistry::new(
             connect(&settings.redis).await?,
             keys.clone(),
             &settings.peer_id,
@@ -107,7 +107,7 @@ impl Cluster {
     }
 }
 
-async fn heartbeats(mut registry: Registry, every: Duration, stop: CancellationToken) {
+async fn heartbeats(mut registry: PeerRegistry, every: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -17,7 +17,7 @@ use redis::{AsyncCommands, RedisResult};
 use tokio_util::sync::CancellationToken;
 
 use super::assign;
-use super::peers::{Keys, Registry};
+use super::peers::{Keys, PeerRegistry};
 use crate::config::store::{ConfigStore, StoreError};
 use crate::control::{config_ops, ControlError};
 
@@ -37,7 +37,7 @@ pub struct Negotiator {
     /// This peer's id (its consumer name, and the author of its config changes).
     pub peer_id: String,
     /// The peer registry, for the live set.
-    pub registry: Registry,
+    pub registry: PeerRegistry,
     /// The config store.
     pub store: Arc<dyn ConfigStore>,
     /// How often the stored assignment is checked without an event.

@@ -78,17 +78,17 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
 
 /// One peer's handle on the registry.
 #[derive(Clone)]
-pub struct Registry {
+pub struct PeerRegistry {
     conn: ConnectionManager,
     keys: Keys,
     peer_id: String,
     ttl: Duration,
 }
 
-impl Registry {
+impl PeerRegistry {
     /// The registry of peer `peer_id`, whose heartbeat lapses after `ttl` without a refresh.
     pub fn new(conn: ConnectionManager, keys: Keys, peer_id: &str, ttl: Duration) -> Self {
-        Registry {
+        PeerRegistry {
             conn,
             keys,
             peer_id: peer_id.to_string(),

@@ -25,10 +25,18 @@ impl Variants {
     /// Registers the four formats' variants.
     pub fn register(variants: &mut FrameVariants) -> Self {
         Variants([
-            variants.register("binance/raw", |d| RAW.encode_delivery(d)),
-            variants.register("binance/combined", |d| COMBINED.encode_delivery(d)),
-            variants.register("binance/raw-us", |d| RAW_US.encode_delivery(d)),
-            variants.register("binance/combined-us", |d| COMBINED_US.encode_delivery(d)),
+            variants.register("binance/raw", |d| {
+                Format::of(false, false).encode_delivery(d)
+            }),
+            variants.register("binance/combined", |d| {
+                Format::of(true, false).encode_delivery(d)
+            }),
+            variants.register("binance/raw-us", |d| {
+                Format::of(false, true).encode_delivery(d)
+            }),
+            variants.register("binance/combined-us", |d| {
+                Format::of(true, true).encode_delivery(d)
+            }),
         ])
     }
 
@@ -38,24 +46,12 @@ impl Variants {
     }
 }
 
-const RAW: Format = Format {
-    combined: false,
-    micros: false,
-};
-const COMBINED: Format = Format {
-    combined: true,
-    micros: false,
-};
-const RAW_US: Format = Format {
-    combined: false,
-    micros: true,
-};
-const COMBINED_US: Format = Format {
-    combined: true,
-    micros: true,
-};
-
 impl Format {
+    /// The format with these wrapper and time unit choices.
+    pub const fn of(combined: bool, micros: bool) -> Format {
+        Format { combined, micros }
+    }
+
     /// Encodes a delivery as a text frame in this format.
     pub fn encode_delivery(self, delivery: &Delivery) -> Bytes {
         self.encode(&delivery.stream, &delivery.payload, delivery.event_time_us)
