@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Two builds of wsgate under the same fan-out workload, in one run: rounds alternate between
+# them (A B A B ...), so a machine's drift over the run weighs on both alike.
+#
+#   bench/scripts/bench-compare.sh BEFORE_BINARY AFTER_BINARY [CONNECTIONS] [TAKERS_PER_SEC] [ROUNDS]
+#
+# The workload is bench-fanout.sh's: every connection takes the five @trade streams of the demo
+# market in bench/config/trades-TAKERS_PER_SEC.json (0.2, 1 or 8; 8 saturates two cores).
+# Each round prints wsgate-bench's summary line, labelled `before` or `after`. Needs
+# `make build` (target/release/wsgate-bench and target/mappers) and the two wsgate binaries,
+# e.g. one built from an earlier commit in a git worktree.
+set -euo pipefail
+before=$(realpath "$1")
+after=$(realpath "$2")
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # the repository root, from any working directory
+connections=${3:-10000}
+rate=${4:-1}
+rounds=${5:-3}
+streams=btcusdt@trade,ethusdt@trade,solusdt@trade,bnbusdt@trade,xrpusdt@trade
+procs=$(( (connections + 7999) / 8000 ))
+config=bench/config/trades-$rate.json
+bench=(./target/release/wsgate-bench --connections "$connections" --streams "$streams"
+       --streams-per-conn 5 --duration 20s --warmup 5s --procs "$procs"
+       --source-ips 127.0.0.2-127.0.0.60 --quiet)
+
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
+
+run() {
+  local label=$1 binary=$2
+  echo "== round $round: $label ($binary, $config) =="
+  "$binary" serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
+      --config "$config" --mappers-dir target/mappers --mapper-cache-dir "" 2>/dev/null &
+  local gateway=$!
+  wait_port 9100
+  "${bench[@]}" --url ws://127.0.0.1:9100 --gateway-pid "$gateway" || true
+  kill "$gateway"; wait "$gateway" 2>/dev/null || true
+}
+
+for round in $(seq "$rounds"); do
+  run before "$before"
+  run after "$after"
+done
