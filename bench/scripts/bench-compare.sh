@@ -29,7 +29,7 @@ run() {
   local label=$1 binary=$2
   echo "== round $round: $label ($binary, $config) =="
   "$binary" serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
-      --config "$config" --mappers-dir target/mappers --mapper-cache-dir "" 2>/dev/null &
+      --config "$config" --mappers-dir target/mappers 2>/dev/null &
   local gateway=$!
   wait_port 9100
   "${bench[@]}" --url ws://127.0.0.1:9100 --gateway-pid "$gateway" || true

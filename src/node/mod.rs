@@ -219,6 +219,7 @@ pub async fn start(
         admin = %admin_addr,
         streams = hub.stream_count(),
         dialects = ?ws.dialects.names(),
+        frame_variants = ?hub.variants().names(),
         config_version = desired.version,
         "wsgate node ready"
     );

@@ -1,5 +1,7 @@
 //! A connection's heartbeat timer, following the rule its dialect chose ([`Heartbeat`]).
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::dialect::Heartbeat;
@@ -18,7 +20,7 @@ pub enum Beat {
 
 /// Heartbeat state of one connection.
 pub struct Keepalive {
-    rule: Heartbeat,
+    rule: Rule,
     /// Server pings: when the next one goes out.
     next_ping: Instant,
     /// Server pings: when an unanswered ping ends the connection. Client heartbeats: when the
@@ -26,17 +28,48 @@ pub struct Keepalive {
     due: Option<Instant>,
 }
 
+/// A [`Heartbeat`] in milliseconds: every connection keeps one, so it is kept small.
+#[derive(Clone, Copy)]
+enum Rule {
+    ServerPings {
+        every_ms: u32,
+        answer_ms: u32,
+        ping: fn(i64) -> bytes::Bytes,
+    },
+    ClientPings {
+        within_ms: u32,
+    },
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+fn after(now: Instant, ms: u32) -> Instant {
+    now + Duration::from_millis(u64::from(ms))
+}
+
 impl Keepalive {
     /// A timer for a connection opened at `now`.
-    pub fn new(rule: Heartbeat, now: Instant) -> Self {
-        match rule {
-            Heartbeat::ServerPings { every, .. } => Keepalive {
-                rule,
+    pub fn new(heartbeat: Heartbeat, now: Instant) -> Self {
+        match heartbeat {
+            Heartbeat::ServerPings {
+                every,
+                answer_within,
+                ping,
+            } => Keepalive {
+                rule: Rule::ServerPings {
+                    every_ms: millis(every),
+                    answer_ms: millis(answer_within),
+                    ping,
+                },
                 next_ping: now + every,
                 due: None,
             },
             Heartbeat::ClientPings { within } => Keepalive {
-                rule,
+                rule: Rule::ClientPings {
+                    within_ms: millis(within),
+                },
                 next_ping: now,
                 due: Some(now + within),
             },
@@ -46,11 +79,11 @@ impl Keepalive {
     /// When [`on_timer`](Self::on_timer) next has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         match self.rule {
-            Heartbeat::ServerPings { .. } => Some(match self.due {
+            Rule::ServerPings { .. } => Some(match self.due {
                 Some(due) => due.min(self.next_ping),
                 None => self.next_ping,
             }),
-            Heartbeat::ClientPings { .. } => self.due,
+            Rule::ClientPings { .. } => self.due,
         }
     }
 
@@ -60,13 +93,13 @@ impl Keepalive {
             return Beat::Missed;
         }
         match self.rule {
-            Heartbeat::ServerPings {
-                every,
-                answer_within,
+            Rule::ServerPings {
+                every_ms,
+                answer_ms,
                 ping,
             } if now >= self.next_ping => {
-                self.due.get_or_insert(now + answer_within);
-                self.next_ping = now + every;
+                self.due.get_or_insert(after(now, answer_ms));
+                self.next_ping = after(now, every_ms);
                 Beat::Ping(ping(now_us() / 1000))
             }
             _ => Beat::Quiet,
@@ -76,7 +109,7 @@ impl Keepalive {
     /// A WebSocket pong arrived: it answers the server's pings (an unsolicited pong before any
     /// ping changes nothing).
     pub fn on_pong(&mut self) {
-        if let Heartbeat::ServerPings { .. } = self.rule {
+        if let Rule::ServerPings { .. } = self.rule {
             self.due = None;
         }
     }
@@ -85,14 +118,14 @@ impl Keepalive {
     /// pong): it answers the server's pings, or restarts the client's heartbeat window.
     pub fn on_heartbeat(&mut self, now: Instant) {
         match self.rule {
-            Heartbeat::ServerPings { .. } => self.due = None,
-            Heartbeat::ClientPings { within } => self.due = Some(now + within),
+            Rule::ServerPings { .. } => self.due = None,
+            Rule::ClientPings { within_ms } => self.due = Some(after(now, within_ms)),
         }
     }
 
     /// A WebSocket ping from the client: a heartbeat where the client is the one who pings.
     pub fn on_client_ping(&mut self, now: Instant) {
-        if let Heartbeat::ClientPings { .. } = self.rule {
+        if let Rule::ClientPings { .. } = self.rule {
             self.on_heartbeat(now);
         }
     }
@@ -101,7 +134,6 @@ impl Keepalive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn ping(ms: i64) -> bytes::Bytes {
         bytes::Bytes::from(ms.to_string())

@@ -107,7 +107,9 @@ async fn respond(
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut request);
     let session_ctx = Arc::clone(&ctx);
-    let opening = Opening::new(&ctx, connect);
+    // Boxed: the upgrade task holds it only until the session starts, and a box keeps it out of
+    // the task's state, which every connection carries for its whole life.
+    let opening = Box::new(Opening::new(&ctx, connect));
     ctx.tracker.spawn(async move {
         let upgraded = match upgrade.await {
             Ok(upgraded) => upgraded,
@@ -119,7 +121,7 @@ async fn respond(
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let socket = parts.io.into_inner();
-                let session = Session::new(session_ctx, socket, &parts.read_buf, opening);
+                let session = Session::new(session_ctx, socket, &parts.read_buf, *opening);
                 // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
                 // session's lifetime, not after.
                 drop(parts.read_buf);

@@ -33,8 +33,9 @@ const READ_CHUNK: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ending {
     /// The gateway closes; with `linger`, it waits (briefly) for its last frames to go out and
-    /// for the client's close.
-    Close { closing: Closing, linger: bool },
+    /// for the client's close. Boxed: a session's state carries room for its ending all its
+    /// life, and a close is rare.
+    Close { closing: Box<Closing>, linger: bool },
     /// The client sent a close frame (with this code, if any).
     ClientClosed(Option<u16>),
     /// The socket ended without a close handshake.
@@ -147,7 +148,7 @@ impl Session {
     fn close_for(&self, cause: Cause) -> Ending {
         let linger = cause != Cause::SlowConsumer;
         Ending::Close {
-            closing: self.conversation.closing(cause),
+            closing: Box::new(self.conversation.closing(cause)),
             linger,
         }
     }
@@ -310,7 +311,7 @@ impl Session {
             ClientFrame::Close(_) => unreachable!("handled above"),
         };
         closing.map(|closing| Ending::Close {
-            closing,
+            closing: Box::new(closing),
             linger: true,
         })
     }

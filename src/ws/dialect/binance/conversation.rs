@@ -1,5 +1,7 @@
 //! One Binance market-stream connection: its control requests and its format.
 
+use std::sync::Arc;
+
 use super::control::{self, Request, RequestError, RequestId};
 use super::envelope::{Format, Variants};
 use super::{looks_like_stream, subscribe_error};
@@ -11,12 +13,12 @@ use crate::ws::frame;
 /// The dialect's state of one connection: the format it receives events in.
 pub struct MarketConversation {
     format: Format,
-    variants: Variants,
+    variants: Arc<Variants>,
 }
 
 impl MarketConversation {
     /// A connection that starts in `format`.
-    pub fn new(format: Format, variants: Variants) -> Self {
+    pub fn new(format: Format, variants: Arc<Variants>) -> Self {
         MarketConversation { format, variants }
     }
 

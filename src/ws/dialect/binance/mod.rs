@@ -8,6 +8,8 @@ mod conversation;
 pub mod envelope;
 pub mod url;
 
+use std::sync::Arc;
+
 use http::StatusCode;
 
 use super::{websocket_ping, Connect, Dialect, Handshake, Heartbeat, Refusal, Serving};
@@ -20,14 +22,15 @@ use url::{ConnectTarget, TargetError};
 
 /// Binance Spot market streams.
 pub struct MarketStreams {
-    variants: Variants,
+    /// Shared by every connection's conversation (one pointer each).
+    variants: Arc<Variants>,
 }
 
 impl MarketStreams {
     /// The dialect, with its four event formats registered in `variants`.
     pub fn new(variants: &mut FrameVariants) -> Self {
         MarketStreams {
-            variants: Variants::register(variants),
+            variants: Arc::new(Variants::register(variants)),
         }
     }
 
@@ -48,7 +51,7 @@ impl MarketStreams {
             micros: target.micros,
         };
         Ok(Connect {
-            conversation: Box::new(MarketConversation::new(format, self.variants)),
+            conversation: Box::new(MarketConversation::new(format, Arc::clone(&self.variants))),
             variant: self.variants.of(format),
             heartbeat: Heartbeat::ServerPings {
                 every: serving.settings.ping_interval,
