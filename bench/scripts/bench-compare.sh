@@ -5,7 +5,8 @@
 #   bench/scripts/bench-compare.sh BEFORE_BINARY AFTER_BINARY [CONNECTIONS] [TAKERS_PER_SEC] [ROUNDS]
 #
 # The workload is bench-fanout.sh's: every connection takes the five @trade streams of the demo
-# market in bench/config/trades-TAKERS_PER_SEC.json (0.2, 1 or 8; 8 saturates two cores).
+# market in bench/config/trades-TAKERS_PER_SEC.json (0.2, 1 or 8; 8 saturates two cores), or,
+# with TAKERS_PER_SEC=idle, no trades at all (bench/config/idle.json: memory per connection).
 # Each round prints wsgate-bench's summary line, labelled `before` or `after`. Needs
 # `make build` (target/release/wsgate-bench and target/mappers) and the two wsgate binaries,
 # e.g. one built from an earlier commit in a git worktree.
@@ -18,10 +19,10 @@ rate=${4:-1}
 rounds=${5:-3}
 streams=btcusdt@trade,ethusdt@trade,solusdt@trade,bnbusdt@trade,xrpusdt@trade
 procs=$(( (connections + 7999) / 8000 ))
-config=bench/config/trades-$rate.json
 bench=(./target/release/wsgate-bench --connections "$connections" --streams "$streams"
        --streams-per-conn 5 --duration 20s --warmup 5s --procs "$procs"
        --source-ips 127.0.0.2-127.0.0.60 --quiet)
+if [ "$rate" = idle ]; then bench+=(--idle); config=bench/config/idle.json; else config=bench/config/trades-$rate.json; fi
 
 wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
 

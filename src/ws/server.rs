@@ -121,7 +121,13 @@ async fn respond(
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let socket = parts.io.into_inner();
-                let session = Session::new(session_ctx, socket, &parts.read_buf, *opening);
+                // Unboxed in a block of its own, so the box is freed now, not when the
+                // connection ends.
+                let opening = {
+                    let boxed = opening;
+                    *boxed
+                };
+                let session = Session::new(session_ctx, socket, &parts.read_buf, opening);
                 // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
                 // session's lifetime, not after.
                 drop(parts.read_buf);

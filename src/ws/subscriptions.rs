@@ -39,16 +39,16 @@ impl<'a> Catalog<'a> {
     /// once; refused as a whole when one is unknown or the total passes the cap.
     pub fn plan(&self, current: &Streams, names: Vec<String>) -> Result<Planned, SubscribeError> {
         let held: HashSet<&str> = current.names().collect();
-        let mut seen = HashSet::new();
-        let mut added = Vec::new();
-        for name in names {
-            if held.contains(name.as_str()) || !seen.insert(name.clone()) {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(names.len());
+        let mut added = Vec::with_capacity(names.len());
+        for name in &names {
+            if held.contains(name.as_str()) || !seen.insert(name) {
                 continue;
             }
-            match self.hub.topic(&name) {
+            match self.hub.topic(name) {
                 Some(topic) => added.push(Stream::Live(topic)),
-                None if self.accept_unknown => added.push(Stream::Silent(name.into_boxed_str())),
-                None => return Err(SubscribeError::Unknown(name)),
+                None if self.accept_unknown => added.push(Stream::Silent(name.as_str().into())),
+                None => return Err(SubscribeError::Unknown(name.clone())),
             }
         }
         if current.len() + added.len() > self.max_streams {
@@ -103,11 +103,16 @@ impl Streams {
 
     /// Subscribes `outbox` to the planned streams.
     pub fn add(&mut self, planned: Planned, outbox: &Arc<Outbox>) {
-        for stream in planned.0 {
-            if let Stream::Live(topic) = &stream {
+        for stream in &planned.0 {
+            if let Stream::Live(topic) = stream {
                 topic.subscribe(outbox);
             }
-            self.held.push(stream);
+        }
+        if self.held.is_empty() {
+            // A connection's first streams keep the planned list as it is (sized to fit).
+            self.held = planned.0;
+        } else {
+            self.held.extend(planned.0);
         }
     }
 
