@@ -17,14 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # the repository root, from any work
 connections=${3:-10000}
 rate=${4:-1}
 rounds=${5:-3}
-streams=btcusdt@trade,ethusdt@trade,solusdt@trade,bnbusdt@trade,xrpusdt@trade
-procs=$(( (connections + 7999) / 8000 ))
-bench=(./target/release/wsgate-bench --connections "$connections" --streams "$streams"
-       --streams-per-conn 5 --duration 20s --warmup 5s --procs "$procs"
-       --source-ips 127.0.0.2-127.0.0.60 --quiet)
-if [ "$rate" = idle ]; then bench+=(--idle); config=bench/config/idle.json; else config=bench/config/trades-$rate.json; fi
-
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
+source bench/scripts/fanout-workload.sh
+fanout_workload "$connections" "$rate"
 
 run() {
   local label=$1 binary=$2

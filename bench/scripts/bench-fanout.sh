@@ -14,14 +14,8 @@ connections=${1:-10000}
 rate=${2:-1}
 fills=${3:-5}
 mode=${4:-}
-streams=btcusdt@trade,ethusdt@trade,solusdt@trade,bnbusdt@trade,xrpusdt@trade
-procs=$(( (connections + 7999) / 8000 ))
-bench=(./target/release/wsgate-bench --connections "$connections" --streams "$streams"
-       --streams-per-conn 5 --duration 20s --warmup 5s --procs "$procs"
-       --source-ips 127.0.0.2-127.0.0.60 --quiet)
-if [ "$mode" = idle ]; then bench+=(--idle); config=bench/config/idle.json; else config=bench/config/trades-$rate.json; fi
-
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
+source bench/scripts/fanout-workload.sh
+if [ "$mode" = idle ]; then fanout_workload "$connections" idle; else fanout_workload "$connections" "$rate"; fi
 
 echo "== wsgate ($config) =="
 ./target/release/wsgate serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
