@@ -5,6 +5,7 @@
 //! architecture. [`node`] wires the parts together.
 
 pub mod admin;
+pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod cluster;

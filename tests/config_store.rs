@@ -14,8 +14,8 @@ use common::redis::RedisServer;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use wsgate::config::store::{
-    ConfigStore, MapperManifest, MapperMeta, MapperVersionMeta, MemoryStore, RedisStore,
-    StoreError, Versioned,
+    ApiKeyRecord, ConfigStore, KeyKind, MapperManifest, MapperMeta, MapperVersionMeta, MemoryStore,
+    Permission, RedisStore, StoreError, Versioned,
 };
 use wsgate::config::GatewayConfig;
 use wsgate::util::now_ms;
@@ -158,6 +158,7 @@ conformance!(
     modules_are_stored_once_by_hash,
     mappers_are_compare_and_set,
     revision_and_watch_follow_accepted_changes,
+    api_keys_are_compare_and_set_and_secrets_stay_out_of_the_audit,
 );
 
 async fn apply_stores_a_new_version(store: &dyn ConfigStore) {
@@ -431,6 +432,78 @@ async fn revision_and_watch_follow_accepted_changes(store: &dyn ConfigStore) {
 }
 
 /// Waits until `watch` shows `revision`.
+async fn api_keys_are_compare_and_set_and_secrets_stay_out_of_the_audit(store: &dyn ConfigStore) {
+    let record = ApiKeyRecord {
+        key: "key-alice".into(),
+        user_id: "alice".into(),
+        permissions: vec![Permission::UserStream, Permission::Trade],
+        kind: KeyKind::Hmac,
+        ip_allow: vec!["10.0.0.0/8".into()],
+        disabled: false,
+        created_at_ms: now_ms(),
+        created_by: "ops".into(),
+        revision: 0,
+    };
+    let revision_before = store.revision().await.unwrap();
+    let put = store.put_api_key(0, record.clone(), Some("the-secret"), "ops", "key.create");
+    assert_eq!(put.await, Ok(1));
+    assert_eq!(
+        store
+            .put_api_key(0, record.clone(), Some("other"), "ops", "key.create")
+            .await,
+        stale(0, 1),
+        "a second creation of the same key"
+    );
+    let stored = store.api_key("key-alice").await.unwrap().unwrap();
+    assert_eq!(
+        stored,
+        ApiKeyRecord {
+            revision: 1,
+            ..record.clone()
+        }
+    );
+    assert_eq!(
+        store.api_key_secret("key-alice").await.unwrap().as_deref(),
+        Some("the-secret")
+    );
+    let revoked = ApiKeyRecord {
+        disabled: true,
+        ..stored
+    };
+    let put = store.put_api_key(1, revoked, None, "ops", "key.revoke");
+    assert_eq!(put.await, Ok(2));
+    let all = store.api_keys().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(all["key-alice"].disabled);
+    assert_eq!(
+        store.api_key_secret("key-alice").await.unwrap().as_deref(),
+        Some("the-secret"),
+        "a revoke keeps the secret"
+    );
+    assert_eq!(store.api_key("nobody").await.unwrap(), None);
+    assert_eq!(
+        store.revision().await.unwrap(),
+        revision_before,
+        "no reload"
+    );
+    let audit = store.audit(2).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .map(|e| (e.action.as_str(), e.subject.as_str(), e.after_version))
+            .collect::<Vec<_>>(),
+        [
+            ("key.revoke", "key:key-alice", 2),
+            ("key.create", "key:key-alice", 1)
+        ]
+    );
+    assert_eq!(audit[0].after["disabled"], true);
+    for entry in &audit {
+        let text = serde_json::to_string(entry).unwrap();
+        assert!(!text.contains("the-secret"), "{text}");
+    }
+}
+
 async fn seen(watch: &mut watch::Receiver<u64>, revision: u64) {
     let waited = tokio::time::timeout(WAIT, watch.wait_for(|seen| *seen == revision))
         .await

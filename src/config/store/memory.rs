@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::{AuditEntry, ConfigStore, MapperMeta, StoreError, Versioned};
+use super::{ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, Versioned};
 use crate::config::GatewayConfig;
 use crate::util::now_ms;
 
@@ -18,14 +18,22 @@ struct State {
     audit: Vec<AuditEntry>,
     modules: HashMap<String, Bytes>,
     mappers: BTreeMap<String, MapperMeta>,
+    api_keys: BTreeMap<String, ApiKeyRecord>,
+    api_key_secrets: HashMap<String, String>,
     revision: u64,
 }
 
 impl State {
-    fn record(&mut self, mut entry: AuditEntry) {
+    /// Appends `entry` to the audit log and bumps the revision.
+    fn record(&mut self, entry: AuditEntry) {
+        self.audit_only(entry);
+        self.revision += 1;
+    }
+
+    /// Appends `entry` to the audit log.
+    fn audit_only(&mut self, mut entry: AuditEntry) {
         entry.seq = self.audit.len() as u64 + 1;
         self.audit.push(entry);
-        self.revision += 1;
     }
 }
 
@@ -193,6 +201,72 @@ impl ConfigStore for MemoryStore {
             Ok(revision)
         }
         .boxed()
+    }
+
+    fn api_keys(&self) -> BoxFuture<'_, Result<BTreeMap<String, ApiKeyRecord>, StoreError>> {
+        let keys = self.state.lock().api_keys.clone();
+        async move { Ok(keys) }.boxed()
+    }
+
+    fn api_key<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>> {
+        let record = self.state.lock().api_keys.get(key).cloned();
+        async move { Ok(record) }.boxed()
+    }
+
+    fn api_key_secret<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let secret = self.state.lock().api_key_secrets.get(key).cloned();
+        async move { Ok(secret) }.boxed()
+    }
+
+    fn put_api_key<'a>(
+        &'a self,
+        replaces: u64,
+        mut record: ApiKeyRecord,
+        secret: Option<&'a str>,
+        who: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let result = (|| {
+            let mut state = self.state.lock();
+            let stored = state.api_keys.get(&record.key);
+            let actual = stored.map_or(0, |r| r.revision);
+            if actual != replaces {
+                return Err(StoreError::Stale {
+                    expected: replaces,
+                    actual,
+                });
+            }
+            let before = stored.map_or(serde_json::Value::Null, |r| {
+                serde_json::to_value(r).unwrap()
+            });
+            record.revision = replaces + 1;
+            let entry = AuditEntry {
+                seq: 0,
+                at_ms: now_ms(),
+                who: who.to_string(),
+                action: action.to_string(),
+                subject: format!("key:{}", record.key),
+                before_version: replaces,
+                after_version: record.revision,
+                before,
+                after: serde_json::to_value(&record).unwrap(),
+            };
+            if let Some(secret) = secret {
+                state
+                    .api_key_secrets
+                    .insert(record.key.clone(), secret.to_string());
+            }
+            state.api_keys.insert(record.key.clone(), record);
+            state.audit_only(entry);
+            Ok(replaces + 1)
+        })();
+        async move { result }.boxed()
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -2,15 +2,18 @@
 //!
 //! The state is the gateway config (one document, versioned as a whole; each entry also carries
 //! its own version), the mapper registry's metadata (per mapper name: ordered versions and the
-//! promoted pointer) and the mapper modules themselves, stored by SHA-256. Every accepted change
-//! is compare-and-set against the version it replaces, is appended to the audit log, bumps the
-//! store's *revision* and is announced, so every node reloads.
+//! promoted pointer), the mapper modules themselves, stored by SHA-256, and the API keys. Every
+//! accepted change is compare-and-set against the version it replaces and is appended to the
+//! audit log; a change of config or mappers also bumps the store's *revision* and is announced,
+//! so every node reloads (a key change does not: nodes read keys when they check one).
 //!
 //! Stores check concurrency, nothing else: validation happens above them (`crate::control`),
 //! before anything is written.
 
+mod keys;
 mod memory;
 mod redis;
+mod redis_keys;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use self::redis::RedisStore;
+pub use keys::{ApiKeyRecord, KeyKind, Permission};
 pub use memory::MemoryStore;
 
 use super::GatewayConfig;
@@ -42,9 +46,10 @@ pub struct AuditEntry {
     pub at_ms: u64,
     /// Who (the operator's name from the admin API, or the node for automatic changes).
     pub who: String,
-    /// What: `config.apply`, `config.rollback`, `mapper.push`, `mapper.promote`, `mapper.rollback`.
+    /// What: `config.apply`, `config.rollback`, `mapper.push`, `mapper.promote`,
+    /// `mapper.rollback`, `key.create`, `key.revoke`.
     pub action: String,
-    /// What it changed: `config`, or the mapper's name.
+    /// What it changed: `config`, the mapper's name, or `key:<api key>`.
     pub subject: String,
     /// The version replaced (config version, or the mapper's promoted version before).
     pub before_version: u64,
@@ -173,6 +178,34 @@ pub trait ConfigStore: Send + Sync + 'static {
         &'a self,
         replaces: u64,
         meta: MapperMeta,
+        who: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Every API key's record, by key.
+    fn api_keys(&self) -> BoxFuture<'_, Result<BTreeMap<String, ApiKeyRecord>, StoreError>>;
+
+    /// One API key's record.
+    fn api_key<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>>;
+
+    /// An HMAC key's secret.
+    fn api_key_secret<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Replaces a key's record if its stored revision is still `replaces` (0: the key is new)
+    /// and appends an audit entry; a new key's `secret` (HMAC) is stored apart from the record,
+    /// and never in the audit log. `record.revision` is ignored; the stored record gets
+    /// `replaces + 1`, which is returned. The store's revision is not bumped.
+    fn put_api_key<'a>(
+        &'a self,
+        replaces: u64,
+        record: ApiKeyRecord,
+        secret: Option<&'a str>,
         who: &'a str,
         action: &'a str,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;

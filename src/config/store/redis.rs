@@ -12,7 +12,9 @@
 //! | `Paudit:seq`          | string | the last audit sequence number (INCR)                        |
 //! | `Pmodule:<sha256>`    | string | a mapper module's bytes, by lowercase hex SHA-256 (SET NX)   |
 //! | `Pmappers`            | hash   | mapper name → [`MapperMeta`] JSON; its fields are the set of names |
-//! | `Prevision`           | string | the store revision, INCR'd by every accepted change          |
+//! | `Prevision`           | string | the store revision, INCR'd by every accepted change of config or mappers |
+//! | `Papi_keys`           | hash   | API key → [`ApiKeyRecord`] JSON (no secret)                  |
+//! | `Papi_key_secrets`    | hash   | API key → its HMAC secret (HSETNX when the key is created)   |
 //!
 //! Channel `Pconfig_update` carries the new revision after every accepted change.
 //!
@@ -48,7 +50,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{AuditEntry, ConfigStore, MapperMeta, StoreError, Versioned};
+use super::redis_keys;
+use super::{ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, Versioned};
 use crate::config::GatewayConfig;
 use crate::util::now_ms;
 
@@ -133,15 +136,17 @@ return {1, actual + 1, rev}
 });
 
 /// The store's key names.
-struct Keys {
+pub(super) struct Keys {
     version: String,
     versions: String,
-    audit: String,
-    audit_seq: String,
+    pub(super) audit: String,
+    pub(super) audit_seq: String,
     mappers: String,
     revision: String,
     module_prefix: String,
     channel: String,
+    pub(super) api_keys: String,
+    pub(super) api_key_secrets: String,
 }
 
 impl Keys {
@@ -155,6 +160,8 @@ impl Keys {
             revision: format!("{prefix}revision"),
             module_prefix: format!("{prefix}module:"),
             channel: format!("{prefix}config_update"),
+            api_keys: format!("{prefix}api_keys"),
+            api_key_secrets: format!("{prefix}api_key_secrets"),
         }
     }
 
@@ -417,6 +424,47 @@ impl ConfigStore for RedisStore {
         .boxed()
     }
 
+    fn api_keys(&self) -> BoxFuture<'_, Result<BTreeMap<String, ApiKeyRecord>, StoreError>> {
+        redis_keys::all(&self.conn, &self.keys).boxed()
+    }
+
+    fn api_key<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ApiKeyRecord>, StoreError>> {
+        redis_keys::one(&self.conn, &self.keys, key).boxed()
+    }
+
+    fn api_key_secret<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        async move {
+            let cmd = redis::cmd("HGET")
+                .arg(&self.keys.api_key_secrets)
+                .arg(key)
+                .clone();
+            query(&self.conn, &cmd).await
+        }
+        .boxed()
+    }
+
+    fn put_api_key<'a>(
+        &'a self,
+        replaces: u64,
+        record: ApiKeyRecord,
+        secret: Option<&'a str>,
+        who: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            let subject = format!("key:{}", record.key);
+            let head = audit_head(who, action, &subject);
+            redis_keys::put(&self.conn, &self.keys, replaces, record, secret, head).await
+        }
+        .boxed()
+    }
+
     fn revision(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         async move {
             let cmd = redis::cmd("GET").arg(&self.keys.revision).clone();
@@ -447,17 +495,17 @@ fn unavailable(error: RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|e| StoreError::Unavailable(format!("cannot encode for Redis: {e}")))
 }
 
-fn from_json<T: DeserializeOwned>(json: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn from_json<T: DeserializeOwned>(json: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(json)
         .map_err(|e| StoreError::Unavailable(format!("stored {what} is not valid: {e}")))
 }
 
-async fn query<T: FromRedisValue>(
+pub(super) async fn query<T: FromRedisValue>(
     conn: &ConnectionManager,
     cmd: &redis::Cmd,
 ) -> Result<T, StoreError> {
@@ -466,7 +514,7 @@ async fn query<T: FromRedisValue>(
         .map_err(unavailable)
 }
 
-async fn invoke<T: FromRedisValue>(
+pub(super) async fn invoke<T: FromRedisValue>(
     conn: &ConnectionManager,
     script: &redis::ScriptInvocation<'_>,
 ) -> Result<T, StoreError> {

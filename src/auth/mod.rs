@@ -1,0 +1,8 @@
+//! Who a request acts for: API keys kept in the config store (their user, permissions, allowed
+//! addresses, and whether they still work), and the signatures that prove a request was made with
+//! one (`signature`).
+
+mod key;
+pub mod signature;
+
+pub use key::{generate_token, ApiKey, AuthError, IpAllowList};
