@@ -49,6 +49,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::MapperCommand,
     },
+    /// Create, list and revoke API keys.
+    Key {
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+        #[command(subcommand)]
+        command: cli::KeyCommand,
+    },
 }
 
 #[derive(Args)]
@@ -240,6 +247,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Config { admin, command } => exit_on_error(cli::config(&admin, command)),
         Command::Mapper { admin, command } => exit_on_error(cli::mapper(&admin, command)),
+        Command::Key { admin, command } => exit_on_error(cli::key(&admin, command)),
     }
 }
 

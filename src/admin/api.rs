@@ -14,6 +14,9 @@
 //! | `POST /api/v1/mappers/{name}`          | push `{module_base64, sample, ...}`              |
 //! | `POST /api/v1/mappers/{name}/promote`  | point `name` at `{version}`                      |
 //! | `POST /api/v1/mappers/{name}/rollback` | back to `{version}` or the one before            |
+//! | `GET  /api/v1/keys`                    | every API key, without secrets                   |
+//! | `POST /api/v1/keys`                    | create `{user_id, permissions, ed25519_public_key?, ip_allow?}`; an HMAC key's secret is in this answer only |
+//! | `POST /api/v1/keys/{key}/revoke`       | disable a key for good                           |
 //!
 //! An apply or a rollback answers once this node runs the new version (or its reload failed, or
 //! [`RUN_WAIT`] passed): `running_here` says which, and `node_error` why not.
@@ -40,7 +43,7 @@ use tokio::sync::watch;
 use crate::config::store::{ConfigStore, MapperManifest, StoreError};
 use crate::config::GatewayConfig;
 use crate::control::config_ops::Applied;
-use crate::control::{config_ops, mapper_ops, ControlError};
+use crate::control::{config_ops, key_ops, mapper_ops, ControlError};
 use crate::mapper::MapperEngine;
 
 /// Largest request body (a pushed module, base64-encoded, with its sample).
@@ -89,6 +92,8 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/api/v1/mappers/{name}", get(show_mapper).post(push_mapper))
         .route("/api/v1/mappers/{name}/promote", post(promote_mapper))
         .route("/api/v1/mappers/{name}/rollback", post(rollback_mapper))
+        .route("/api/v1/keys", get(list_keys).post(create_key))
+        .route("/api/v1/keys/{key}/revoke", post(revoke_key))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&api),
@@ -425,4 +430,25 @@ async fn rollback_mapper(
 ) -> ApiResult {
     let version = version_in(&body)?.map(mapper_version).transpose()?;
     ok(mapper_ops::rollback(&*api.store, &name, version, &who(&headers)).await?)
+}
+
+async fn list_keys(State(api): State<Arc<Api>>) -> ApiResult {
+    ok(json!({ "keys": key_ops::list(&*api.store).await? }))
+}
+
+async fn create_key(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let request: key_ops::NewKey = parse_body(&body)?;
+    ok(key_ops::create(&*api.store, request, &who(&headers)).await?)
+}
+
+async fn revoke_key(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> ApiResult {
+    ok(key_ops::revoke(&*api.store, &key, &who(&headers)).await?)
 }

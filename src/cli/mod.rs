@@ -1,7 +1,8 @@
-//! The operator commands of the `wsgate` binary: `config ...` and `mapper ...` talk to a node's
-//! admin API; `mapper test` runs a module locally.
+//! The operator commands of the `wsgate` binary: `config ...`, `mapper ...` and `key ...` talk to
+//! a node's admin API; `mapper test` runs a module locally.
 
 mod client;
+mod keys;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 pub use client::AdminClient;
+pub use keys::{key, KeyCommand};
 
 use crate::mapper::{sample, MapperEngine, MapperInstance, MapperLimits};
 use crate::metrics::Metrics;

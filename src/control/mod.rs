@@ -1,8 +1,9 @@
-//! What operators do to a running cluster: validated config changes, diffs and rollbacks, and
-//! the mapper lifecycle (push, promote, rollback). The admin API and the nodes' automatic
-//! rollback call these; the stores below them only compare-and-set.
+//! What operators do to a running cluster: validated config changes, diffs and rollbacks, the
+//! mapper lifecycle (push, promote, rollback) and API keys (create, list, revoke). The admin API
+//! and the nodes' automatic rollback call these; the stores below them only compare-and-set.
 
 pub mod config_ops;
+pub mod key_ops;
 pub mod mapper_ops;
 
 use crate::config::store::StoreError;
