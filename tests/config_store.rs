@@ -716,3 +716,18 @@ async fn redis_bad_stored_data_is_unavailable() {
     let audit: usize = raw(&server, &["LLEN", "$audit"]).await;
     assert_eq!(audit, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_keys_in_redis_follow_the_lifecycle() {
+    let server = RedisServer::new();
+    let store = wsgate::auth::listen_keys::RedisListenKeys::connect(&server.url(), PREFIX)
+        .await
+        .unwrap();
+    wsgate::auth::listen_keys::conformance::lifecycle(&*store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_keys_in_memory_follow_the_lifecycle() {
+    let store = wsgate::auth::listen_keys::MemoryListenKeys::new();
+    wsgate::auth::listen_keys::conformance::lifecycle(&store).await;
+}

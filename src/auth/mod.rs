@@ -3,6 +3,7 @@
 //! one (`signature`).
 
 mod key;
+pub mod listen_keys;
 pub mod signature;
 
 pub use key::{generate_token, ApiKey, AuthError, IpAllowList};

@@ -8,6 +8,7 @@
 mod memory;
 mod nats;
 mod origin;
+mod user;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use futures_util::future::BoxFuture;
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
 pub use origin::Origin;
+pub use user::{is_user_id, user_subject, MAX_USER_ID};
 
 /// One mapped output on its way to clients.
 #[derive(Debug, Clone)]

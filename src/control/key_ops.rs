@@ -6,11 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::ControlError;
 use crate::auth::signature::Verifier;
 use crate::auth::{generate_token, IpAllowList};
+use crate::bus::{is_user_id, MAX_USER_ID};
 use crate::config::store::{ApiKeyRecord, ConfigStore, KeyKind, Permission};
 use crate::util::now_ms;
-
-/// Longest user id accepted.
-const MAX_USER_ID: usize = 128;
 
 /// What an operator asks for when creating a key.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,10 +45,7 @@ pub async fn create(
     who: &str,
 ) -> Result<Created, ControlError> {
     let user_id = request.user_id.trim();
-    if user_id.is_empty()
-        || user_id.len() > MAX_USER_ID
-        || user_id.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !is_user_id(user_id) {
         return Err(ControlError::BadRequest(format!(
             "user_id: must be 1 to {MAX_USER_ID} characters without spaces"
         )));

@@ -8,6 +8,7 @@
 mod frames;
 mod lanes;
 pub mod outbox;
+mod private;
 mod topic;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 pub use frames::{Encoder, FrameVariant, FrameVariants};
 use lanes::Lanes;
 pub use outbox::{ConnId, Outbox, Pushed};
+pub use private::{UserSubscription, Users, Wrap};
 pub use topic::{FanOut, InterestWatcher, Topic};
 
 /// One message on its way to every subscriber of its stream.
@@ -76,6 +78,26 @@ impl Delivery {
         )
     }
 
+    /// A copy of this delivery already framed as `frame` in each of its `variants` slots: how a
+    /// frame built for one receiver (a private event, a reply) travels through an outbox.
+    pub fn prebuilt(&self, frame: Bytes, variants: usize) -> Self {
+        Delivery {
+            stream: Arc::clone(&self.stream),
+            seq: self.seq,
+            event_time_us: self.event_time_us,
+            published_us: self.published_us,
+            payload: self.payload.clone(),
+            frames: (0..variants)
+                .map(|_| OnceLock::from(frame.clone()))
+                .collect(),
+        }
+    }
+
+    /// The frame cached in `slot`, if one was encoded.
+    pub fn cached(&self, slot: usize) -> Option<&Bytes> {
+        self.frames.get(slot)?.get()
+    }
+
     /// The frame in `variant`, encoded the first time any connection asks for it.
     ///
     /// Panics if `variant` was registered with another node's [`FrameVariants`] (a slot this
@@ -93,6 +115,7 @@ pub struct Hub {
     lanes: Lanes,
     watcher: Arc<OnceLock<InterestWatcher>>,
     variants: FrameVariants,
+    users: Users,
 }
 
 impl Hub {
@@ -103,8 +126,9 @@ impl Hub {
             topics: ArcSwap::from_pointee(HashMap::new()),
             update: Mutex::new(()),
             lanes: Lanes::start(lanes, Arc::clone(&metrics)),
-            metrics,
             watcher: Arc::new(OnceLock::new()),
+            users: Users::new(metrics.subscriptions.with_label_values(&["<private>"])),
+            metrics,
             variants,
         }
     }
@@ -112,6 +136,11 @@ impl Hub {
     /// The frame variants every delivery is cached in.
     pub fn variants(&self) -> &FrameVariants {
         &self.variants
+    }
+
+    /// The users with private subscriptions on this node.
+    pub fn users(&self) -> &Users {
+        &self.users
     }
 
     /// Tells `watcher` the name of every stream whose local subscriber count leaves or reaches
@@ -160,6 +189,20 @@ impl Hub {
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
             self.metrics.messages_in.inc();
+            if let Some(user) = &message.user_id {
+                // A private event goes to its user's connections only, never to a topic's.
+                let user = Arc::clone(user);
+                let delivery = Delivery::of(message, self.variants.len());
+                let counts = self.users.deliver(&user, &delivery, self.variants.len());
+                let dropped = counts.overflowed + counts.refused;
+                if dropped > 0 {
+                    self.metrics
+                        .messages_dropped
+                        .with_label_values(&["slow_consumer"])
+                        .inc_by(dropped as u64);
+                }
+                continue;
+            }
             let Some(topic) = self.topic(&message.stream) else {
                 self.metrics
                     .messages_dropped

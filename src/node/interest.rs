@@ -9,6 +9,10 @@
 //! `fanout_topic` template (a placeholder the stream name does not fix becomes `*`). Each bus
 //! subscription passes on only the streams it was made for, so two overlapping subjects never
 //! deliver one message twice.
+//!
+//! Private streams are followed per user instead: while a user has a connection here, the node
+//! subscribes to that user's subject of every private mapping ([`bus::user_subject`]), and
+//! passes on only that user's messages.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,8 +22,8 @@ use parking_lot::RwLock;
 use prometheus::IntGauge;
 use tokio::sync::mpsc;
 
-use crate::bus::{Bus, BusMessage, BusSink, SubscriptionId};
-use crate::config::{GatewayConfig, Template};
+use crate::bus::{self, Bus, BusMessage, BusSink, SubscriptionId};
+use crate::config::{Auth, Snapshot, Template};
 use crate::hub::Hub;
 
 /// How one mapping names its outputs: stream name and bus subject.
@@ -27,20 +31,28 @@ use crate::hub::Hub;
 pub struct FanoutRule {
     ws_topic: Template,
     fanout_topic: Template,
+    /// The mapping publishes a private stream: per user, on [`bus::user_subject`]s.
+    private: bool,
 }
 
 impl FanoutRule {
-    /// Every mapping's rule in `config` (templates that do not parse are left out: validation
+    /// Every mapping's rule in `snapshot` (templates that do not parse are left out: validation
     /// refuses such a config before it runs).
-    pub fn all(config: &GatewayConfig) -> Vec<FanoutRule> {
-        config
+    pub fn all(snapshot: &Snapshot) -> Vec<FanoutRule> {
+        snapshot
+            .config
             .routes
             .iter()
             .flat_map(|route| &route.mappings)
             .filter_map(|mapping| {
+                let ws_topic = Template::parse(&mapping.ws_topic).ok()?;
+                let private = snapshot.streams.iter().any(|(name, spec)| {
+                    spec.auth == Auth::Private && ws_topic.captures(name).is_some()
+                });
                 Some(FanoutRule {
-                    ws_topic: Template::parse(&mapping.ws_topic).ok()?,
+                    ws_topic,
                     fanout_topic: Template::parse(&mapping.fanout_topic).ok()?,
+                    private,
                 })
             })
             .collect()
@@ -54,8 +66,17 @@ impl FanoutRule {
             .expect("every placeholder has a value")
     }
 
-    /// The subject this mapping publishes `stream` on, if it can publish it at all.
+    /// The subject this mapping publishes `user`'s events on, if it publishes a private stream.
+    fn user_subject(&self, user: &str) -> Option<String> {
+        self.private
+            .then(|| bus::user_subject(&self.all_subjects(), user))
+    }
+
+    /// The subject this mapping publishes `stream` on, if it can publish that public stream.
     fn subject(&self, stream: &str) -> Option<String> {
+        if self.private {
+            return None;
+        }
         let values = self.ws_topic.captures(stream)?;
         let rendered = self.fanout_topic.render(|name| {
             Some(
@@ -73,6 +94,8 @@ impl FanoutRule {
 enum Change {
     /// A stream's subscriber count went from or to zero.
     Stream(Arc<str>),
+    /// A user's first private subscription arrived or the last one left.
+    User(Arc<str>),
     /// The mappings changed: every subject is recomputed.
     Rules(Arc<Vec<FanoutRule>>),
 }
@@ -98,12 +121,17 @@ impl Interest {
         hub.watch_interest(Arc::new(move |stream: &Arc<str>| {
             let _ = reporter.changes.send(Change::Stream(Arc::clone(stream)));
         }));
+        let reporter = interest.clone();
+        hub.users().watch(Arc::new(move |user: &Arc<str>| {
+            let _ = reporter.changes.send(Change::User(Arc::clone(user)));
+        }));
         let task = Reconciler {
             hub,
             bus,
             rules: Arc::new(rules),
             watched: HashMap::new(),
             subjects: HashMap::new(),
+            users: HashMap::new(),
             gauge,
         };
         tokio::spawn(task.run(receiver));
@@ -129,6 +157,8 @@ struct Reconciler {
     /// The subjects of each stream with local subscribers.
     watched: HashMap<Arc<str>, Vec<String>>,
     subjects: HashMap<String, SubjectSubscription>,
+    /// The bus subscriptions of each user with local private subscriptions.
+    users: HashMap<Arc<str>, Vec<SubscriptionId>>,
     gauge: IntGauge,
 }
 
@@ -137,8 +167,14 @@ impl Reconciler {
         while let Some(change) = changes.recv().await {
             match change {
                 Change::Stream(stream) => self.reconcile(stream).await,
+                Change::User(user) => self.reconcile_user(user).await,
                 Change::Rules(rules) => {
                     self.rules = rules;
+                    let users: Vec<Arc<str>> = self.users.keys().cloned().collect();
+                    for user in users {
+                        self.unwatch_user(&user).await;
+                        self.reconcile_user(user).await;
+                    }
                     // Only streams whose subjects changed are resubscribed.
                     let moved: Vec<Arc<str>> = self
                         .watched
@@ -165,7 +201,49 @@ impl Reconciler {
             (false, true) => self.unwatch(&stream).await,
             _ => {}
         }
-        self.gauge.set(self.subjects.len() as i64);
+        self.set_gauge();
+    }
+
+    fn set_gauge(&self) {
+        let per_user: usize = self.users.values().map(Vec::len).sum();
+        self.gauge.set((self.subjects.len() + per_user) as i64);
+    }
+
+    async fn reconcile_user(&mut self, user: Arc<str>) {
+        match (self.hub.users().has(&user), self.users.contains_key(&user)) {
+            (true, false) => self.watch_user(user).await,
+            (false, true) => self.unwatch_user(&user).await,
+            _ => {}
+        }
+        self.set_gauge();
+    }
+
+    async fn watch_user(&mut self, user: Arc<str>) {
+        let mut subjects: Vec<String> = self
+            .rules
+            .iter()
+            .filter_map(|rule| rule.user_subject(&user))
+            .collect();
+        subjects.sort();
+        subjects.dedup();
+        let mut ids = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            let sink = Arc::new(UserFilter {
+                user: Arc::clone(&user),
+                hub: Arc::clone(&self.hub),
+            });
+            match self.bus.subscribe(&subject, sink).await {
+                Ok(id) => ids.push(id),
+                Err(e) => tracing::warn!(%subject, error = %e, "bus subscribe failed"),
+            }
+        }
+        self.users.insert(user, ids);
+    }
+
+    async fn unwatch_user(&mut self, user: &Arc<str>) {
+        for id in self.users.remove(user).unwrap_or_default() {
+            let _ = self.bus.unsubscribe(id).await;
+        }
     }
 
     /// The subjects `stream` is published on, sorted, each once.
@@ -242,6 +320,19 @@ impl BusSink for StreamFilter {
     }
 }
 
+/// Passes on to the hub the private messages of one user.
+struct UserFilter {
+    user: Arc<str>,
+    hub: Arc<Hub>,
+}
+
+impl BusSink for UserFilter {
+    fn deliver(&self, mut messages: Vec<BusMessage>) -> BoxFuture<'_, ()> {
+        messages.retain(|m| m.user_id.as_deref() == Some(&*self.user));
+        self.hub.deliver(messages)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +341,7 @@ mod tests {
         FanoutRule {
             ws_topic: Template::parse(ws).unwrap(),
             fanout_topic: Template::parse(fanout).unwrap(),
+            private: false,
         }
     }
 
@@ -261,5 +353,19 @@ mod tests {
         let all = rule("!miniTicker@arr", "md.{symbol}.miniticker");
         assert_eq!(all.subject("!miniTicker@arr").unwrap(), "md.*.miniticker");
         assert_eq!(trade.all_subjects(), "md.*.trade");
+        assert_eq!(trade.user_subject("alice"), None);
+    }
+
+    #[test]
+    fn a_private_mapping_publishes_per_user_and_no_stream() {
+        let user_data = FanoutRule {
+            private: true,
+            ..rule("userData", "account.events")
+        };
+        assert_eq!(user_data.subject("userData"), None);
+        assert_eq!(
+            user_data.user_subject("alice").unwrap(),
+            "account.events.alice"
+        );
     }
 }

@@ -79,7 +79,7 @@ impl Resolver {
         let registry = self.store.mappers().await?;
         let mut snapshot = config_ops::check(current.config, &registry)
             .map_err(|e| anyhow!("stored config version {}: {e}", current.version))?;
-        let fanout = FanoutRule::all(&snapshot.config);
+        let fanout = FanoutRule::all(&snapshot);
         self.membership.keep_own(&mut snapshot.config);
         let mut mappers = BTreeMap::new();
         for route in &snapshot.config.routes {

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use crate::bus::{Bus, BusMessage, Origin};
-use crate::config::{DatasourceKind, Mapping, StreamSpec, Template};
+use crate::bus::{self, Bus, BusMessage, Origin};
+use crate::config::{Auth, DatasourceKind, Mapping, StreamSpec, Template};
 use crate::mapper::bindings::{self, Output};
 use crate::mapper::{EventOutcome, MapperInstance};
 use crate::metrics::Metrics;
@@ -35,6 +35,8 @@ struct StreamTarget {
     stream: Arc<str>,
     subject: Arc<str>,
     next_seq: u64,
+    /// A private stream: each output goes to its user's subject, and must name its user.
+    private: bool,
 }
 
 /// Next sequence number per client stream.
@@ -121,7 +123,7 @@ impl MappingWorker {
             .render_into(&mut self.scratch, lookup)
             .map_err(|missing| format!("output lacks topic var `{missing}`"))?;
         if !self.targets.contains_key(self.scratch.as_str()) {
-            let (stream, _) = streams
+            let (stream, spec) = streams
                 .get_key_value(self.scratch.as_str())
                 .ok_or_else(|| format!("stream `{}` is not declared in topics", self.scratch))?;
             let subject = self
@@ -132,6 +134,7 @@ impl MappingWorker {
                 stream: Arc::clone(stream),
                 subject: Arc::from(subject),
                 next_seq: sequences.get(stream).copied().unwrap_or(1),
+                private: spec.auth == Auth::Private,
             };
             self.targets
                 .insert(self.scratch.clone().into_boxed_str(), target);
@@ -314,6 +317,29 @@ impl RouteWorker {
                             continue;
                         }
                     };
+                    // A private output goes to its user's subject; one without a user goes to
+                    // nobody (never to everyone). A public output's user id means nothing.
+                    let (subject, user_id) = match (target.private, output.user_id) {
+                        (false, _) => (Arc::clone(&target.subject), None),
+                        (true, Some(user)) if bus::is_user_id(&user) => (
+                            Arc::from(bus::user_subject(&target.subject, &user)),
+                            Some(Arc::from(user)),
+                        ),
+                        (true, user) => {
+                            counters.errors.inc();
+                            let label = mapping.instance.label();
+                            self.metrics
+                                .mapper_errors
+                                .with_label_values(&[label, "no_user_id"])
+                                .inc();
+                            tracing::debug!(
+                                mapper = label,
+                                ?user,
+                                "private output without a valid user id dropped"
+                            );
+                            continue;
+                        }
+                    };
                     let seq = target.next_seq;
                     target.next_seq += 1;
                     let message = BusMessage {
@@ -322,10 +348,10 @@ impl RouteWorker {
                         event_time_us: event.timestamp_us,
                         published_us: 0,
                         payload: Bytes::from(output.payload),
-                        user_id: output.user_id.map(Arc::from),
+                        user_id,
                         origin,
                     };
-                    messages.push((Arc::clone(&target.subject), message));
+                    messages.push((subject, message));
                 }
             }
         }
