@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use wsgate::auth::listen_keys::ListenKeySettings;
 use wsgate::cli;
 use wsgate::mapper::MapperLimits;
 use wsgate::node::{self, AutoRollback, NodeSettings};
@@ -157,6 +158,23 @@ struct ServeArgs {
     /// Open client connections per node; more get HTTP 503.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 200_000)]
     max_connections: usize,
+    /// How long a listen key lives after its creation or last keepalive.
+    #[arg(long, env = "WSGATE_LISTEN_KEY_VALIDITY", default_value = "60m", value_parser = humantime::parse_duration)]
+    listen_key_validity: Duration,
+    /// Let a listen key be used from any address (by default it works only from the address
+    /// that created it).
+    #[arg(long, env = "WSGATE_LISTEN_KEY_UNBOUND")]
+    listen_key_unbound: bool,
+    /// How often the node checks the listen keys its connections hold (revocations and expiries
+    /// are seen within this interval).
+    #[arg(long, env = "WSGATE_LISTEN_KEY_CHECK_EVERY", default_value = "500ms", value_parser = humantime::parse_duration)]
+    listen_key_check_every: Duration,
+    /// `/api/v3/userDataStream` requests allowed per client address per minute.
+    #[arg(long, env = "WSGATE_LISTEN_KEY_REQUESTS_PER_IP", default_value_t = 60)]
+    listen_key_requests_per_ip: u32,
+    /// Listen key creations allowed per API key per minute.
+    #[arg(long, env = "WSGATE_LISTEN_KEY_CREATES_PER_KEY", default_value_t = 10)]
+    listen_key_creates_per_key: u32,
     /// Longest a graceful shutdown may take.
     #[arg(long, env = "WSGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
@@ -214,6 +232,13 @@ impl ServeArgs {
                 accept_unknown_streams: self.accept_unknown_streams,
                 max_connections: self.max_connections,
                 ..WsSettings::default()
+            },
+            listen_keys: ListenKeySettings {
+                validity: self.listen_key_validity,
+                bind_ip: !self.listen_key_unbound,
+                check_every: self.listen_key_check_every,
+                requests_per_ip_per_minute: self.listen_key_requests_per_ip,
+                creates_per_key_per_minute: self.listen_key_creates_per_key,
             },
             mapper_limits: MapperLimits {
                 call_timeout: self.mapper_timeout,

@@ -17,6 +17,8 @@ use http::StatusCode;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use wsgate::hub::{Delivery, FrameVariant, FrameVariants};
 use wsgate::node::{self, NodeSettings, RunningNode};
 use wsgate::ws::dialect::{
@@ -48,22 +50,23 @@ impl Dialect for Pipe {
         "pipe"
     }
 
-    fn route(
-        &self,
-        handshake: &Handshake<'_>,
-        _: &Serving<'_>,
-    ) -> Option<Result<Connect, Refusal>> {
-        if handshake.path != "/pipe" {
-            return None;
-        }
-        Some(Ok(Connect {
-            conversation: Box::new(PipeConversation),
-            variant: self.variant,
-            heartbeat: Heartbeat::ClientPings {
-                within: PIPE_SILENCE,
-            },
-            streams: Planned::default(),
-        }))
+    fn route<'a>(
+        &'a self,
+        handshake: &'a Handshake<'a>,
+        _: &'a Serving<'a>,
+    ) -> BoxFuture<'a, Option<Result<Connect, Refusal>>> {
+        let answer = (handshake.path == "/pipe").then(|| {
+            Ok(Connect {
+                conversation: Box::new(PipeConversation),
+                variant: self.variant,
+                heartbeat: Heartbeat::ClientPings {
+                    within: PIPE_SILENCE,
+                },
+                streams: Planned::default(),
+                hangup: None,
+            })
+        });
+        std::future::ready(answer).boxed()
     }
 }
 
@@ -90,9 +93,9 @@ impl Conversation for PipeConversation {
 async fn start_node() -> RunningNode {
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/gateway.json");
     let settings = NodeSettings::embedded(config, common::mappers_dir());
-    node::start(settings, |variants| {
+    node::start(settings, |variants, accounts| {
         let pipe = Pipe::new(variants);
-        dialect::standard(variants).with(pipe)
+        dialect::standard(variants, accounts).with(pipe)
     })
     .await
     .expect("the node starts")

@@ -2,8 +2,10 @@
 //! addresses, and whether they still work), and the signatures that prove a request was made with
 //! one (`signature`).
 
+mod accounts;
 mod key;
 pub mod listen_keys;
 pub mod signature;
 
+pub use accounts::{Accounts, KeyLookup, StoreKeys};
 pub use key::{generate_token, ApiKey, AuthError, IpAllowList};

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::interest::{FanoutRule, Interest};
 use super::NodeSettings;
 use crate::admin::{AdminState, Readiness};
+use crate::auth::listen_keys::{ListenKeyStore, MemoryListenKeys, RedisListenKeys};
+use crate::auth::{Accounts, StoreKeys};
 use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
 use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
 use crate::config::store::{ConfigStore, MemoryStore, RedisStore};
@@ -73,14 +75,14 @@ pub trait Membership: Send + Sync + 'static {
     fn stop(&self);
 }
 
-/// Opens the node's store and bus and, with a bus URL, joins the cluster. `hub` receives what
-/// the bus delivers.
+/// Opens the node's bus over `store` and, with a bus URL, joins the cluster. `hub` receives
+/// what the bus delivers.
 pub async fn open(
     settings: &NodeSettings,
+    store: Arc<dyn ConfigStore>,
     hub: &Arc<Hub>,
     metrics: &Metrics,
 ) -> anyhow::Result<Backends> {
-    let store = open_store(settings).await?;
     let Some(nats_url) = &settings.nats else {
         let bus: Arc<dyn Bus> = MemoryBus::new();
         bus.subscribe(">", Arc::clone(hub) as Arc<dyn BusSink>)
@@ -137,7 +139,9 @@ pub async fn open(
 
 /// Opens the store: Redis when configured, else memory. An empty store is seeded with the
 /// config file and the modules of the mappers directory.
-async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn ConfigStore>> {
+/// Opens the config store (memory, or Redis seeded from the config file when empty) and seeds
+/// the mappers found in the mappers directory.
+pub async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn ConfigStore>> {
     let read_config = || -> anyhow::Result<GatewayConfig> {
         let path = &settings.config_path;
         let text =
@@ -166,6 +170,25 @@ async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn ConfigSto
         }
     }
     Ok(store)
+}
+
+/// The account services over `store`: API keys from it, listen keys in memory alone or in the
+/// cluster's Redis.
+pub async fn open_accounts(
+    settings: &NodeSettings,
+    store: &Arc<dyn ConfigStore>,
+) -> anyhow::Result<Accounts> {
+    let listen_keys: Arc<dyn ListenKeyStore> = match &settings.redis {
+        None => Arc::new(MemoryListenKeys::new()),
+        Some(url) => RedisListenKeys::connect(url, &settings.redis_prefix)
+            .await
+            .with_context(|| format!("connecting to the listen key store at {url}"))?,
+    };
+    Ok(Accounts {
+        keys: Arc::new(StoreKeys(Arc::clone(store))),
+        listen_keys,
+        listen_key_settings: settings.listen_keys.clone(),
+    })
 }
 
 /// A node on its own: it runs every route, its sources consume at once, and everything it

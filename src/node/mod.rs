@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::api::{self, Api, NodeStatus};
 use crate::admin::{self, AdminState};
+use crate::auth::listen_keys::ListenKeySettings;
+use crate::auth::Accounts;
 use crate::hub::{FrameVariants, Hub};
 use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
@@ -76,6 +78,8 @@ pub struct NodeSettings {
     pub auto_rollback: Option<AutoRollback>,
     /// Client connection limits.
     pub ws: WsSettings,
+    /// How listen keys behave.
+    pub listen_keys: ListenKeySettings,
     /// Mapper call limits.
     pub mapper_limits: MapperLimits,
     /// Longest a shutdown may take before the process exits anyway.
@@ -107,6 +111,7 @@ impl NodeSettings {
             mapper_allow: Vec::new(),
             auto_rollback: None,
             ws: WsSettings::default(),
+            listen_keys: ListenKeySettings::default(),
             mapper_limits: MapperLimits::default(),
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -138,10 +143,10 @@ pub struct RunningNode {
 }
 
 /// Starts a node speaking the dialects `dialects` lists (e.g. [`dialect::standard`]), each
-/// registering its frame variants with the hub.
+/// registering its frame variants with the hub and given the node's account services.
 pub async fn start(
     settings: NodeSettings,
-    dialects: impl FnOnce(&mut FrameVariants) -> Dialects,
+    dialects: impl FnOnce(&mut FrameVariants, &Accounts) -> Dialects,
 ) -> anyhow::Result<RunningNode> {
     let metrics = Arc::new(Metrics::new());
     let engine = match &settings.mapper_cache_dir {
@@ -150,11 +155,13 @@ pub async fn start(
         }
         None => MapperEngine::new(settings.mapper_limits.clone(), 1000)?,
     };
+    let store = backends::open_store(&settings).await?;
+    let accounts = backends::open_accounts(&settings, &store).await?;
     let mut variants = FrameVariants::new();
-    let dialects = dialects(&mut variants);
+    let dialects = dialects(&mut variants, &accounts);
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes, variants));
-    let backends = backends::open(&settings, &hub, &metrics).await?;
+    let backends = backends::open(&settings, store, &hub, &metrics).await?;
     let membership = backends.membership;
     let resolver = Resolver {
         store: Arc::clone(&backends.store),

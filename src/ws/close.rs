@@ -17,5 +17,9 @@ pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
 /// Internal error.
 pub const INTERNAL: u16 = 1011;
+/// The listen key the connection was opened with expired (terminal: create a new one).
+pub const LISTEN_KEY_EXPIRED: u16 = 4001;
+/// The listen key the connection was opened with was revoked (terminal).
+pub const LISTEN_KEY_REVOKED: u16 = 4002;
 /// Slow consumer: the client did not read fast enough; reconnect with backoff.
 pub const SLOW_CONSUMER: u16 = 4100;

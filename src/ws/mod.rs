@@ -6,6 +6,7 @@ pub mod close;
 mod connections;
 pub mod dialect;
 pub mod frame;
+mod hangup;
 mod keepalive;
 mod rate;
 mod server;
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use dialect::Dialects;
 use subscriptions::Catalog;
 
+pub use hangup::Hangup;
 pub use server::{bind, serve};
 
 /// Limits and timers of client connections.

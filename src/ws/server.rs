@@ -1,13 +1,13 @@
 //! The client listener: accepts TCP connections, answers the HTTP upgrade and starts a session.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tungstenite::handshake::derive_accept_key;
 
-use super::dialect::{Handshake, Refusal, Serving};
+use super::dialect::{Handshake, HttpRequest, Refusal, Serving};
 use super::session::{Opening, Session};
 use super::WsContext;
 
@@ -44,9 +44,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
             _ = ctx.shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 ctx.tracker
-                    .spawn(handle_connection(Arc::clone(&ctx), stream));
+                    .spawn(handle_connection(Arc::clone(&ctx), stream, peer));
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -57,9 +57,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     }
 }
 
-async fn handle_connection(ctx: Arc<WsContext>, stream: TcpStream) {
+async fn handle_connection(ctx: Arc<WsContext>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |request| respond(Arc::clone(&ctx), request));
+    let peer = canonical(peer.ip());
+    let service = service_fn(move |request| respond(Arc::clone(&ctx), request, peer));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
@@ -72,20 +73,64 @@ async fn handle_connection(ctx: Arc<WsContext>, stream: TcpStream) {
 
 type HttpResponse = Response<Full<Bytes>>;
 
+/// The largest body a plain HTTP request on the client listener may have.
+const MAX_BODY: usize = 16 * 1024;
+
+/// An IPv4 client on a dual-stack socket is reported as its IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 async fn respond(
     ctx: Arc<WsContext>,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
+    peer: IpAddr,
 ) -> Result<HttpResponse, Infallible> {
+    if !request.headers().contains_key(header::UPGRADE) {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return Ok(error(StatusCode::PAYLOAD_TOO_LARGE, -1, "Body too large")),
+        };
+        let plain = HttpRequest {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers: parts.headers.clone(),
+            body,
+            peer,
+        };
+        if let Some(answer) = ctx.dialects.answer(&plain).await {
+            return Ok(json(answer.status, &answer.body));
+        }
+        let request = Request::from_parts(parts, ());
+        return upgrade(ctx, request, peer).await;
+    }
+    upgrade(ctx, request, peer).await
+}
+
+async fn upgrade<B: Send + 'static>(
+    ctx: Arc<WsContext>,
+    mut request: Request<B>,
+    peer: IpAddr,
+) -> Result<HttpResponse, Infallible>
+where
+    Request<B>: Send,
+{
     let handshake = Handshake {
         path: request.uri().path(),
         query: request.uri().query(),
         headers: request.headers(),
+        peer,
     };
     let serving = Serving {
         catalog: ctx.catalog(),
         settings: &ctx.settings,
     };
-    let connect = match ctx.dialects.route(&handshake, &serving) {
+    let connect = match ctx.dialects.route(&handshake, &serving).await {
         None => return Ok(error(StatusCode::NOT_FOUND, -1, "Not found")),
         Some(Err(refusal)) => return Ok(refused(refusal)),
         Some(Ok(connect)) => connect,
@@ -179,8 +224,11 @@ fn refused(refusal: Refusal) -> HttpResponse {
 }
 
 fn error(status: StatusCode, code: i32, msg: &str) -> HttpResponse {
-    let body = serde_json::json!({ "code": code, "msg": msg }).to_string();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    json(status, &serde_json::json!({ "code": code, "msg": msg }))
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

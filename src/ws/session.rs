@@ -22,7 +22,7 @@ use super::keepalive::{Beat, Keepalive};
 use super::rate::MessageRate;
 use super::subscriptions::Streams;
 use super::writer::Writer;
-use super::WsContext;
+use super::{Hangup, WsContext};
 use crate::hub::{FrameVariant, Outbox};
 use crate::util::now_us;
 
@@ -67,6 +67,9 @@ impl Opening {
         let outbox = Outbox::new(ctx.next_connection_id(), ctx.settings.outbox_bytes);
         let mut streams = Streams::default();
         streams.add(std::mem::take(&mut connect.streams), &outbox);
+        if let Some(hangup) = &connect.hangup {
+            hangup.attach(&outbox);
+        }
         Opening {
             outbox,
             streams,
@@ -95,6 +98,7 @@ pub struct Session {
     started: Instant,
     keepalive: Keepalive,
     expires: Instant,
+    hangup: Option<Arc<Hangup>>,
 }
 
 impl Session {
@@ -122,6 +126,7 @@ impl Session {
             started,
             keepalive: Keepalive::new(connect.heartbeat, started),
             expires: started + settings.max_lifetime,
+            hangup: connect.hangup,
             ctx,
         }
     }
@@ -159,6 +164,12 @@ impl Session {
         loop {
             if self.ctx.connections.shutting_down() {
                 return self.close_for(Cause::Shutdown);
+            }
+            if let Some(closing) = self.hangup.as_ref().and_then(|h| h.take()) {
+                return Ending::Close {
+                    closing: Box::new(closing),
+                    linger: true,
+                };
             }
             if self.writer.data_queue().is_empty() && self.outbox.take_all(self.writer.data_queue())
             {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::hub::{Hub, Outbox, Topic};
+use crate::hub::{Hub, Outbox, Topic, UserSubscription};
 
 /// Why a subscription was refused; nothing of its batch was subscribed. Each dialect says it in
 /// its own words.
@@ -19,7 +19,7 @@ pub enum SubscribeError {
 
 /// What the node serves, as a connection's subscribe sees it.
 pub struct Catalog<'a> {
-    hub: &'a Hub,
+    hub: &'a Arc<Hub>,
     max_streams: usize,
     accept_unknown: bool,
 }
@@ -27,7 +27,7 @@ pub struct Catalog<'a> {
 impl<'a> Catalog<'a> {
     /// The streams of `hub`, at most `max_streams` per connection; with `accept_unknown`, a
     /// stream no topic serves is accepted and never delivers (as Binance does).
-    pub fn new(hub: &'a Hub, max_streams: usize, accept_unknown: bool) -> Self {
+    pub fn new(hub: &'a Arc<Hub>, max_streams: usize, accept_unknown: bool) -> Self {
         Catalog {
             hub,
             max_streams,
@@ -56,11 +56,50 @@ impl<'a> Catalog<'a> {
         }
         Ok(Planned(added))
     }
+
+    /// Adds to `planned` a private subscription (a user's events, under a name unique on the
+    /// connection), for a connection already holding `current`; refused when the connection
+    /// would hold too many streams. A name already held or planned is left out.
+    pub fn plan_user(
+        &self,
+        current: &Streams,
+        planned: &mut Planned,
+        subscription: UserSubscription,
+    ) -> Result<(), SubscribeError> {
+        let name = &*subscription.name;
+        if current
+            .names()
+            .chain(planned.names())
+            .any(|held| held == name)
+        {
+            return Ok(());
+        }
+        if current.len() + planned.0.len() + 1 > self.max_streams {
+            return Err(SubscribeError::TooMany);
+        }
+        planned.0.push(Stream::User(Box::new(UserStream {
+            hub: Arc::clone(self.hub),
+            subscription,
+        })));
+        Ok(())
+    }
 }
 
 /// Streams checked against the catalog, not subscribed yet.
 #[derive(Default)]
 pub struct Planned(Vec<Stream>);
+
+impl Planned {
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(Stream::name)
+    }
+}
+
+/// A private subscription: a user's events, through the hub's user index.
+struct UserStream {
+    hub: Arc<Hub>,
+    subscription: UserSubscription,
+}
 
 /// One stream of a connection.
 enum Stream {
@@ -68,6 +107,8 @@ enum Stream {
     Live(Arc<Topic>),
     /// A well-formed stream no topic serves, accepted silently in compatibility mode.
     Silent(Box<str>),
+    /// A user's private events (boxed: rare, and a held stream stays three words).
+    User(Box<UserStream>),
 }
 
 impl Stream {
@@ -75,6 +116,34 @@ impl Stream {
         match self {
             Stream::Live(topic) => topic.name(),
             Stream::Silent(name) => name,
+            Stream::User(user) => &user.subscription.name,
+        }
+    }
+
+    fn subscribe(&self, outbox: &Arc<Outbox>) {
+        match self {
+            Stream::Live(topic) => {
+                topic.subscribe(outbox);
+            }
+            Stream::User(user) => {
+                user.hub.users().subscribe(outbox, &user.subscription);
+            }
+            Stream::Silent(_) => {}
+        }
+    }
+
+    fn unsubscribe(&self, outbox: &Outbox) {
+        match self {
+            Stream::Live(topic) => {
+                topic.unsubscribe(outbox.id());
+            }
+            Stream::User(user) => {
+                let subscription = &user.subscription;
+                user.hub
+                    .users()
+                    .unsubscribe(&subscription.user, outbox.id(), &subscription.name);
+            }
+            Stream::Silent(_) => {}
         }
     }
 }
@@ -104,9 +173,7 @@ impl Streams {
     /// Subscribes `outbox` to the planned streams.
     pub fn add(&mut self, planned: Planned, outbox: &Arc<Outbox>) {
         for stream in &planned.0 {
-            if let Stream::Live(topic) = stream {
-                topic.subscribe(outbox);
-            }
+            stream.subscribe(outbox);
         }
         if self.held.is_empty() {
             // A connection's first streams keep the planned list as it is (sized to fit).
@@ -121,8 +188,8 @@ impl Streams {
         let remove: HashSet<&str> = names.iter().map(String::as_str).collect();
         self.held.retain(|stream| {
             let keep = !remove.contains(stream.name());
-            if let (false, Stream::Live(topic)) = (keep, stream) {
-                topic.unsubscribe(outbox.id());
+            if !keep {
+                stream.unsubscribe(outbox);
             }
             keep
         });
@@ -131,9 +198,7 @@ impl Streams {
     /// Unsubscribes `outbox` from everything (the connection ends).
     pub fn clear(&mut self, outbox: &Outbox) {
         for stream in self.held.drain(..) {
-            if let Stream::Live(topic) = stream {
-                topic.unsubscribe(outbox.id());
-            }
+            stream.unsubscribe(outbox);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod accounts;
 pub mod kafka;
 pub mod nats;
 pub mod proxy;

@@ -39,7 +39,7 @@ macro_rules! binance_mapper {
                             .into_iter()
                             .map(|output| Output {
                                 topic_vars: output.topic_vars,
-                                user_id: None,
+                                user_id: output.user_id,
                                 payload: output.payload,
                             })
                             .collect()),

@@ -5,12 +5,12 @@ use serde::Serialize;
 use crate::MapError;
 
 /// One message for clients, mirroring the WIT `output` record.
-///
-/// The demo mappers only serve public streams, so there is no user id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     /// Values for the placeholders of the mapping's topic templates, e.g. `("symbol", "btcusdt")`.
     pub topic_vars: Vec<(String, String)>,
+    /// The user a private event is for; `None` for public streams.
+    pub user_id: Option<String>,
     /// The client payload: one JSON value in the Binance Spot format.
     pub payload: String,
 }
@@ -29,6 +29,7 @@ impl Output {
             .map_err(|e| MapError::Internal(format!("payload is not UTF-8: {e}")))?;
         Ok(Self {
             topic_vars,
+            user_id: None,
             payload,
         })
     }

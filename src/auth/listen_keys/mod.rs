@@ -146,7 +146,6 @@ pub fn looks_like_listen_key(text: &str) -> bool {
 /// What every listen key store must do; the store tests run it against each of them.
 #[doc(hidden)]
 pub mod conformance {
-    //! What every listen key store must do, run against each of them.
 
     use super::*;
     use crate::auth::generate_token;

@@ -14,23 +14,27 @@
 pub mod binance;
 mod link;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Method, StatusCode};
 
 use super::close;
 use super::frame::{self, FrameError};
 use super::subscriptions::{Catalog, Planned};
-use super::WsSettings;
+use super::{Hangup, WsSettings};
+use crate::auth::Accounts;
 use crate::hub::{FrameVariant, FrameVariants};
 
 pub use link::Link;
 
-/// The dialects every node serves, in the order their URLs are tried.
-pub fn standard(variants: &mut FrameVariants) -> Dialects {
-    Dialects::default().with(binance::MarketStreams::new(variants))
+/// The dialects every node serves, in the order their URLs are tried, consulting `accounts`
+/// for API keys and listen keys.
+pub fn standard(variants: &mut FrameVariants, accounts: &Accounts) -> Dialects {
+    Dialects::default().with(binance::MarketStreams::new(variants, accounts))
 }
 
 /// A client protocol, as the listener sees it: which connect URLs are its own.
@@ -40,12 +44,62 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// What an upgrade request for `handshake` asks for, if its URL belongs to this dialect:
     /// the connection's conversation and first streams, or why it is refused. `None` lets the
-    /// next dialect look at it.
-    fn route(
-        &self,
-        handshake: &Handshake<'_>,
-        serving: &Serving<'_>,
-    ) -> Option<Result<Connect, Refusal>>;
+    /// next dialect look at it. It may look things up (a listen key, an API key) before it
+    /// answers.
+    fn route<'a>(
+        &'a self,
+        handshake: &'a Handshake<'a>,
+        serving: &'a Serving<'a>,
+    ) -> BoxFuture<'a, Option<Result<Connect, Refusal>>>;
+
+    /// The answer to a plain HTTP request (no upgrade) on the client listener, if its URL is
+    /// one of this dialect's (e.g. Binance's `/api/v3/userDataStream`); by default none.
+    fn answer<'a>(&'a self, _request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
+        None
+    }
+}
+
+/// A plain HTTP request on the client listener, body read.
+pub struct HttpRequest {
+    /// The method.
+    pub method: Method,
+    /// The URL path.
+    pub path: String,
+    /// The query string, if any.
+    pub query: Option<String>,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body (bounded by the listener).
+    pub body: Bytes,
+    /// The client's address.
+    pub peer: IpAddr,
+}
+
+/// A dialect's answer to a plain HTTP request: status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpAnswer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+impl HttpAnswer {
+    /// 200 with `body`.
+    pub fn ok(body: serde_json::Value) -> Self {
+        HttpAnswer {
+            status: StatusCode::OK,
+            body,
+        }
+    }
+
+    /// `status` with Binance's error body `{"code":..,"msg":..}`.
+    pub fn error(status: StatusCode, code: i32, msg: &str) -> Self {
+        HttpAnswer {
+            status,
+            body: serde_json::json!({ "code": code, "msg": msg }),
+        }
+    }
 }
 
 /// A dialect's side of one connection: the client's text and binary messages, and the words the
@@ -77,6 +131,8 @@ pub struct Handshake<'a> {
     pub query: Option<&'a str>,
     /// The request's headers.
     pub headers: &'a HeaderMap,
+    /// The client's address.
+    pub peer: IpAddr,
 }
 
 /// What a dialect may consult while routing a connection: what the node serves.
@@ -99,6 +155,8 @@ pub struct Connect {
     /// Streams subscribed before the handshake answer goes out, so the client gets everything
     /// published after its connection was accepted.
     pub streams: Planned,
+    /// A handle the dialect keeps to end the connection from outside (expiry, revocation).
+    pub hangup: Option<Arc<Hangup>>,
 }
 
 /// A refused upgrade: HTTP status and the `{"code":..,"msg":..}` body.
@@ -225,14 +283,27 @@ impl Dialects {
     }
 
     /// The first dialect's answer to `handshake`; `None` when no dialect owns its URL.
-    pub fn route(
+    pub async fn route(
         &self,
         handshake: &Handshake<'_>,
         serving: &Serving<'_>,
     ) -> Option<Result<Connect, Refusal>> {
-        self.list
-            .iter()
-            .find_map(|dialect| dialect.route(handshake, serving))
+        for dialect in &self.list {
+            if let Some(answer) = dialect.route(handshake, serving).await {
+                return Some(answer);
+            }
+        }
+        None
+    }
+
+    /// The first dialect's answer to a plain HTTP request; `None` when no dialect owns its URL.
+    pub async fn answer(&self, request: &HttpRequest) -> Option<HttpAnswer> {
+        for dialect in &self.list {
+            if let Some(answer) = dialect.answer(request) {
+                return Some(answer.await);
+            }
+        }
+        None
     }
 
     /// The dialects' names, in order.

@@ -12,6 +12,7 @@ pub mod mini_ticker;
 pub mod partial_depth;
 pub mod ticker;
 pub mod trade;
+pub mod user_data;
 
 use crate::events::Level;
 use crate::MapError;

@@ -1,55 +1,84 @@
 //! The Binance Spot market-stream dialect (`reference/binance-protocol.md` §1–§4): `/ws` and
 //! `/stream` URLs, live `SUBSCRIBE`/`UNSUBSCRIBE`/`LIST_SUBSCRIPTIONS`/`SET_PROPERTY`/
 //! `GET_PROPERTY` with Binance's exact replies and error texts, raw or combined events in
-//! milliseconds or microseconds, server pings, and `serverShutdown` before a planned close.
+//! milliseconds or microseconds, server pings, and `serverShutdown` before a planned close; and
+//! the legacy user-data flow (§5.1): listen keys over `/api/v3/userDataStream`, opened in the
+//! same connect URLs as streams ([`user_data`]).
 
 pub mod control;
 mod conversation;
 pub mod envelope;
+mod listen_key_api;
 pub mod url;
+mod user_data;
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use http::StatusCode;
 
-use super::{websocket_ping, Connect, Dialect, Handshake, Heartbeat, Refusal, Serving};
+use super::{
+    websocket_ping, Connect, Dialect, Handshake, Heartbeat, HttpAnswer, HttpRequest, Refusal,
+    Serving,
+};
+use crate::auth::Accounts;
 use crate::config::is_stream_name;
 use crate::hub::FrameVariants;
-use crate::ws::subscriptions::{Streams, SubscribeError};
+use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
+use crate::ws::Hangup;
 use conversation::MarketConversation;
 use envelope::{Format, Variants};
+use listen_key_api::ListenKeyApi;
 use url::{ConnectTarget, TargetError};
+use user_data::UserData;
 
-/// Binance Spot market streams.
+/// Binance Spot market streams and listen-key user-data streams.
 pub struct MarketStreams {
     /// Shared by every connection's conversation (one pointer each).
     variants: Arc<Variants>,
+    user_data: Arc<UserData>,
+    listen_key_api: ListenKeyApi,
 }
 
 impl MarketStreams {
-    /// The dialect, with its four event formats registered in `variants`.
-    pub fn new(variants: &mut FrameVariants) -> Self {
+    /// The dialect, with its four event formats registered in `variants`, consulting
+    /// `accounts` for listen keys. Must be called inside a tokio runtime (listen keys held by
+    /// connections are checked by a task of its own).
+    pub fn new(variants: &mut FrameVariants, accounts: &Accounts) -> Self {
         MarketStreams {
             variants: Arc::new(Variants::register(variants)),
+            listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings),
+            user_data: UserData::start(accounts.clone()),
         }
     }
 
-    fn connect(&self, target: ConnectTarget, serving: &Serving<'_>) -> Result<Connect, Refusal> {
+    async fn connect(
+        &self,
+        target: ConnectTarget,
+        handshake: &Handshake<'_>,
+        serving: &Serving<'_>,
+    ) -> Result<Connect, Refusal> {
         let invalid = |msg: &str| Refusal::new(StatusCode::BAD_REQUEST, 2, msg);
-        if target.streams.len() > serving.settings.max_streams {
+        if target.streams.len() + target.listen_keys.len() > serving.settings.max_streams {
             return Err(invalid("Invalid request: too many streams"));
         }
         if !target.streams.iter().all(|name| looks_like_stream(name)) {
             return Err(invalid("Invalid request: invalid stream"));
         }
-        let streams = serving
-            .catalog
-            .plan(&Streams::default(), target.streams)
-            .map_err(|e| invalid(subscribe_error(&e)))?;
         let format = Format {
             combined: target.combined,
             micros: target.micros,
         };
+        let mut listen_keys = Vec::with_capacity(target.listen_keys.len());
+        for key in &target.listen_keys {
+            listen_keys.push(self.user_data.open(key, handshake.peer).await?);
+        }
+        let mut streams = serving
+            .catalog
+            .plan(&Streams::default(), target.streams)
+            .map_err(|e| invalid(subscribe_error(&e)))?;
+        let hangup = self.hold(&listen_keys, format, serving, &mut streams)?;
         Ok(Connect {
             conversation: Box::new(MarketConversation::new(format, Arc::clone(&self.variants))),
             variant: self.variants.of(format),
@@ -59,7 +88,37 @@ impl MarketStreams {
                 ping: websocket_ping,
             },
             streams,
+            hangup,
         })
+    }
+
+    /// Plans the private subscriptions of `listen_keys` and watches the keys for the
+    /// connection; its hang-up handle when it holds any.
+    fn hold(
+        &self,
+        listen_keys: &[crate::auth::listen_keys::ListenKey],
+        format: Format,
+        serving: &Serving<'_>,
+        streams: &mut Planned,
+    ) -> Result<Option<Arc<Hangup>>, Refusal> {
+        if listen_keys.is_empty() {
+            return Ok(None);
+        }
+        for key in listen_keys {
+            serving
+                .catalog
+                .plan_user(
+                    &Streams::default(),
+                    streams,
+                    UserData::subscription(key, format),
+                )
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, 2, subscribe_error(&e)))?;
+        }
+        let hangup = Hangup::new();
+        for key in listen_keys {
+            self.user_data.hold(&key.key, &hangup, format);
+        }
+        Ok(Some(hangup))
     }
 }
 
@@ -68,20 +127,28 @@ impl Dialect for MarketStreams {
         "binance"
     }
 
-    fn route(
-        &self,
-        handshake: &Handshake<'_>,
-        serving: &Serving<'_>,
-    ) -> Option<Result<Connect, Refusal>> {
-        match url::parse_target(handshake.path, handshake.query) {
-            Err(TargetError::NotFound) => None,
-            Err(e @ TargetError::BadTimeUnit) => Some(Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                -1100,
-                e.to_string(),
-            ))),
-            Ok(target) => Some(self.connect(target, serving)),
+    fn route<'a>(
+        &'a self,
+        handshake: &'a Handshake<'a>,
+        serving: &'a Serving<'a>,
+    ) -> BoxFuture<'a, Option<Result<Connect, Refusal>>> {
+        async move {
+            match url::parse_target(handshake.path, handshake.query) {
+                Err(TargetError::NotFound) => None,
+                Err(e @ TargetError::BadTimeUnit) => Some(Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    -1100,
+                    e.to_string(),
+                ))),
+                Ok(target) => Some(self.connect(target, handshake, serving).await),
+            }
         }
+        .boxed()
+    }
+
+    fn answer<'a>(&'a self, request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
+        (request.path == listen_key_api::PATH)
+            .then(|| self.listen_key_api.answer(&self.user_data, request).boxed())
     }
 }
 

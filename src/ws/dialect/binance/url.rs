@@ -4,6 +4,7 @@
 use percent_encoding::percent_decode_str;
 
 use super::looks_like_stream;
+use crate::auth::listen_keys::looks_like_listen_key;
 
 /// What a client asked for in its connect URL.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -14,6 +15,8 @@ pub struct ConnectTarget {
     pub micros: bool,
     /// Streams to subscribe at once.
     pub streams: Vec<String>,
+    /// Listen keys whose owners' events to subscribe at once.
+    pub listen_keys: Vec<String>,
 }
 
 /// Why a connect URL was refused.
@@ -41,11 +44,13 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<ConnectTarget, Ta
             r if r.starts_with('/') => &r[1..],
             _ => return Err(TargetError::NotFound),
         };
-        target.streams = rest
-            .split('/')
-            .filter(|s| looks_like_stream(s))
-            .map(str::to_string)
-            .collect();
+        for segment in rest.split('/') {
+            if looks_like_stream(segment) {
+                target.streams.push(segment.to_string());
+            } else if looks_like_listen_key(segment) {
+                target.listen_keys.push(segment.to_string());
+            }
+        }
     } else if path == "/stream" || path == "/stream/" {
         target.combined = true;
     } else {
@@ -54,11 +59,13 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<ConnectTarget, Ta
     for (key, value) in query_pairs(query.unwrap_or("")) {
         match key.as_str() {
             "streams" if target.combined => {
-                target.streams = value
+                let (keys, streams) = value
                     .split('/')
                     .filter(|s| !s.is_empty())
                     .map(str::to_string)
-                    .collect();
+                    .partition(|s| !looks_like_stream(s) && looks_like_listen_key(s));
+                target.streams = streams;
+                target.listen_keys = keys;
             }
             "timeUnit" => {
                 target.micros = match value.as_str() {
@@ -118,11 +125,27 @@ mod tests {
             ConnectTarget {
                 combined: true,
                 micros: true,
-                streams: vec!["a@trade".into(), "b@depth".into()]
+                streams: vec!["a@trade".into(), "b@depth".into()],
+                listen_keys: Vec::new(),
             }
         );
         assert!(target("/ws/x@trade", Some("timeUnit=microsecond")).micros);
         assert!(!target("/ws", Some("timeUnit=MILLISECOND")).micros);
+    }
+
+    #[test]
+    fn listen_keys_are_told_from_streams() {
+        let key = "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a65a1";
+        let raw = target(&format!("/ws/{key}"), None);
+        assert_eq!(
+            (raw.streams.len(), &raw.listen_keys[..]),
+            (0, &[key.to_string()][..])
+        );
+        let both = target("/stream", Some(&format!("streams=btcusdt@trade/{key}")));
+        assert!(both.combined);
+        assert_eq!(both.streams, ["btcusdt@trade"]);
+        assert_eq!(both.listen_keys, [key]);
+        assert!(target("/ws/tooshort", None).listen_keys.is_empty());
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! User-data streams through listen keys (`reference/binance-protocol.md` §5.1): a listen key in
+//! a connect URL (`/ws/<listenKey>`, `/stream?streams=<listenKey>`, next to market streams or
+//! alone) subscribes the connection to its owner's private events, unwrapped on `/ws` and as
+//! `{"stream":<listenKey>,"data":..}` on `/stream`.
+//!
+//! The node checks the listen keys its connections hold every `check_every`, in one round trip
+//! to the store: a key revoked on any node closes its connections here with 4002, and an
+//! expired key sends `{"e":"listenKeyExpired",..}` and closes with 4001.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use http::StatusCode;
+use parking_lot::Mutex;
+
+use super::envelope::Format;
+use crate::auth::listen_keys::{KeyState, ListenKey, UNKNOWN_LISTEN_KEY};
+use crate::auth::Accounts;
+use crate::hub::{Delivery, UserSubscription, Wrap};
+use crate::util::now_us;
+use crate::ws::close;
+use crate::ws::dialect::{Closing, Refusal};
+use crate::ws::Hangup;
+
+/// Keys checked per store round trip.
+const CHECK_BATCH: usize = 1000;
+
+/// One connection holding a listen key.
+struct Holder {
+    hangup: Weak<Hangup>,
+    format: Format,
+}
+
+/// The node's listen-key connections and the task that checks their keys.
+pub struct UserData {
+    accounts: Accounts,
+    held: Mutex<HashMap<Arc<str>, Vec<Holder>>>,
+}
+
+impl UserData {
+    /// Starts checking held keys (on the current runtime) until the returned value is dropped.
+    pub fn start(accounts: Accounts) -> Arc<UserData> {
+        let user_data = Arc::new(UserData {
+            accounts,
+            held: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(check_keys(Arc::downgrade(&user_data)));
+        user_data
+    }
+
+    /// The accounts this dialect consults.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// The live listen key `key`, usable from `peer`; otherwise Binance's `-1125` refusal.
+    pub async fn open(&self, key: &str, peer: IpAddr) -> Result<ListenKey, Refusal> {
+        let unknown = || {
+            let (code, msg) = UNKNOWN_LISTEN_KEY;
+            Refusal::new(StatusCode::BAD_REQUEST, code, msg)
+        };
+        let found = self.accounts.listen_keys.get(key).await.map_err(|e| {
+            tracing::warn!(error = %e, "listen key store unavailable");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                -1001,
+                "Internal error; unable to process your request. Please try again.",
+            )
+        })?;
+        let listen_key = found.ok_or_else(unknown)?;
+        if listen_key.owner.ip.is_some_and(|bound| bound != peer) {
+            tracing::info!(user = %listen_key.owner.user_id, %peer, "listen key used from an address it is not bound to");
+            return Err(unknown());
+        }
+        Ok(listen_key)
+    }
+
+    /// The private subscription a connection in `format` takes for `key`.
+    pub fn subscription(key: &ListenKey, format: Format) -> UserSubscription {
+        UserSubscription {
+            user: Arc::from(key.owner.user_id.as_str()),
+            name: Arc::clone(&key.key),
+            wrap: Arc::new(ListenKeyWrap {
+                key: Arc::clone(&key.key),
+                format,
+            }),
+        }
+    }
+
+    /// Watches `key` for the connection `hangup` ends.
+    pub fn hold(&self, key: &Arc<str>, hangup: &Arc<Hangup>, format: Format) {
+        self.held
+            .lock()
+            .entry(Arc::clone(key))
+            .or_default()
+            .push(Holder {
+                hangup: Arc::downgrade(hangup),
+                format,
+            });
+    }
+
+    /// Checks every held key once; ends the connections of keys revoked or expired.
+    async fn check(&self) {
+        let keys: Vec<Arc<str>> = {
+            let mut held = self.held.lock();
+            held.retain(|_, holders| {
+                holders.retain(|h| h.hangup.strong_count() > 0);
+                !holders.is_empty()
+            });
+            held.keys().cloned().collect()
+        };
+        for batch in keys.chunks(CHECK_BATCH) {
+            let states = match self.accounts.listen_keys.states(batch).await {
+                Ok(states) => states,
+                Err(e) => {
+                    // Connections stay while the store is away; they are checked again next time.
+                    tracing::warn!(error = %e, "cannot check listen keys");
+                    return;
+                }
+            };
+            for (key, state) in batch.iter().zip(states) {
+                if !matches!(state, KeyState::Active(_)) {
+                    self.end(key, state);
+                }
+            }
+        }
+    }
+
+    fn end(&self, key: &Arc<str>, state: KeyState) {
+        let Some(holders) = self.held.lock().remove(key) else {
+            return;
+        };
+        for holder in holders {
+            let Some(hangup) = holder.hangup.upgrade() else {
+                continue;
+            };
+            let closing = match state {
+                KeyState::Revoked => Closing::new(close::LISTEN_KEY_REVOKED, "listenKey revoked"),
+                _ => Closing::new(close::LISTEN_KEY_EXPIRED, "listenKey expired")
+                    .with_notice(expired_notice(key, holder.format)),
+            };
+            hangup.request(closing);
+        }
+    }
+}
+
+/// `{"e":"listenKeyExpired","E":..,"listenKey":..}` in the connection's format.
+fn expired_notice(key: &str, format: Format) -> Bytes {
+    let now = now_us();
+    let payload = format!(
+        "{{\"e\":\"listenKeyExpired\",\"E\":{},\"listenKey\":\"{key}\"}}",
+        now / 1000
+    );
+    format.encode(key, payload.as_bytes(), now)
+}
+
+async fn check_keys(user_data: Weak<UserData>) {
+    let every = match user_data.upgrade() {
+        Some(u) => u.accounts.listen_key_settings.check_every,
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(user_data) = user_data.upgrade() else {
+            return;
+        };
+        user_data.check().await;
+    }
+}
+
+/// Frames a user's event for one listen-key subscription.
+struct ListenKeyWrap {
+    key: Arc<str>,
+    format: Format,
+}
+
+impl Wrap for ListenKeyWrap {
+    fn frame(&self, delivery: &Delivery) -> Bytes {
+        self.format
+            .encode(&self.key, &delivery.payload, delivery.event_time_us)
+    }
+}
