@@ -19,5 +19,6 @@ pub mod position;
 pub mod route;
 pub mod source;
 pub mod subject;
+pub mod trade;
 pub mod util;
 pub mod ws;

@@ -13,6 +13,7 @@ use wsgate::auth::listen_keys::ListenKeySettings;
 use wsgate::cli;
 use wsgate::mapper::MapperLimits;
 use wsgate::node::{self, AutoRollback, NodeSettings};
+use wsgate::trade::TradeSettings;
 use wsgate::ws::WsSettings;
 
 /// WebSocket gateway streaming exchange market data in the Binance Spot protocol.
@@ -175,6 +176,30 @@ struct ServeArgs {
     /// Listen key creations allowed per API key per minute.
     #[arg(long, env = "WSGATE_LISTEN_KEY_CREATES_PER_KEY", default_value_t = 10)]
     listen_key_creates_per_key: u32,
+    /// WebSocket API methods forwarded to the trade backend, comma-separated.
+    #[arg(
+        long,
+        env = "WSGATE_TRADE_METHODS",
+        value_delimiter = ',',
+        default_value = "order.place,order.cancel,order.status,openOrders.status,account.status"
+    )]
+    trade_methods: Vec<String>,
+    /// Trade actions are NATS requests on `<prefix>.<method>`.
+    #[arg(
+        long,
+        env = "WSGATE_TRADE_SUBJECT_PREFIX",
+        default_value = "wsgate.trade"
+    )]
+    trade_subject_prefix: String,
+    /// How long the trade backend may take before the client gets -1007.
+    #[arg(long, env = "WSGATE_TRADE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    trade_timeout: Duration,
+    /// The NATS server the trade backend answers on (default: the cluster's, `--nats`).
+    #[arg(long, env = "WSGATE_TRADE_NATS")]
+    trade_nats: Option<String>,
+    /// Client messages per second on a WebSocket API connection (`/ws-api/v3`).
+    #[arg(long, env = "WSGATE_API_MESSAGES_PER_SEC", default_value_t = 200)]
+    api_messages_per_sec: usize,
     /// Longest a graceful shutdown may take.
     #[arg(long, env = "WSGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
@@ -231,8 +256,15 @@ impl ServeArgs {
                 outbox_bytes: self.outbox_bytes,
                 accept_unknown_streams: self.accept_unknown_streams,
                 max_connections: self.max_connections,
+                api_messages_per_sec: self.api_messages_per_sec,
                 ..WsSettings::default()
             },
+            trade: TradeSettings {
+                methods: self.trade_methods.clone(),
+                subject_prefix: self.trade_subject_prefix.clone(),
+                timeout: self.trade_timeout,
+            },
+            trade_nats: self.trade_nats.clone(),
             listen_keys: ListenKeySettings {
                 validity: self.listen_key_validity,
                 bind_ip: !self.listen_key_unbound,

@@ -64,6 +64,7 @@ impl Dialect for Pipe {
                 },
                 streams: Planned::default(),
                 hangup: None,
+                messages_per_sec: None,
             })
         });
         std::future::ready(answer).boxed()
@@ -93,9 +94,9 @@ impl Conversation for PipeConversation {
 async fn start_node() -> RunningNode {
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/gateway.json");
     let settings = NodeSettings::embedded(config, common::mappers_dir());
-    node::start(settings, |variants, accounts| {
+    node::start(settings, |variants, services| {
         let pipe = Pipe::new(variants);
-        dialect::standard(variants, accounts).with(pipe)
+        dialect::standard(variants, services).with(pipe)
     })
     .await
     .expect("the node starts")

@@ -7,79 +7,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::accounts::{connect_from, create_key, listen_key, user_data_stream, Key};
+use common::accounts::{
+    balance, config, connect_from, create_key, drain, listen_key, next_within, publish,
+    user_data_stream, Key,
+};
 use common::nats::NatsServer;
 use common::redis::RedisServer;
 use common::{next_seen, Client, Gateway, Seen, TEST_TOKEN};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-const SUBJECT: &str = "account.events";
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Account events from `nats` mapped by `binance_user_data` to the private topic `userData`.
-fn config(nats: &str) -> Value {
-    json!({
-        "vars": {},
-        "datasource": [{"version": 1, "type": "nats", "name": "accounts",
-                        "properties": {"servers": [nats], "subjects": [SUBJECT],
-                                       "reconnect_time_wait_ms": 100}}],
-        "topics": [{"version": 1, "topic": "userData", "auth": "private"}],
-        "routes": [{"id": "user-data", "version": 1, "data_source": "accounts",
-                    "upstream": [SUBJECT],
-                    "mappings": [{"mapper": "binance_user_data", "fanout_topic": "user.data",
-                                  "ws_topic": "userData"}]}]
-    })
-}
-
-fn balance(asset: &str, n: u64) -> Value {
-    json!({"e": "balanceUpdate", "E": n, "a": asset, "d": "1.00000000", "T": n})
-}
-
-/// Publishes account events upstream: `(user or none, event)`.
-async fn publish(nats: &str, events: &[(Option<&str>, Value)]) {
-    let client = async_nats::connect(nats).await.unwrap();
-    for (user, event) in events {
-        let envelope = match user {
-            Some(user) => json!({"user_id": user, "event": event}),
-            None => json!({"event": event}),
-        };
-        client
-            .publish(SUBJECT, envelope.to_string().into())
-            .await
-            .unwrap();
-    }
-    client.flush().await.unwrap();
-}
-
-/// What `client` sees next, or `None` when `limit` passes first.
-async fn next_within(client: &mut Client, limit: Duration) -> Option<Seen> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let message = tokio::time::timeout_at(deadline, client.next())
-            .await
-            .ok()?;
-        return Some(match message {
-            Some(Ok(Message::Text(text))) => Seen::Json(serde_json::from_str(&text).unwrap()),
-            Some(Ok(Message::Close(frame))) => {
-                let frame = frame.expect("a close code");
-                Seen::Close(u16::from(frame.code), frame.reason.to_string())
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => Seen::Ended,
-        });
-    }
-}
-
-/// The JSON messages `client` receives until `limit` passes with nothing new.
-async fn drain(client: &mut Client, limit: Duration) -> Vec<Value> {
-    let mut seen = Vec::new();
-    while let Some(Seen::Json(value)) = next_within(client, limit).await {
-        seen.push(value);
-    }
-    seen
-}
 
 /// Publishes a marker for `user` until `client` receives events, so the route and the bus
 /// subscriptions are known to be in place; returns what arrived.

@@ -93,6 +93,21 @@ impl Delivery {
         }
     }
 
+    /// A delivery that is only `frame` (a reply, a notice) in each of its `variants` slots,
+    /// handed over at `published_us`.
+    pub fn framed(frame: Bytes, published_us: i64, variants: usize) -> Self {
+        Delivery {
+            stream: Arc::from(""),
+            seq: 0,
+            event_time_us: published_us,
+            published_us,
+            payload: frame.clone(),
+            frames: (0..variants)
+                .map(|_| OnceLock::from(frame.clone()))
+                .collect(),
+        }
+    }
+
     /// The frame cached in `slot`, if one was encoded.
     pub fn cached(&self, slot: usize) -> Option<&Bytes> {
         self.frames.get(slot)?.get()

@@ -30,6 +30,7 @@ use crate::control::mapper_ops;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::source::{Consumers, SourceHealth};
+use crate::trade::{Backend, NatsBackend, NoBackend, Trading};
 
 /// The store and bus a node runs on, and how it takes part in a cluster.
 pub struct Backends {
@@ -170,6 +171,30 @@ pub async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn Confi
         }
     }
     Ok(store)
+}
+
+/// Where trade actions go: NATS request/reply on the trade bus (`--trade-nats`, else the
+/// cluster's bus), or nowhere (every trade action is answered as unavailable).
+pub async fn open_trading(settings: &NodeSettings) -> anyhow::Result<Trading> {
+    let backend: Arc<dyn Backend> = match settings.trade_nats.as_ref().or(settings.nats.as_ref()) {
+        None => Arc::new(NoBackend),
+        Some(url) => {
+            let client = async_nats::ConnectOptions::new()
+                .name(format!("wsgate {} trade", settings.node_id))
+                .retry_on_initial_connect()
+                .connect(url.as_str())
+                .await
+                .with_context(|| format!("connecting to the trade backend's bus at {url}"))?;
+            Arc::new(NatsBackend::new(
+                client,
+                settings.trade.subject_prefix.clone(),
+            ))
+        }
+    };
+    Ok(Trading {
+        backend,
+        settings: settings.trade.clone(),
+    })
 }
 
 /// The account services over `store`: API keys from it, listen keys in memory alone or in the

@@ -26,11 +26,11 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::api::{self, Api, NodeStatus};
 use crate::admin::{self, AdminState};
 use crate::auth::listen_keys::ListenKeySettings;
-use crate::auth::Accounts;
 use crate::hub::{FrameVariants, Hub};
 use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
-use crate::ws::dialect::{self, Dialects};
+use crate::trade::TradeSettings;
+use crate::ws::dialect::{self, Dialects, Services};
 use crate::ws::{self, WsContext, WsSettings};
 
 use backends::Membership;
@@ -80,6 +80,10 @@ pub struct NodeSettings {
     pub ws: WsSettings,
     /// How listen keys behave.
     pub listen_keys: ListenKeySettings,
+    /// Which WebSocket API methods are forwarded to the trade backend, where, how long to wait.
+    pub trade: TradeSettings,
+    /// The NATS server the trade backend answers on; without it, the cluster's bus (`nats`).
+    pub trade_nats: Option<String>,
     /// Mapper call limits.
     pub mapper_limits: MapperLimits,
     /// Longest a shutdown may take before the process exits anyway.
@@ -112,6 +116,8 @@ impl NodeSettings {
             auto_rollback: None,
             ws: WsSettings::default(),
             listen_keys: ListenKeySettings::default(),
+            trade: TradeSettings::default(),
+            trade_nats: None,
             mapper_limits: MapperLimits::default(),
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -146,7 +152,7 @@ pub struct RunningNode {
 /// registering its frame variants with the hub and given the node's account services.
 pub async fn start(
     settings: NodeSettings,
-    dialects: impl FnOnce(&mut FrameVariants, &Accounts) -> Dialects,
+    dialects: impl FnOnce(&mut FrameVariants, &Services) -> Dialects,
 ) -> anyhow::Result<RunningNode> {
     let metrics = Arc::new(Metrics::new());
     let engine = match &settings.mapper_cache_dir {
@@ -156,9 +162,12 @@ pub async fn start(
         None => MapperEngine::new(settings.mapper_limits.clone(), 1000)?,
     };
     let store = backends::open_store(&settings).await?;
-    let accounts = backends::open_accounts(&settings, &store).await?;
+    let services = Services {
+        accounts: backends::open_accounts(&settings, &store).await?,
+        trading: backends::open_trading(&settings).await?,
+    };
     let mut variants = FrameVariants::new();
-    let dialects = dialects(&mut variants, &accounts);
+    let dialects = dialects(&mut variants, &services);
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
     let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes, variants));
     let backends = backends::open(&settings, store, &hub, &metrics).await?;

@@ -12,6 +12,7 @@ mod rate;
 mod server;
 mod session;
 pub mod subscriptions;
+mod user_feeds;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use subscriptions::Catalog;
 
 pub use hangup::Hangup;
 pub use server::{bind, serve};
+pub use user_feeds::UserFeeds;
 
 /// Limits and timers of client connections.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct WsSettings {
     pub outbox_bytes: usize,
     /// Accept well-formed streams that no topic serves (as Binance does) instead of refusing them.
     pub accept_unknown_streams: bool,
+    /// Client messages allowed per second on a WebSocket API connection (pipelined requests).
+    pub api_messages_per_sec: usize,
     /// Open connections per node; further upgrades get HTTP 503.
     pub max_connections: usize,
     /// How long a closing connection waits for its last frames and the client's close.
@@ -65,6 +69,7 @@ impl Default for WsSettings {
             messages_per_sec: 5,
             outbox_bytes: 4 * 1024 * 1024,
             accept_unknown_streams: false,
+            api_messages_per_sec: 200,
             max_connections: 200_000,
             close_grace: Duration::from_secs(2),
         }

@@ -22,7 +22,7 @@ use super::keepalive::{Beat, Keepalive};
 use super::rate::MessageRate;
 use super::subscriptions::Streams;
 use super::writer::Writer;
-use super::{Hangup, WsContext};
+use super::{Hangup, UserFeeds, WsContext};
 use crate::hub::{FrameVariant, Outbox};
 use crate::util::now_us;
 
@@ -99,6 +99,7 @@ pub struct Session {
     keepalive: Keepalive,
     expires: Instant,
     hangup: Option<Arc<Hangup>>,
+    feeds: Option<Arc<UserFeeds>>,
 }
 
 impl Session {
@@ -122,11 +123,17 @@ impl Session {
             streams,
             conversation: connect.conversation,
             variant: connect.variant,
-            rate: MessageRate::new(settings.messages_per_sec, 1000),
+            rate: MessageRate::new(
+                connect
+                    .messages_per_sec
+                    .unwrap_or(settings.messages_per_sec),
+                1000,
+            ),
             started,
             keepalive: Keepalive::new(connect.heartbeat, started),
             expires: started + settings.max_lifetime,
             hangup: connect.hangup,
+            feeds: None,
             ctx,
         }
     }
@@ -144,6 +151,9 @@ impl Session {
             .inc();
         self.finish(&ending).await;
         self.streams.clear(&self.outbox);
+        if let Some(feeds) = &self.feeds {
+            feeds.close();
+        }
         self.outbox.close();
         self.ctx.connections.remove(self.outbox.id());
         metrics.connections.dec();
@@ -339,6 +349,7 @@ impl Session {
             writer: &mut self.writer,
             variant: &mut self.variant,
             keepalive: &mut self.keepalive,
+            feeds: &mut self.feeds,
         };
         handle(self.conversation.as_mut(), &mut link)
     }

@@ -7,10 +7,11 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::{Client, Gateway};
+use super::{Client, Gateway, Seen};
 
 /// An API key and its HMAC secret.
 #[derive(Debug, Clone)]
@@ -128,4 +129,157 @@ pub async fn connect_from(
         }
         Err(e) => panic!("connecting to {path}: {e}"),
     }
+}
+
+pub const SUBJECT: &str = "account.events";
+
+/// Account events from `nats` (subject [`SUBJECT`]) mapped by `binance_user_data` to the private topic `userData`.
+pub fn config(nats: &str) -> Value {
+    json!({
+        "vars": {},
+        "datasource": [{"version": 1, "type": "nats", "name": "accounts",
+                        "properties": {"servers": [nats], "subjects": [SUBJECT],
+                                       "reconnect_time_wait_ms": 100}}],
+        "topics": [{"version": 1, "topic": "userData", "auth": "private"}],
+        "routes": [{"id": "user-data", "version": 1, "data_source": "accounts",
+                    "upstream": [SUBJECT],
+                    "mappings": [{"mapper": "binance_user_data", "fanout_topic": "user.data",
+                                  "ws_topic": "userData"}]}]
+    })
+}
+
+pub fn balance(asset: &str, n: u64) -> Value {
+    json!({"e": "balanceUpdate", "E": n, "a": asset, "d": "1.00000000", "T": n})
+}
+
+/// Publishes account events upstream: `(user or none, event)`.
+pub async fn publish(nats: &str, events: &[(Option<&str>, Value)]) {
+    let client = async_nats::connect(nats).await.unwrap();
+    for (user, event) in events {
+        let envelope = match user {
+            Some(user) => json!({"user_id": user, "event": event}),
+            None => json!({"event": event}),
+        };
+        client
+            .publish(SUBJECT, envelope.to_string().into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+}
+
+/// What `client` sees next, or `None` when `limit` passes first.
+pub async fn next_within(client: &mut Client, limit: Duration) -> Option<Seen> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let message = tokio::time::timeout_at(deadline, client.next())
+            .await
+            .ok()?;
+        return Some(match message {
+            Some(Ok(Message::Text(text))) => Seen::Json(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => {
+                let frame = frame.expect("a close code");
+                Seen::Close(u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => Seen::Ended,
+        });
+    }
+}
+
+/// The JSON messages `client` receives until `limit` passes with nothing new.
+pub async fn drain(client: &mut Client, limit: Duration) -> Vec<Value> {
+    let mut seen = Vec::new();
+    while let Some(Seen::Json(value)) = next_within(client, limit).await {
+        seen.push(value);
+    }
+    seen
+}
+
+/// Creates an Ed25519 key for `user` with `permissions` from a fixed seed; returns the API key
+/// and the signing key.
+pub fn create_ed25519_key(
+    gateway: &Gateway,
+    user: &str,
+    permissions: &str,
+    seed: u8,
+) -> (String, ed25519_dalek::SigningKey) {
+    use base64::Engine;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(signing.verifying_key().as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key.pub");
+    std::fs::write(&path, public).unwrap();
+    let created = gateway.cli(&[
+        "key",
+        "create",
+        "--user",
+        user,
+        "--permissions",
+        permissions,
+        "--ed25519-public-key",
+        path.to_str().unwrap(),
+    ]);
+    assert!(created.ok, "{created:?}");
+    let key = created
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("api key:"))
+        .map(|v| v.trim().to_string())
+        .expect("an api key");
+    (key, signing)
+}
+
+/// How a WebSocket API request is signed.
+pub enum Signer<'a> {
+    /// HMAC-SHA256 with this secret, hex.
+    Hmac(&'a str),
+    /// Ed25519, base64.
+    Ed25519(&'a ed25519_dalek::SigningKey),
+}
+
+/// `params` with `signature` added: over every param, sorted by name, `k=v` joined by `&`.
+pub fn sign(mut params: Value, signer: Signer<'_>) -> Value {
+    use base64::Engine;
+    use hmac::Mac;
+    let map = params.as_object().unwrap();
+    let mut pairs: Vec<(String, String)> = map
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect();
+    pairs.sort();
+    let payload = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let signature = match signer {
+        Signer::Hmac(secret) => {
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(payload.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Signer::Ed25519(key) => {
+            use ed25519_dalek::Signer as _;
+            base64::engine::general_purpose::STANDARD
+                .encode(key.sign(payload.as_bytes()).to_bytes())
+        }
+    };
+    params["signature"] = json!(signature);
+    params
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::hub::{FrameVariant, Outbox};
+use crate::hub::{Delivery, FrameVariant, Outbox};
+use crate::util::now_us;
 use crate::ws::keepalive::Keepalive;
 use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
+use crate::ws::user_feeds::UserFeeds;
 use crate::ws::writer::Writer;
 use crate::ws::WsContext;
 
@@ -21,6 +23,27 @@ pub struct Link<'a> {
     pub(crate) writer: &'a mut Writer,
     pub(crate) variant: &'a mut FrameVariant,
     pub(crate) keepalive: &'a mut Keepalive,
+    pub(crate) feeds: &'a mut Option<Arc<UserFeeds>>,
+}
+
+/// Sends a connection's own frames from anywhere, later (e.g. the answer to a request that
+/// waited for a backend). Frames go out in the order they are sent, among the connection's
+/// events; a connection that ended drops them.
+#[derive(Clone)]
+pub struct Replier {
+    outbox: Arc<Outbox>,
+    variants: usize,
+}
+
+impl Replier {
+    /// Queues `frame` (one complete WebSocket frame) and wakes the connection; false when the
+    /// connection ended or fell too far behind.
+    pub fn send(&self, frame: Bytes) -> bool {
+        let delivery = Arc::new(Delivery::framed(frame, now_us(), self.variants));
+        let pushed = self.outbox.push(&delivery);
+        self.outbox.wake_if_due();
+        pushed == crate::hub::Pushed::Queued
+    }
 }
 
 impl Link<'_> {
@@ -65,6 +88,23 @@ impl Link<'_> {
     /// The client sent a heartbeat of the dialect's own (e.g. a JSON ping or pong).
     pub fn heard_heartbeat(&mut self) {
         self.keepalive.on_heartbeat(Instant::now());
+    }
+
+    /// A handle to send this connection's frames later, from any task.
+    pub fn replier(&self) -> Replier {
+        Replier {
+            outbox: Arc::clone(self.outbox),
+            variants: self.ctx.hub.variants().len(),
+        }
+    }
+
+    /// The connection's private subscriptions that may be changed from any task (created on
+    /// first use; they end with the connection).
+    pub fn user_feeds(&mut self) -> Arc<UserFeeds> {
+        let feeds = self.feeds.get_or_insert_with(|| {
+            UserFeeds::new(Arc::clone(&self.ctx.hub), Arc::clone(self.outbox))
+        });
+        Arc::clone(feeds)
     }
 
     /// Counts a request refused with the dialect's error `code` (`wsgate_client_errors_total`).

@@ -12,6 +12,7 @@
 //! A new dialect is a folder here plus one line in [`standard`].
 
 pub mod binance;
+pub mod binance_api;
 mod link;
 
 use std::net::IpAddr;
@@ -28,13 +29,29 @@ use super::subscriptions::{Catalog, Planned};
 use super::{Hangup, WsSettings};
 use crate::auth::Accounts;
 use crate::hub::{FrameVariant, FrameVariants};
+use crate::trade::Trading;
 
-pub use link::Link;
+pub use link::{Link, Replier};
 
-/// The dialects every node serves, in the order their URLs are tried, consulting `accounts`
-/// for API keys and listen keys.
-pub fn standard(variants: &mut FrameVariants, accounts: &Accounts) -> Dialects {
-    Dialects::default().with(binance::MarketStreams::new(variants, accounts))
+/// The dialects every node serves, in the order their URLs are tried, consulting the node's
+/// account and trading services.
+pub fn standard(variants: &mut FrameVariants, services: &Services) -> Dialects {
+    Dialects::default()
+        .with(binance::MarketStreams::new(variants, &services.accounts))
+        .with(binance_api::WsApi::new(
+            variants,
+            &services.accounts,
+            &services.trading,
+        ))
+}
+
+/// What a node offers its dialects besides the hub: accounts and the trade backend.
+#[derive(Clone)]
+pub struct Services {
+    /// API keys and listen keys.
+    pub accounts: Accounts,
+    /// Where trade actions go.
+    pub trading: Trading,
 }
 
 /// A client protocol, as the listener sees it: which connect URLs are its own.
@@ -157,6 +174,9 @@ pub struct Connect {
     pub streams: Planned,
     /// A handle the dialect keeps to end the connection from outside (expiry, revocation).
     pub hangup: Option<Arc<Hangup>>,
+    /// Client messages allowed per second, when the dialect's differ from the node's
+    /// (the WebSocket API allows bursts of pipelined requests).
+    pub messages_per_sec: Option<usize>,
 }
 
 /// A refused upgrade: HTTP status and the `{"code":..,"msg":..}` body.

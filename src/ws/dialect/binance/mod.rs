@@ -89,6 +89,7 @@ impl MarketStreams {
             },
             streams,
             hangup,
+            messages_per_sec: None,
         })
     }
 
