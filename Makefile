@@ -4,6 +4,9 @@ CARGO ?= cargo
 MAPPERS_OUT := target/mappers
 WASM_TARGET := wasm32-wasip2
 
+CLIENT_ENV := target/clientenv
+CLIENT_ENV_STAMP := $(CLIENT_ENV)/.requirements
+
 .PHONY: demo test check mappers mappers-python mappers-js wasm-target tansu haproxy build bench clean
 
 ## Run one embedded node with the demo market on :8080 (admin on 127.0.0.1:8081, whose operator
@@ -14,9 +17,18 @@ demo: mappers
 
 ## Build the mappers, then run unit and integration tests (real gateway, real WebSocket clients,
 ## real Redis, NATS and Kafka-protocol brokers started by the tests).
-test: mappers tansu haproxy
+test: mappers tansu haproxy $(CLIENT_ENV_STAMP)
 	$(CARGO) test --manifest-path mappers/Cargo.toml --workspace
-	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) $(CARGO) test --workspace --all-targets
+	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) WSGATE_TEST_PYTHON=$(CURDIR)/$(CLIENT_ENV)/bin/python \
+	  $(CARGO) test --workspace --all-targets
+
+## The real client libraries the tests drive (pinned in tests/clients/requirements.txt, from
+## PyPI), in a virtualenv under target/.
+$(CLIENT_ENV_STAMP): tests/clients/requirements.txt
+	@test -x $(CLIENT_ENV)/bin/pip || $(PYTHON) -m venv $(CLIENT_ENV) || { \
+	  echo "error: cannot create a virtualenv with $(PYTHON) (Debian: apt-get install python3-venv)" >&2; exit 1; }
+	$(CLIENT_ENV)/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+	cp tests/clients/requirements.txt $@
 
 ## Formatting and lints, as CI runs them.
 check:

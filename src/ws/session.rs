@@ -350,6 +350,7 @@ impl Session {
             variant: &mut self.variant,
             keepalive: &mut self.keepalive,
             feeds: &mut self.feeds,
+            hangup: &mut self.hangup,
         };
         handle(self.conversation.as_mut(), &mut link)
     }

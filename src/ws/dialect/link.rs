@@ -11,6 +11,7 @@ use crate::ws::keepalive::Keepalive;
 use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
 use crate::ws::user_feeds::UserFeeds;
 use crate::ws::writer::Writer;
+use crate::ws::Hangup;
 use crate::ws::WsContext;
 
 /// A conversation's handle on its connection: send replies, change what the connection is
@@ -24,6 +25,7 @@ pub struct Link<'a> {
     pub(crate) variant: &'a mut FrameVariant,
     pub(crate) keepalive: &'a mut Keepalive,
     pub(crate) feeds: &'a mut Option<Arc<UserFeeds>>,
+    pub(crate) hangup: &'a mut Option<Arc<Hangup>>,
 }
 
 /// Sends a connection's own frames from anywhere, later (e.g. the answer to a request that
@@ -105,6 +107,22 @@ impl Link<'_> {
             UserFeeds::new(Arc::clone(&self.ctx.hub), Arc::clone(self.outbox))
         });
         Arc::clone(feeds)
+    }
+
+    /// The names of the private subscriptions made through [`user_feeds`](Self::user_feeds).
+    pub fn private_names(&self) -> Vec<Arc<str>> {
+        self.feeds.as_ref().map(|f| f.names()).unwrap_or_default()
+    }
+
+    /// The handle that ends this connection from outside (created on first use).
+    pub fn hangup(&mut self) -> Arc<Hangup> {
+        let outbox = self.outbox;
+        let hangup = self.hangup.get_or_insert_with(|| {
+            let hangup = Hangup::new();
+            hangup.attach(outbox);
+            hangup
+        });
+        Arc::clone(hangup)
     }
 
     /// Counts a request refused with the dialect's error `code` (`wsgate_client_errors_total`).

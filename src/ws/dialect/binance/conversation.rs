@@ -1,65 +1,142 @@
 //! One Binance market-stream connection: its control requests and its format.
+//!
+//! A listen key may be subscribed like a stream (binance-connector's `user_data()` does): the
+//! key is looked up off the connection's task, and the answer goes out once it was.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::control::{self, Request, RequestError, RequestId};
 use super::envelope::{Format, Variants};
+use super::user_data::UserData;
 use super::{looks_like_stream, subscribe_error};
+use crate::auth::listen_keys::looks_like_listen_key;
 use crate::util::now_us;
 use crate::ws::close;
 use crate::ws::dialect::{Cause, Closing, Conversation, Link};
 use crate::ws::frame;
 
+/// What every connection of the dialect shares.
+pub struct Shared {
+    /// The hub's frame variant of each format.
+    pub variants: Variants,
+    /// Listen keys.
+    pub user_data: Arc<UserData>,
+}
+
 /// The dialect's state of one connection: the format it receives events in.
 pub struct MarketConversation {
     format: Format,
-    variants: Arc<Variants>,
+    shared: Arc<Shared>,
+    peer: IpAddr,
+}
+
+/// Splits requested names into streams and listen keys; `None` when one is neither.
+fn split(names: Vec<String>) -> Option<(Vec<String>, Vec<String>)> {
+    let mut streams = Vec::with_capacity(names.len());
+    let mut keys = Vec::new();
+    for name in names {
+        if looks_like_stream(&name) {
+            streams.push(name);
+        } else if looks_like_listen_key(&name) {
+            keys.push(name);
+        } else {
+            return None;
+        }
+    }
+    Some((streams, keys))
 }
 
 impl MarketConversation {
-    /// A connection that starts in `format`.
-    pub fn new(format: Format, variants: Arc<Variants>) -> Self {
-        MarketConversation { format, variants }
+    /// A connection from `peer` that starts in `format`.
+    pub fn new(format: Format, shared: Arc<Shared>, peer: IpAddr) -> Self {
+        MarketConversation {
+            format,
+            shared,
+            peer,
+        }
     }
 
-    /// Carries out a request; returns the `result` JSON.
+    /// Subscribes listen keys: looked up by a task, which answers the request.
+    fn subscribe_keys(&self, keys: Vec<String>, id: &RequestId, link: &mut Link<'_>) {
+        let user_data = Arc::clone(&self.shared.user_data);
+        let (replier, feeds, hangup) = (link.replier(), link.user_feeds(), link.hangup());
+        let (format, peer, id) = (self.format, self.peer, id.clone());
+        tokio::spawn(async move {
+            for key in keys {
+                let listen_key = match user_data.open(&key, peer).await {
+                    Ok(listen_key) => listen_key,
+                    Err(refusal) => {
+                        let error = RequestError {
+                            id: Some(id.get().to_string()),
+                            code: refusal.code,
+                            msg: refusal.msg,
+                        };
+                        replier.send(frame::text(&[control::error_json(&error).as_bytes()]));
+                        return;
+                    }
+                };
+                if feeds.add(UserData::subscription(&listen_key, format)) {
+                    user_data.hold(&listen_key.key, &hangup, format);
+                }
+            }
+            let reply = control::result_json("null", &id);
+            replier.send(frame::text(&[reply.as_bytes()]));
+        });
+    }
+
+    /// Carries out a request; returns the `result` JSON, or `None` when the answer goes out
+    /// later.
     fn execute(
         &mut self,
         request: Request,
         id: &RequestId,
         link: &mut Link<'_>,
-    ) -> Result<String, RequestError> {
+    ) -> Result<Option<String>, RequestError> {
         let invalid = |msg: &str| RequestError {
             id: Some(id.get().to_string()),
             code: 2,
             msg: msg.to_string(),
         };
         match request {
-            Request::Subscribe(streams) => {
-                if !streams.iter().all(|name| looks_like_stream(name)) {
-                    return Err(invalid("Invalid request: invalid stream"));
-                }
+            Request::Subscribe(names) => {
+                let (streams, keys) =
+                    split(names).ok_or_else(|| invalid("Invalid request: invalid stream"))?;
                 link.subscribe(streams)
                     .map_err(|e| invalid(subscribe_error(&e)))?;
-                Ok("null".into())
-            }
-            Request::Unsubscribe(streams) => {
-                if !streams.iter().all(|name| looks_like_stream(name)) {
-                    return Err(invalid("Invalid request: invalid stream"));
+                if keys.is_empty() {
+                    return Ok(Some("null".into()));
                 }
+                self.subscribe_keys(keys, id, link);
+                Ok(None)
+            }
+            Request::Unsubscribe(names) => {
+                let (streams, keys) =
+                    split(names).ok_or_else(|| invalid("Invalid request: invalid stream"))?;
                 link.unsubscribe(&streams);
-                Ok("null".into())
+                if !keys.is_empty() {
+                    let (feeds, hangup) = (link.user_feeds(), link.hangup());
+                    for key in keys {
+                        if feeds.remove(&key).is_some() {
+                            self.shared.user_data.release(&key, &hangup);
+                        }
+                    }
+                }
+                Ok(Some("null".into()))
             }
             Request::ListSubscriptions => {
-                let names: Vec<&str> = link.streams().collect();
-                Ok(serde_json::to_string(&names).expect("strings serialize"))
+                let mut names: Vec<String> = link.streams().map(str::to_string).collect();
+                names.extend(link.private_names().iter().map(|n| n.to_string()));
+                Ok(Some(
+                    serde_json::to_string(&names).expect("strings serialize"),
+                ))
             }
             Request::SetCombined(combined) => {
                 self.format.combined = combined;
-                link.set_variant(self.variants.of(self.format));
-                Ok("null".into())
+                link.set_variant(self.shared.variants.of(self.format));
+                Ok(Some("null".into()))
             }
-            Request::GetCombined => Ok(self.format.combined.to_string()),
+            Request::GetCombined => Ok(Some(self.format.combined.to_string())),
         }
     }
 }
@@ -68,13 +145,14 @@ impl Conversation for MarketConversation {
     fn on_text(&mut self, text: &str, link: &mut Link<'_>) -> Option<Closing> {
         let reply = control::parse(text).and_then(|(request, id)| {
             let result = self.execute(request, &id, link)?;
-            Ok(control::result_json(&result, &id))
+            Ok(result.map(|result| control::result_json(&result, &id)))
         });
         match reply {
-            Ok(json) => {
+            Ok(Some(json)) => {
                 link.send(frame::text(&[json.as_bytes()]));
                 None
             }
+            Ok(None) => None,
             Err(error) => {
                 link.count_error(&error.code.to_string());
                 link.send(frame::text(&[control::error_json(&error).as_bytes()]));

@@ -27,7 +27,7 @@ use crate::config::is_stream_name;
 use crate::hub::FrameVariants;
 use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
 use crate::ws::Hangup;
-use conversation::MarketConversation;
+use conversation::{MarketConversation, Shared};
 use envelope::{Format, Variants};
 use listen_key_api::ListenKeyApi;
 use url::{ConnectTarget, TargetError};
@@ -36,8 +36,7 @@ use user_data::UserData;
 /// Binance Spot market streams and listen-key user-data streams.
 pub struct MarketStreams {
     /// Shared by every connection's conversation (one pointer each).
-    variants: Arc<Variants>,
-    user_data: Arc<UserData>,
+    shared: Arc<Shared>,
     listen_key_api: ListenKeyApi,
 }
 
@@ -47,9 +46,11 @@ impl MarketStreams {
     /// connections are checked by a task of its own).
     pub fn new(variants: &mut FrameVariants, accounts: &Accounts) -> Self {
         MarketStreams {
-            variants: Arc::new(Variants::register(variants)),
+            shared: Arc::new(Shared {
+                variants: Variants::register(variants),
+                user_data: UserData::start(accounts.clone()),
+            }),
             listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings),
-            user_data: UserData::start(accounts.clone()),
         }
     }
 
@@ -72,7 +73,7 @@ impl MarketStreams {
         };
         let mut listen_keys = Vec::with_capacity(target.listen_keys.len());
         for key in &target.listen_keys {
-            listen_keys.push(self.user_data.open(key, handshake.peer).await?);
+            listen_keys.push(self.shared.user_data.open(key, handshake.peer).await?);
         }
         let mut streams = serving
             .catalog
@@ -80,8 +81,12 @@ impl MarketStreams {
             .map_err(|e| invalid(subscribe_error(&e)))?;
         let hangup = self.hold(&listen_keys, format, serving, &mut streams)?;
         Ok(Connect {
-            conversation: Box::new(MarketConversation::new(format, Arc::clone(&self.variants))),
-            variant: self.variants.of(format),
+            conversation: Box::new(MarketConversation::new(
+                format,
+                Arc::clone(&self.shared),
+                handshake.peer,
+            )),
+            variant: self.shared.variants.of(format),
             heartbeat: Heartbeat::ServerPings {
                 every: serving.settings.ping_interval,
                 answer_within: serving.settings.pong_timeout,
@@ -117,7 +122,7 @@ impl MarketStreams {
         }
         let hangup = Hangup::new();
         for key in listen_keys {
-            self.user_data.hold(&key.key, &hangup, format);
+            self.shared.user_data.hold(&key.key, &hangup, format);
         }
         Ok(Some(hangup))
     }
@@ -148,8 +153,11 @@ impl Dialect for MarketStreams {
     }
 
     fn answer<'a>(&'a self, request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
-        (request.path == listen_key_api::PATH)
-            .then(|| self.listen_key_api.answer(&self.user_data, request).boxed())
+        (request.path == listen_key_api::PATH).then(|| {
+            self.listen_key_api
+                .answer(&self.shared.user_data, request)
+                .boxed()
+        })
     }
 }
 

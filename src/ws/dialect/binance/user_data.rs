@@ -101,6 +101,17 @@ impl UserData {
             });
     }
 
+    /// Stops watching `key` for the connection `hangup` ends (it unsubscribed the key).
+    pub fn release(&self, key: &str, hangup: &Arc<Hangup>) {
+        let mut held = self.held.lock();
+        if let Some(holders) = held.get_mut(key) {
+            holders.retain(|h| !std::ptr::eq(h.hangup.as_ptr(), Arc::as_ptr(hangup)));
+            if holders.is_empty() {
+                held.remove(key);
+            }
+        }
+    }
+
     /// Checks every held key once; ends the connections of keys revoked or expired.
     async fn check(&self) {
         let keys: Vec<Arc<str>> = {
