@@ -24,13 +24,18 @@ use crate::auth::listen_keys::{ListenKeyStore, MemoryListenKeys, RedisListenKeys
 use crate::auth::{Accounts, StoreKeys};
 use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
 use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
-use crate::config::store::{ConfigStore, MemoryStore, RedisStore};
+use crate::config::store::{
+    ApiKeyRecord, ConfigStore, KeyKind, MemoryStore, Permission, RedisStore, StoreError,
+};
+use crate::config::DatasourceKind;
 use crate::config::GatewayConfig;
 use crate::control::mapper_ops;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::source::demo::exchange;
 use crate::source::{Consumers, SourceHealth};
-use crate::trade::{Backend, NatsBackend, NoBackend, Trading};
+use crate::trade::demo::{self, DemoBackend};
+use crate::trade::{Backend, NatsBackend, Trading};
 
 /// The store and bus a node runs on, and how it takes part in a cluster.
 pub struct Backends {
@@ -170,14 +175,62 @@ pub async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn Confi
             }
         }
     }
+    seed_demo_keys(&*store, &seeder).await?;
     Ok(store)
 }
 
+/// Creates the API keys of the demo accounts the stored config declares (demo datasources'
+/// `accounts`), unless they exist: fixed, documented credentials for the demo only.
+async fn seed_demo_keys(store: &dyn ConfigStore, seeder: &str) -> anyhow::Result<()> {
+    let config = store.current().await?.config;
+    let demos = config
+        .datasource
+        .iter()
+        .filter(|d| d.kind == DatasourceKind::Demo);
+    for datasource in demos {
+        let accounts = exchange::accounts_of(&datasource.properties)
+            .map_err(|e| anyhow::anyhow!("datasource `{}`: {e}", datasource.name))?;
+        for account in accounts {
+            if store.api_key(&account.api_key).await?.is_some() {
+                continue;
+            }
+            let record = ApiKeyRecord {
+                key: account.api_key.clone(),
+                user_id: account.user_id.clone(),
+                permissions: vec![Permission::UserStream, Permission::Trade],
+                kind: KeyKind::Hmac,
+                ip_allow: Vec::new(),
+                disabled: false,
+                created_at_ms: crate::util::now_ms(),
+                created_by: seeder.to_string(),
+                revision: 0,
+            };
+            match store
+                .put_api_key(0, record, Some(&account.secret), seeder, "key.create")
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(user = %account.user_id, key = %account.api_key, "seeded a demo account's API key")
+                }
+                // Another node seeded it first.
+                Err(StoreError::Stale { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where trade actions go: NATS request/reply on the trade bus (`--trade-nats`, else the
-/// cluster's bus), or nowhere (every trade action is answered as unavailable).
-pub async fn open_trading(settings: &NodeSettings) -> anyhow::Result<Trading> {
+/// cluster's bus), or the demo exchange in process. On a NATS trade bus the node also answers
+/// for its demo exchange while its demo market runs here (`trade::demo::respond`), until
+/// `stop`.
+pub async fn open_trading(
+    settings: &NodeSettings,
+    stop: &CancellationToken,
+) -> anyhow::Result<Trading> {
     let backend: Arc<dyn Backend> = match settings.trade_nats.as_ref().or(settings.nats.as_ref()) {
-        None => Arc::new(NoBackend),
+        None => Arc::new(DemoBackend),
         Some(url) => {
             let client = async_nats::ConnectOptions::new()
                 .name(format!("wsgate {} trade", settings.node_id))
@@ -185,10 +238,9 @@ pub async fn open_trading(settings: &NodeSettings) -> anyhow::Result<Trading> {
                 .connect(url.as_str())
                 .await
                 .with_context(|| format!("connecting to the trade backend's bus at {url}"))?;
-            Arc::new(NatsBackend::new(
-                client,
-                settings.trade.subject_prefix.clone(),
-            ))
+            let prefix = settings.trade.subject_prefix.clone();
+            tokio::spawn(demo::respond(client.clone(), prefix.clone(), stop.clone()));
+            Arc::new(NatsBackend::new(client, prefix))
         }
     };
     Ok(Trading {

@@ -146,6 +146,7 @@ pub struct RunningNode {
     reloads: JoinHandle<Components>,
     reload_stop: CancellationToken,
     admin_stop: CancellationToken,
+    trade_stop: CancellationToken,
 }
 
 /// Starts a node speaking the dialects `dialects` lists (e.g. [`dialect::standard`]), each
@@ -162,9 +163,10 @@ pub async fn start(
         None => MapperEngine::new(settings.mapper_limits.clone(), 1000)?,
     };
     let store = backends::open_store(&settings).await?;
+    let trade_stop = CancellationToken::new();
     let services = Services {
         accounts: backends::open_accounts(&settings, &store).await?,
-        trading: backends::open_trading(&settings).await?,
+        trading: backends::open_trading(&settings, &trade_stop).await?,
     };
     let mut variants = FrameVariants::new();
     let dialects = dialects(&mut variants, &services);
@@ -270,6 +272,7 @@ pub async fn start(
         reloads,
         reload_stop,
         admin_stop,
+        trade_stop,
     })
 }
 
@@ -296,6 +299,7 @@ impl RunningNode {
             let _ = tokio::time::timeout(Duration::from_secs(2), components.stop_all()).await;
         }
         self.membership.stop();
+        self.trade_stop.cancel();
         self.admin_stop.cancel();
         tracing::info!("wsgate node stopped");
     }

@@ -8,6 +8,7 @@
 //! The backend of a cluster is whatever answers NATS requests on `<prefix>.<method>`
 //! ([`NatsBackend`]); see `docs/trading.md` for the message shapes.
 
+pub mod demo;
 mod nats;
 
 use std::sync::Arc;
@@ -104,15 +105,6 @@ pub trait Backend: Send + Sync + 'static {
         request: &'a TradeRequest<'a>,
         timeout: Duration,
     ) -> BoxFuture<'a, TradeReply>;
-}
-
-/// No backend: every trade action is answered as unavailable.
-pub struct NoBackend;
-
-impl Backend for NoBackend {
-    fn call<'a>(&'a self, _: &'a TradeRequest<'a>, _: Duration) -> BoxFuture<'a, TradeReply> {
-        Box::pin(std::future::ready(TradeReply::unavailable()))
-    }
 }
 
 /// Trade forwarding settings.

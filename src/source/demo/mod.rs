@@ -1,6 +1,7 @@
 //! The `demo` datasource: the built-in synthetic exchange (`docs/demo-market.md`), driven on
 //! its own thread so open-loop schedules keep sub-millisecond precision.
 
+pub mod exchange;
 pub mod market;
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use self::exchange::{AccountEvent, DemoAccount, DemoExchange};
 use self::market::{DemoMarket, MarketConfig};
 use super::{Backpressure, Dispatcher, Position, Source, SourceError, UpstreamEvent};
 use crate::config::Datasource;
@@ -23,6 +25,8 @@ const MAX_STEP: Duration = Duration::from_millis(50);
 /// The demo market as a source.
 pub struct DemoSource {
     market: DemoMarket,
+    exchange: Arc<DemoExchange>,
+    accounts: Vec<DemoAccount>,
 }
 
 impl DemoSource {
@@ -34,8 +38,16 @@ impl DemoSource {
                 message: e.to_string(),
             }
         })?;
+        let accounts = exchange::accounts_of(&datasource.properties).map_err(|message| {
+            SourceError::Config {
+                name: datasource.name.clone(),
+                message,
+            }
+        })?;
         Ok(DemoSource {
             market: DemoMarket::new(config, now_us()),
+            exchange: exchange::exchange(&datasource.name),
+            accounts,
         })
     }
 }
@@ -49,12 +61,37 @@ impl Source for DemoSource {
     fn run(mut self: Box<Self>, mut dispatcher: Dispatcher, shutdown: CancellationToken) {
         let mut channels: HashMap<String, Arc<str>> = HashMap::new();
         let mut made = Vec::new();
+        let mut accounts: Vec<AccountEvent> = Vec::new();
         let mut position: u64 = 0;
+        let account_channel: Arc<str> = Arc::from(exchange::CHANNEL);
+        let _live = self.exchange.start(&self.accounts);
         dispatcher.health().set_up();
         while !shutdown.is_cancelled() {
-            self.market.advance(now_us(), &mut made);
-            if !made.is_empty() {
-                let batch: Vec<UpstreamEvent> = made
+            let now = now_us();
+            self.market.advance(now, &mut made);
+            for event in &made {
+                self.exchange
+                    .on_market_event(&event.channel, &event.payload, now / 1000);
+            }
+            self.exchange.drain(now / 1000, &mut accounts);
+            if !made.is_empty() || !accounts.is_empty() {
+                let account_events = accounts.drain(..).map(|account| {
+                    position += 1;
+                    let payload = serde_json::json!({
+                        "user_id": account.user_id,
+                        "event": account.event,
+                    });
+                    UpstreamEvent {
+                        channel: Arc::clone(&account_channel),
+                        key: None,
+                        headers: Vec::new(),
+                        payload: Bytes::from(payload.to_string()),
+                        timestamp_us: now,
+                        position: Position::Counted(position),
+                    }
+                });
+                let account_events: Vec<UpstreamEvent> = account_events.collect();
+                let mut batch: Vec<UpstreamEvent> = made
                     .drain(..)
                     .map(|event| {
                         position += 1;
@@ -71,6 +108,7 @@ impl Source for DemoSource {
                         }
                     })
                     .collect();
+                batch.extend(account_events);
                 if !dispatcher.dispatch_blocking(batch) {
                     return;
                 }

@@ -85,7 +85,9 @@ const DEFAULT_SYMBOLS: [(&str, &str, &str, &str); 5] = [
     ("XRPUSDT", "0.5000", "0.0001", "0.1"),
 ];
 
-const KNOWN: [&str; 7] = [
+/// Properties of the demo datasource; `accounts` belongs to its exchange (`demo::exchange`).
+const KNOWN: [&str; 8] = [
+    "accounts",
     "symbols",
     "trades_per_sec",
     "book_updates_per_sec",
