@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{http_get_auth, Gateway, TEST_TOKEN};
+use common::{http_get_auth, shipped_config, Gateway, TEST_TOKEN};
 use serde_json::Value;
 
 /// The value after `label` on its line of `text`.
@@ -21,9 +21,21 @@ fn api(gateway: &Gateway, path: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// A node with the shipped config minus the demo accounts (whose keys the node would seed).
+fn without_demo_accounts() -> Gateway {
+    let mut config = shipped_config();
+    for datasource in config["datasource"].as_array_mut().unwrap() {
+        datasource["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("accounts");
+    }
+    Gateway::start_with(config, &["--admin-token", TEST_TOKEN])
+}
+
 #[test]
 fn keys_are_created_listed_and_revoked_and_a_secret_is_shown_once() {
-    let gateway = Gateway::start(&["--admin-token", TEST_TOKEN]);
+    let gateway = without_demo_accounts();
     let created = gateway.cli(&[
         "key",
         "create",
@@ -81,7 +93,7 @@ fn keys_are_created_listed_and_revoked_and_a_secret_is_shown_once() {
 
 #[test]
 fn an_ed25519_key_keeps_only_the_public_key() {
-    let gateway = Gateway::start(&["--admin-token", TEST_TOKEN]);
+    let gateway = without_demo_accounts();
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("bob.pem");
     std::fs::write(
@@ -112,7 +124,7 @@ fn an_ed25519_key_keeps_only_the_public_key() {
 
 #[test]
 fn bad_key_requests_are_refused_naming_the_field_and_store_nothing() {
-    let gateway = Gateway::start(&["--admin-token", TEST_TOKEN]);
+    let gateway = without_demo_accounts();
     let dir = tempfile::tempdir().unwrap();
     let not_a_key = dir.path().join("bad.pem");
     std::fs::write(&not_a_key, "hello").unwrap();

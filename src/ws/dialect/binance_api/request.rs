@@ -122,6 +122,23 @@ impl Request {
     pub fn signed_payload(&self) -> String {
         signature::payload(self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
+
+    /// The same payload with names and values form-encoded, as some clients (python-binance)
+    /// sign it; `None` when encoding changes nothing.
+    pub fn encoded_payload(&self) -> Option<String> {
+        let encode =
+            |text: &str| form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+        let encoded: Vec<(String, String)> = self
+            .fields
+            .iter()
+            .map(|(k, v)| (encode(k), encode(v)))
+            .collect();
+        let changed = encoded
+            .iter()
+            .zip(&self.fields)
+            .any(|((k, v), (rk, rv))| k != rk || v != rv);
+        changed.then(|| signature::payload(encoded.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +184,12 @@ mod tests {
         assert_eq!(
             request.signed_payload(),
             "newOrderRespType=ACK&quantity=0.1&symbol=BTCUSDT&test=true&timestamp=1700000000000"
+        );
+        assert_eq!(request.encoded_payload(), None, "nothing to encode");
+        let spaced = parse(r#"{"id":1,"method":"x","params":{"note":"a b/c","timestamp":1}}"#);
+        assert_eq!(
+            spaced.unwrap().encoded_payload().as_deref(),
+            Some("note=a+b%2Fc&timestamp=1")
         );
     }
 

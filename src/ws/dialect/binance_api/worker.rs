@@ -232,9 +232,13 @@ impl Worker {
         }
         key.authorize(permission, self.peer)
             .map_err(Refused::auth)?;
-        key.verifier()
-            .verify(&request.signed_payload(), signed)
-            .map_err(Refused::signature)?;
+        let verifier = key.verifier();
+        let checked = verifier.verify(&request.signed_payload(), signed);
+        let checked = match (checked, request.encoded_payload()) {
+            (Err(_), Some(encoded)) => verifier.verify(&encoded, signed),
+            (checked, _) => checked,
+        };
+        checked.map_err(Refused::signature)?;
         Ok(key)
     }
 
