@@ -443,3 +443,51 @@ async fn across_two_nodes_an_order_on_one_fills_on_the_users_stream_on_the_other
         .await
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_ends_its_session_and_subscriptions() {
+    let nats = NatsServer::new();
+    let gateway = gateway(&nats);
+    let alice = create_key(&gateway, "alice", "user-stream,trade");
+    let (bob_key, bob_signing) = create_ed25519_key(&gateway, "bob", "user-stream", 9);
+    let mut alice_ws = gateway.connect("/ws-api/v3").await;
+    let answer = call(
+        &mut alice_ws,
+        signed_subscribe(1, &alice.key, &alice.secret, now_ms()),
+    )
+    .await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    let mut bob_ws = gateway.connect("/ws-api/v3").await;
+    let logon = json!({"id": 1, "method": "session.logon", "params":
+        sign(json!({"apiKey": bob_key, "timestamp": now_ms()}), Signer::Ed25519(&bob_signing))});
+    assert_eq!(call(&mut bob_ws, logon).await["status"], 200);
+
+    for key in [&alice.key, &bob_key] {
+        let revoked = gateway.cli(&["key", "revoke", key]);
+        assert!(revoked.ok, "{revoked:?}");
+    }
+    // Within the check interval (5 s): alice's stream is terminated, bob's session refused.
+    let terminated = next_within(&mut alice_ws, Duration::from_secs(8)).await;
+    match terminated {
+        Some(Seen::Json(m)) => assert_eq!(m["event"]["e"], "eventStreamTerminated", "{m}"),
+        other => panic!("expected eventStreamTerminated, got {other:?}"),
+    }
+    match next_within(&mut bob_ws, Duration::from_secs(8)).await {
+        Some(Seen::Json(m)) => {
+            assert_eq!(m["id"], Value::Null);
+            assert_eq!(
+                (m["status"].clone(), m["error"]["code"].clone()),
+                (json!(401), json!(-2015))
+            );
+        }
+        other => panic!("expected the 401, got {other:?}"),
+    }
+    let status = call(&mut bob_ws, json!({"id": 2, "method": "session.status"})).await;
+    assert_eq!(status["result"]["apiKey"], Value::Null);
+    let again = call(
+        &mut alice_ws,
+        signed_subscribe(3, &alice.key, &alice.secret, now_ms()),
+    )
+    .await;
+    assert_eq!(again["error"]["code"], -2015);
+}

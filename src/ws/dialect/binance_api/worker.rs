@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -21,6 +22,9 @@ use crate::trade::TradeRequest;
 use crate::util::now_ms;
 use crate::ws::dialect::Replier;
 use crate::ws::UserFeeds;
+
+/// How often a connection checks that the keys it acts with were not revoked.
+const KEY_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Subscriptions a connection may hold at once, and make in its life (Binance's limits).
 const MAX_ACTIVE_SUBSCRIPTIONS: usize = 1000;
@@ -72,6 +76,8 @@ struct Session {
 struct Subscription {
     id: u32,
     user: Arc<str>,
+    /// The API key it was made with.
+    key: String,
     /// Made by `userDataStream.subscribe` (ends with `session.logout`).
     via_logon: bool,
 }
@@ -114,10 +120,62 @@ impl Worker {
         }
     }
 
-    /// Handles requests until the connection's conversation drops its sender.
+    /// Handles requests until the connection's conversation drops its sender; meanwhile checks
+    /// that the keys it acts with still work.
     pub async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Request>) {
-        while let Some(request) = inbox.recv().await {
-            self.handle(request).await;
+        let mut checks = tokio::time::interval(KEY_CHECK_EVERY);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                request = inbox.recv() => match request {
+                    Some(request) => self.handle(request).await,
+                    None => return,
+                },
+                _ = checks.tick() => self.check_keys().await,
+            }
+        }
+    }
+
+    /// Ends what a revoked (disabled or deleted) key authorized: the session, with Binance's
+    /// unsolicited 401, and the key's subscriptions, with `eventStreamTerminated`.
+    async fn check_keys(&mut self) {
+        let mut keys: Vec<String> = self.subscriptions.iter().map(|s| s.key.clone()).collect();
+        keys.extend(self.session.as_ref().map(|s| s.key.record().key.clone()));
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let revoked = match self.core.accounts.keys.lookup(&key).await {
+                Ok(Some(found)) => found.record().disabled,
+                Ok(None) => true,
+                // The store is away: keep going, check again later.
+                Err(_) => false,
+            };
+            if !revoked {
+                continue;
+            }
+            if self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.key.record().key == key)
+            {
+                self.session = None;
+                let refused = Refused::auth(AuthError::Refused);
+                self.replier.send(answer(
+                    "null",
+                    refused.0,
+                    ("error", &error_body(refused.1, &refused.2)),
+                    None,
+                ));
+            }
+            let ended: Vec<u32> = self
+                .subscriptions
+                .iter()
+                .filter(|s| s.key == key)
+                .map(|s| s.id)
+                .collect();
+            for id in ended {
+                self.end_subscription(id);
+            }
         }
     }
 
@@ -339,6 +397,7 @@ impl Worker {
         self.subscriptions.push(Subscription {
             id,
             user,
+            key: key.record().key.clone(),
             via_logon,
         });
         Ok(json!({ "subscriptionId": id }))
