@@ -13,19 +13,23 @@ what=${1:-orders}
 users=${2:-10000}
 rate=${RATE:-200}
 
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 1200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 nats-server -p 4333 >/dev/null 2>&1 &
 nats=$!
-trap 'kill $nats 2>/dev/null || true' EXIT
+gateway=
+trap 'kill $nats $gateway 2>/dev/null || true' EXIT
 wait_port 4333
 
 serve() { # serve CONFIG EXTRA_ARGS...
   local config=$1; shift
   WSGATE_ADMIN_TOKEN=bench ./target/release/wsgate serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
-      --config "$config" --mappers-dir target/mappers --mapper-cache-dir "" "$@" 2>/dev/null &
+      --config "$config" --mappers-dir target/mappers "$@" 2>>"${GATEWAY_LOG:-/dev/null}" &
   gateway=$!
   wait_port 9100
+  # Ready: every source is up (the NATS source subscribed), so nothing published is missed.
+  for _ in $(seq 600); do curl -sf 127.0.0.1:9101/readyz >/dev/null && break; sleep 0.1; done
+  sleep 3
 }
 stop() { kill "$gateway"; wait "$gateway" 2>/dev/null || true; }
 
@@ -37,7 +41,7 @@ orders)
   stop
   echo "== NATS request/reply to a stand-in backend, $rate orders/s =="
   serve bench/config/private.json --trade-nats nats://127.0.0.1:4333 --listen-key-requests-per-ip 100000
-  key=$(./target/release/wsgate key create --admin-url http://127.0.0.1:9101 --token bench \
+  key=$(./target/release/wsgate key --admin-url http://127.0.0.1:9101 --token bench create \
           --user alice --permissions user-stream,trade)
   api_key=$(echo "$key" | sed -n 's/^api key: *//p'); secret=$(echo "$key" | sed -n 's/^secret: *//p')
   ./target/release/private-bench orders --url ws://127.0.0.1:9100/ws-api/v3 --key "$api_key" \
@@ -45,10 +49,12 @@ orders)
   stop
   ;;
 users)
-  for mode in private public; do
+  for mode in ws-api listen-key public; do
     echo "== $users users, $mode =="
-    serve bench/config/private.json
-    flag=(); [ "$mode" = public ] && flag=(--public)
+    serve bench/config/private.json --listen-key-requests-per-ip 1000000
+    flag=()
+    [ "$mode" = public ] && flag=(--public)
+    [ "$mode" = listen-key ] && flag=(--listen-keys)
     ./target/release/private-bench users --addr 127.0.0.1:9100 --admin 127.0.0.1:9101 \
         --nats nats://127.0.0.1:4333 --users "$users" --rate "${USERS_RATE:-5000}" --duration 20s \
         --gateway-pid "$gateway" "${flag[@]}"

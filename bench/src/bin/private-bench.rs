@@ -89,6 +89,10 @@ enum Command {
         /// `rate / users` events per second, each to every connection).
         #[arg(long)]
         public: bool,
+        /// Users connect with a listen key (`/ws/<listenKey>`) instead of a WebSocket API
+        /// subscription (the node needs `--listen-key-requests-per-ip` above `users`).
+        #[arg(long)]
+        listen_keys: bool,
         /// The gateway's pid, for memory and CPU.
         #[arg(long)]
         gateway_pid: Option<u32>,
@@ -138,7 +142,7 @@ type Ws =
 
 /// Opens `url` and subscribes to `key`'s user data; fails on a refusal.
 async fn subscribed(url: &str, key: &str, secret: &str) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .context("connecting")?;
     let params = sign(json!({"apiKey": key, "timestamp": now_us() / 1000}), secret);
@@ -206,6 +210,7 @@ async fn orders(
     let fill = Arc::new(Mutex::new(hist()));
     let errors = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
     let per_connection = rate / connections as f64;
+    let sent_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..connections {
         let ws = subscribed(&url, &key, &secret).await?;
@@ -235,7 +240,8 @@ async fn orders(
                     }
                 } else if m["event"]["x"] == "TRADE" {
                     let id = m["event"]["c"].as_str().unwrap_or_default().to_string();
-                    if let Some(started) = sent_reader.lock().remove(&id) {
+                    let started = sent_reader.lock().get(&id).copied();
+                    if let Some(started) = started {
                         fill.lock()
                             .record(started.elapsed().as_micros() as u64)
                             .ok();
@@ -243,7 +249,7 @@ async fn orders(
                 }
             }
         });
-        let (key, secret) = (key.clone(), secret.clone());
+        let (key, secret, sent_total) = (key.clone(), secret.clone(), sent_total.clone());
         let writer = tokio::spawn(async move {
             let every = Duration::from_secs_f64(1.0 / per_connection);
             let mut ticks = tokio::time::interval(every);
@@ -264,6 +270,7 @@ async fn orders(
                 if sink.send(Message::text(request.to_string())).await.is_err() {
                     break;
                 }
+                sent_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
             let _ = sink.close().await;
@@ -275,6 +282,7 @@ async fn orders(
         reader.abort();
     }
     let report = json!({"orders_per_sec": rate, "connections": connections,
+                        "sent": sent_total.load(std::sync::atomic::Ordering::Relaxed),
                         "round_trip": summary(&rtt.lock()), "fill_on_user_stream": summary(&fill.lock()),
                         "errors": *errors.lock()});
     println!("{report}");
@@ -327,6 +335,30 @@ fn create_keys(admin: &str, token: &str, users: usize) -> anyhow::Result<Vec<(St
         .collect()
 }
 
+/// How each user's connection takes its events.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Connect {
+    /// A WebSocket API `userDataStream.subscribe.signature`.
+    WsApi,
+    /// `/ws/<listenKey>`.
+    ListenKey,
+    /// Everyone on one public stream.
+    Public,
+}
+
+/// A listen key of `api_key`, from the node's REST endpoint.
+fn new_listen_key(addr: &str, api_key: &str) -> anyhow::Result<String> {
+    let created: Value = ureq::post(&format!("http://{addr}/api/v3/userDataStream"))
+        .header("X-MBX-APIKEY", api_key)
+        .send_empty()?
+        .body_mut()
+        .read_json()?;
+    Ok(created["listenKey"]
+        .as_str()
+        .context("a listenKey")?
+        .to_string())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn users(
     addr: String,
@@ -336,10 +368,10 @@ async fn users(
     users: usize,
     rate: f64,
     duration: Duration,
-    public: bool,
+    how: Connect,
     gateway_pid: Option<u32>,
 ) -> anyhow::Result<()> {
-    let before = gateway_pid.map(proc_stats);
+    let public = how == Connect::Public;
     let latency = Arc::new(Mutex::new(hist()));
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let keys = if public {
@@ -347,18 +379,34 @@ async fn users(
     } else {
         create_keys(&admin, &token, users)?
     };
+    let listen_keys: Vec<String> = if how == Connect::ListenKey {
+        keys.iter()
+            .map(|(key, _)| new_listen_key(&addr, key))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    // Measured once the keys exist: what remains is the connections' own memory.
+    let before = gateway_pid.map(proc_stats);
     let mut readers = Vec::with_capacity(users);
     for n in 0..users {
-        let ws = match keys.get(n) {
-            None => {
-                let url = format!("ws://{addr}/ws/public@events");
-                tokio_tungstenite::connect_async(url)
+        let ws = match (how, keys.get(n)) {
+            (Connect::WsApi, Some((key, secret))) => {
+                subscribed(&format!("ws://{addr}/ws-api/v3"), key, secret).await?
+            }
+            (Connect::ListenKey, _) => {
+                let url = format!("ws://{addr}/ws/{}", listen_keys[n]);
+                tokio_tungstenite::connect_async_with_config(url, None, true)
                     .await
                     .context("connecting")?
                     .0
             }
-            Some((key, secret)) => {
-                subscribed(&format!("ws://{addr}/ws-api/v3"), key, secret).await?
+            _ => {
+                let url = format!("ws://{addr}/ws/public@events");
+                tokio_tungstenite::connect_async_with_config(url, None, true)
+                    .await
+                    .context("connecting")?
+                    .0
             }
         };
         let (latency, received) = (latency.clone(), received.clone());
@@ -371,7 +419,11 @@ async fn users(
                 let Ok(m) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
-                let event = if public { &m } else { &m["event"] };
+                let event = if m.get("event").is_some() {
+                    &m["event"]
+                } else {
+                    &m
+                };
                 if let Some(sent) = event["T"].as_i64() {
                     latency.lock().record((now_us() - sent).max(1) as u64).ok();
                     received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -426,7 +478,7 @@ async fn users(
         }
         _ => Value::Null,
     };
-    let report = json!({"mode": if public { "public" } else { "private" }, "users": users,
+    let report = json!({"mode": format!("{how:?}"), "users": users,
                         "published": n, "delivered": delivered, "latency": summary(&latency.lock()),
                         "rss_bytes_per_connection": memory, "cpu": cpu});
     println!("{report}");
@@ -470,8 +522,14 @@ async fn main() -> anyhow::Result<()> {
             rate,
             duration,
             public,
+            listen_keys,
             gateway_pid,
         } => {
+            let how = match (public, listen_keys) {
+                (true, _) => Connect::Public,
+                (false, true) => Connect::ListenKey,
+                (false, false) => Connect::WsApi,
+            };
             users(
                 addr,
                 admin,
@@ -480,7 +538,7 @@ async fn main() -> anyhow::Result<()> {
                 n,
                 rate,
                 duration,
-                public,
+                how,
                 gateway_pid,
             )
             .await

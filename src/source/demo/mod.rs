@@ -114,7 +114,9 @@ impl Source for DemoSource {
                 }
             }
             let wait_us = (self.market.next_due_us() - now_us()).max(0) as u64;
-            std::thread::sleep(Duration::from_micros(wait_us).clamp(MIN_STEP, MAX_STEP));
+            // Parked rather than asleep: the exchange unparks the thread when a trade action
+            // queues account events.
+            std::thread::park_timeout(Duration::from_micros(wait_us).clamp(MIN_STEP, MAX_STEP));
         }
     }
 }

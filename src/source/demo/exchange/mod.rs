@@ -72,6 +72,8 @@ pub struct DemoExchange {
     events: Mutex<Vec<AccountEvent>>,
     live: AtomicBool,
     last_deposit_ms: Mutex<i64>,
+    /// The market's thread, woken when a trade action queues events.
+    market: Mutex<Option<std::thread::Thread>>,
 }
 
 static EXCHANGES: LazyLock<Mutex<HashMap<String, Arc<DemoExchange>>>> =
@@ -106,7 +108,9 @@ struct Bbo<'a> {
 
 impl DemoExchange {
     /// Opens the accounts (existing ones keep their balances) and marks the exchange live
-    /// until the returned guard is dropped.
+    /// until the returned guard is dropped. The calling thread runs the market: it is unparked
+    /// whenever a trade action queues events, so they go out without waiting for the market's
+    /// next step.
     pub fn start(self: &Arc<Self>, accounts: &[DemoAccount]) -> Running {
         let mut ledger = self.ledger.lock();
         for account in accounts {
@@ -118,6 +122,7 @@ impl DemoExchange {
             ledger.open_account(&account.user_id, &balances);
         }
         drop(ledger);
+        *self.market.lock() = Some(std::thread::current());
         *self.last_deposit_ms.lock() =
             crate::util::now_ms() as i64 - DEPOSIT_EVERY_MS + FIRST_DEPOSIT_MS;
         self.live.store(true, Ordering::Release);
@@ -184,7 +189,12 @@ impl DemoExchange {
             _ => return Err(Rejected(-1020, "This operation is not supported.".into())),
         };
         drop(ledger);
-        self.events.lock().extend(events);
+        if !events.is_empty() {
+            self.events.lock().extend(events);
+            if let Some(market) = &*self.market.lock() {
+                market.unpark();
+            }
+        }
         Ok(result)
     }
 }
