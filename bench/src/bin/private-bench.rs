@@ -390,12 +390,12 @@ async fn users(
     let before = gateway_pid.map(proc_stats);
     let mut readers = Vec::with_capacity(users);
     for n in 0..users {
-        let ws = match (how, keys.get(n)) {
-            (Connect::WsApi, Some((key, secret))) => {
+        let ws = match (how, keys.get(n), listen_keys.get(n)) {
+            (Connect::WsApi, Some((key, secret)), _) => {
                 subscribed(&format!("ws://{addr}/ws-api/v3"), key, secret).await?
             }
-            (Connect::ListenKey, _) => {
-                let url = format!("ws://{addr}/ws/{}", listen_keys[n]);
+            (Connect::ListenKey, _, Some(listen_key)) => {
+                let url = format!("ws://{addr}/ws/{listen_key}");
                 tokio_tungstenite::connect_async_with_config(url, None, true)
                     .await
                     .context("connecting")?
