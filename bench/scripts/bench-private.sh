@@ -31,7 +31,10 @@ serve() { # serve CONFIG EXTRA_ARGS...
   for _ in $(seq 600); do curl -sf 127.0.0.1:9101/readyz >/dev/null && break; sleep 0.1; done
   sleep 3
 }
-stop() { kill "$gateway"; wait "$gateway" 2>/dev/null || true; }
+stop() {
+  curl -s 127.0.0.1:9101/metrics | grep -E '^wsgate_(source_events_total|messages_in_total|messages_dropped_total)' || true
+  kill "$gateway"; wait "$gateway" 2>/dev/null || true
+}
 
 case "$what" in
 orders)
