@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use wsgate::auth::listen_keys::ListenKeySettings;
+use wsgate::auth::DelegatedSettings;
 use wsgate::cli;
 use wsgate::mapper::MapperLimits;
 use wsgate::node::{self, AutoRollback, NodeSettings};
@@ -197,6 +198,19 @@ struct ServeArgs {
     /// The NATS server the trade backend answers on (default: the cluster's, `--nats`).
     #[arg(long, env = "WSGATE_TRADE_NATS")]
     trade_nats: Option<String>,
+    /// Look API keys up through the exchange's auth service, NATS requests on this subject
+    /// (instead of the config store); see docs/private.md.
+    #[arg(long, env = "WSGATE_AUTH_SUBJECT")]
+    auth_subject: Option<String>,
+    /// How long the auth service may take; past it the request is refused (fails closed).
+    #[arg(long, env = "WSGATE_AUTH_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    auth_timeout: Duration,
+    /// Keys whose answers the node caches at most.
+    #[arg(long, env = "WSGATE_AUTH_CACHE_KEYS", default_value_t = 100_000)]
+    auth_cache_keys: usize,
+    /// How long a cached answer is trusted (a key revoked by the service stops working within it).
+    #[arg(long, env = "WSGATE_AUTH_CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    auth_cache_ttl: Duration,
     /// Client messages per second on a WebSocket API connection (`/ws-api/v3`).
     #[arg(long, env = "WSGATE_API_MESSAGES_PER_SEC", default_value_t = 200)]
     api_messages_per_sec: usize,
@@ -265,6 +279,12 @@ impl ServeArgs {
                 timeout: self.trade_timeout,
             },
             trade_nats: self.trade_nats.clone(),
+            delegated_keys: self.auth_subject.clone().map(|subject| DelegatedSettings {
+                subject,
+                timeout: self.auth_timeout,
+                cache_keys: self.auth_cache_keys,
+                cache_ttl: self.auth_cache_ttl,
+            }),
             listen_keys: ListenKeySettings {
                 validity: self.listen_key_validity,
                 bind_ip: !self.listen_key_unbound,

@@ -3,9 +3,11 @@
 //! one (`signature`).
 
 mod accounts;
+mod delegated;
 mod key;
 pub mod listen_keys;
 pub mod signature;
 
 pub use accounts::{Accounts, KeyLookup, StoreKeys};
+pub use delegated::{DelegatedKeys, DelegatedSettings};
 pub use key::{generate_token, ApiKey, AuthError, IpAllowList};

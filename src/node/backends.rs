@@ -21,7 +21,7 @@ use super::interest::{FanoutRule, Interest};
 use super::NodeSettings;
 use crate::admin::{AdminState, Readiness};
 use crate::auth::listen_keys::{ListenKeyStore, MemoryListenKeys, RedisListenKeys};
-use crate::auth::{Accounts, StoreKeys};
+use crate::auth::{Accounts, DelegatedKeys, KeyLookup, StoreKeys};
 use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
 use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
 use crate::config::store::{
@@ -261,8 +261,25 @@ pub async fn open_accounts(
             .await
             .with_context(|| format!("connecting to the listen key store at {url}"))?,
     };
+    let keys: Arc<dyn KeyLookup> = match &settings.delegated_keys {
+        None => Arc::new(StoreKeys(Arc::clone(store))),
+        Some(delegated) => {
+            let url = settings
+                .trade_nats
+                .as_ref()
+                .or(settings.nats.as_ref())
+                .context("delegated key lookups (--auth-subject) need a NATS server (--trade-nats or --nats)")?;
+            let client = async_nats::ConnectOptions::new()
+                .name(format!("wsgate {} auth", settings.node_id))
+                .retry_on_initial_connect()
+                .connect(url.as_str())
+                .await
+                .with_context(|| format!("connecting to the auth service's bus at {url}"))?;
+            Arc::new(DelegatedKeys::new(client, delegated.clone()))
+        }
+    };
     Ok(Accounts {
-        keys: Arc::new(StoreKeys(Arc::clone(store))),
+        keys,
         listen_keys,
         listen_key_settings: settings.listen_keys.clone(),
     })

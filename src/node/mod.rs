@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::api::{self, Api, NodeStatus};
 use crate::admin::{self, AdminState};
 use crate::auth::listen_keys::ListenKeySettings;
+use crate::auth::DelegatedSettings;
 use crate::hub::{FrameVariants, Hub};
 use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
@@ -84,6 +85,9 @@ pub struct NodeSettings {
     pub trade: TradeSettings,
     /// The NATS server the trade backend answers on; without it, the cluster's bus (`nats`).
     pub trade_nats: Option<String>,
+    /// API keys looked up by an external auth service over NATS (on `trade_nats`, else `nats`)
+    /// instead of the config store.
+    pub delegated_keys: Option<DelegatedSettings>,
     /// Mapper call limits.
     pub mapper_limits: MapperLimits,
     /// Longest a shutdown may take before the process exits anyway.
@@ -118,6 +122,7 @@ impl NodeSettings {
             listen_keys: ListenKeySettings::default(),
             trade: TradeSettings::default(),
             trade_nats: None,
+            delegated_keys: None,
             mapper_limits: MapperLimits::default(),
             shutdown_timeout: Duration::from_secs(10),
         }
