@@ -172,19 +172,8 @@ async fn in_a_cluster_the_demo_exchange_answers_over_nats() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let node = |id: &str| {
-        let args = [
-            "--redis",
-            &redis.url(),
-            "--redis-prefix",
-            "cluster:",
-            "--nats",
-            &nats.url(),
-            "--node-id",
-            id,
-            "--admin-token",
-            TEST_TOKEN,
-        ];
-        Gateway::start_with(shipped_config(), &args)
+        let extra = ["--admin-token", TEST_TOKEN];
+        Gateway::cluster_node_with(&shipped_config(), &redis.url(), &nats.url(), id, &extra)
     };
     let (a, b) = (node("a"), node("b"));
     let mut watching = subscribed(&a, ALICE).await;

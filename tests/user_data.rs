@@ -8,33 +8,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::accounts::{
-    balance, config, connect_from, create_key, drain, listen_key, next_within, publish,
+    balance, config, connect_from, create_key, drain, listen_key, publish, until_flowing,
     user_data_stream, Key,
 };
 use common::nats::NatsServer;
 use common::redis::RedisServer;
-use common::{next_seen, Client, Gateway, Seen, TEST_TOKEN};
-use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// Publishes a marker for `user` until `client` receives events, so the route and the bus
-/// subscriptions are known to be in place; returns what arrived.
-async fn until_flowing(nats: &str, user: &str, client: &mut Client) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        publish(nats, &[(Some(user), balance("WARM", 0))]).await;
-        if let Some(Seen::Json(first)) = next_within(client, Duration::from_millis(300)).await {
-            let mut seen = vec![first];
-            seen.extend(drain(client, Duration::from_millis(300)).await);
-            return seen;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "no private event reached the client"
-        );
-    }
-}
+use common::{next_seen, Gateway, Seen, TEST_TOKEN};
+use serde_json::json;
 
 fn gateway(nats: &NatsServer, extra: &[&str]) -> Gateway {
     let mut args = vec!["--admin-token", TEST_TOKEN];
@@ -237,21 +217,9 @@ async fn across_two_nodes_keys_work_everywhere_events_follow_users_and_a_revoke_
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let config = config(&nats.url());
-    let extra = ["--admin-token", TEST_TOKEN];
     let node = |id: &str| {
-        let args = [
-            "--redis",
-            &redis.url(),
-            "--redis-prefix",
-            "cluster:",
-            "--nats",
-            &nats.url(),
-            "--node-id",
-            id,
-            extra[0],
-            extra[1],
-        ];
-        Gateway::start_with(config.clone(), &args)
+        let extra = ["--admin-token", TEST_TOKEN];
+        Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), id, &extra)
     };
     let (a, b) = (node("a"), node("b"));
     let (alice, bob) = keys(&a);

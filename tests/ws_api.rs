@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::accounts::{
     balance, config, create_ed25519_key, create_key, drain, next_within, now_ms, publish, sign,
-    Signer, SUBJECT,
+    until_flowing, Key, Signer, SUBJECT,
 };
 use common::nats::NatsServer;
 use common::redis::RedisServer;
@@ -63,25 +63,15 @@ fn signed_subscribe(id: u64, key: &str, secret: &str, timestamp: u64) -> Value {
            "params": sign(json!({"apiKey": key, "timestamp": timestamp}), Signer::Hmac(secret))})
 }
 
-/// Publishes warm-up events for `user` until `client` sees one.
-async fn until_flowing(nats: &str, user: &str, client: &mut Client) {
-    for _ in 0..30 {
-        publish(nats, &[(Some(user), balance("WARM", 0))]).await;
-        if let Some(Seen::Json(_)) = next_within(client, Duration::from_millis(300)).await {
-            drain(client, Duration::from_millis(300)).await;
-            return;
-        }
-    }
-    panic!("no event reached {user}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_and_logged_on_subscriptions_each_see_only_their_own_events() {
-    let nats = NatsServer::new();
-    let gateway = gateway(&nats);
-    let alice = create_key(&gateway, "alice", "user-stream,trade");
-    let (bob_key, bob_signing) = create_ed25519_key(&gateway, "bob", "user-stream", 7);
-
+/// Alice (HMAC) subscribed by signature and bob (Ed25519, seed `seed`) logged on, each on a
+/// connection of their own: (alice's key, her connection, bob's key, his connection).
+async fn alice_signed_bob_logged_on(
+    gateway: &Gateway,
+    seed: u8,
+    bob_url: &str,
+) -> (Key, Client, String, Client) {
+    let alice = create_key(gateway, "alice", "user-stream,trade");
+    let (bob_key, bob_signing) = create_ed25519_key(gateway, "bob", "user-stream", seed);
     let mut alice_ws = gateway.connect("/ws-api/v3").await;
     let answer = call(
         &mut alice_ws,
@@ -90,16 +80,30 @@ async fn signed_and_logged_on_subscriptions_each_see_only_their_own_events() {
     .await;
     assert_eq!(answer["status"], 200, "{answer}");
     assert_eq!(answer["result"], json!({"subscriptionId": 0}));
-    assert_eq!(answer["rateLimits"][0]["rateLimitType"], "REQUEST_WEIGHT");
-
-    let mut bob_ws = gateway.connect("/ws-api/v3?returnRateLimits=false").await;
+    let mut bob_ws = gateway.connect(bob_url).await;
     let logon = json!({"id": "logon-1", "method": "session.logon", "params":
         sign(json!({"apiKey": bob_key, "timestamp": now_ms()}), Signer::Ed25519(&bob_signing))});
     let answer = call(&mut bob_ws, logon).await;
     assert_eq!(answer["status"], 200, "{answer}");
     assert_eq!(answer["result"]["apiKey"], bob_key.as_str());
-    assert_eq!(answer["result"]["userDataStream"], false);
-    assert!(answer.get("rateLimits").is_none(), "{answer}");
+    (alice, alice_ws, bob_key, bob_ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_and_logged_on_subscriptions_each_see_only_their_own_events() {
+    let nats = NatsServer::new();
+    let gateway = gateway(&nats);
+    let (_, mut alice_ws, _, mut bob_ws) =
+        alice_signed_bob_logged_on(&gateway, 7, "/ws-api/v3?returnRateLimits=false").await;
+    // rateLimits unless the URL said returnRateLimits=false.
+    let status = call(&mut alice_ws, json!({"id": 20, "method": "session.status"})).await;
+    assert_eq!(
+        status["rateLimits"][0]["rateLimitType"], "REQUEST_WEIGHT",
+        "{status}"
+    );
+    let status = call(&mut bob_ws, json!({"id": 21, "method": "session.status"})).await;
+    assert!(status.get("rateLimits").is_none(), "{status}");
+    assert_eq!(status["result"]["userDataStream"], false);
     let answer = call(
         &mut bob_ws,
         json!({"id": 2, "method": "userDataStream.subscribe"}),
@@ -388,19 +392,8 @@ async fn across_two_nodes_an_order_on_one_fills_on_the_users_stream_on_the_other
     let nats = NatsServer::new();
     let config = config(&nats.url());
     let node = |id: &str| {
-        let args = [
-            "--redis",
-            &redis.url(),
-            "--redis-prefix",
-            "cluster:",
-            "--nats",
-            &nats.url(),
-            "--node-id",
-            id,
-            "--admin-token",
-            TEST_TOKEN,
-        ];
-        Gateway::start_with(config.clone(), &args)
+        let extra = ["--admin-token", TEST_TOKEN];
+        Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), id, &extra)
     };
     let (a, b) = (node("a"), node("b"));
     let alice = create_key(&a, "alice", "user-stream,trade");
@@ -448,19 +441,8 @@ async fn across_two_nodes_an_order_on_one_fills_on_the_users_stream_on_the_other
 async fn a_revoked_key_ends_its_session_and_subscriptions() {
     let nats = NatsServer::new();
     let gateway = gateway(&nats);
-    let alice = create_key(&gateway, "alice", "user-stream,trade");
-    let (bob_key, bob_signing) = create_ed25519_key(&gateway, "bob", "user-stream", 9);
-    let mut alice_ws = gateway.connect("/ws-api/v3").await;
-    let answer = call(
-        &mut alice_ws,
-        signed_subscribe(1, &alice.key, &alice.secret, now_ms()),
-    )
-    .await;
-    assert_eq!(answer["status"], 200, "{answer}");
-    let mut bob_ws = gateway.connect("/ws-api/v3").await;
-    let logon = json!({"id": 1, "method": "session.logon", "params":
-        sign(json!({"apiKey": bob_key, "timestamp": now_ms()}), Signer::Ed25519(&bob_signing))});
-    assert_eq!(call(&mut bob_ws, logon).await["status"], 200);
+    let (alice, mut alice_ws, bob_key, mut bob_ws) =
+        alice_signed_bob_logged_on(&gateway, 9, "/ws-api/v3").await;
 
     for key in [&alice.key, &bob_key] {
         let revoked = gateway.cli(&["key", "revoke", key]);

@@ -20,6 +20,16 @@ pub struct Key {
     pub secret: String,
 }
 
+/// The value after `label` on its line of the CLI's output.
+fn cli_field(output: &super::CliOutput, label: &str) -> String {
+    output
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(label))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no `{label}` in {output:?}"))
+}
+
 /// Creates an HMAC key for `user` with `permissions` (`user-stream,trade`) through `gateway`'s
 /// admin API.
 pub fn create_key(gateway: &Gateway, user: &str, permissions: &str) -> Key {
@@ -32,17 +42,9 @@ pub fn create_key(gateway: &Gateway, user: &str, permissions: &str) -> Key {
         permissions,
     ]);
     assert!(created.ok, "{created:?}");
-    let field = |label: &str| {
-        created
-            .stdout
-            .lines()
-            .find_map(|line| line.strip_prefix(label))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| panic!("no `{label}` in {created:?}"))
-    };
     Key {
-        key: field("api key:"),
-        secret: field("secret:"),
+        key: cli_field(&created, "api key:"),
+        secret: cli_field(&created, "secret:"),
     }
 }
 
@@ -82,15 +84,7 @@ pub fn user_data_stream(
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
+    let (status, body) = super::split_response(&response);
     let body = serde_json::from_str(body).unwrap_or_else(|_| json!({ "raw": body }));
     (status, body)
 }
@@ -222,12 +216,7 @@ pub fn create_ed25519_key(
         path.to_str().unwrap(),
     ]);
     assert!(created.ok, "{created:?}");
-    let key = created
-        .stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("api key:"))
-        .map(|v| v.trim().to_string())
-        .expect("an api key");
+    let key = cli_field(&created, "api key:");
     (key, signing)
 }
 
@@ -282,4 +271,17 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// Publishes a marker event for `user` until `client` receives one, so the route and the bus
+/// subscriptions are known to be in place; what arrived meanwhile is drained.
+pub async fn until_flowing(nats: &str, user: &str, client: &mut Client) {
+    for _ in 0..30 {
+        publish(nats, &[(Some(user), balance("WARM", 0))]).await;
+        if let Some(Seen::Json(_)) = next_within(client, Duration::from_millis(300)).await {
+            drain(client, Duration::from_millis(300)).await;
+            return;
+        }
+    }
+    panic!("no private event reached {user}");
 }

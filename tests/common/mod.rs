@@ -69,7 +69,18 @@ impl Gateway {
     /// A cluster node `id` with `config`, its config store at `redis` (keys under `cluster:`)
     /// and its bus at `nats`.
     pub fn cluster_node(config: &Value, redis: &str, nats: &str, id: &str) -> Gateway {
-        let args = [
+        Gateway::cluster_node_with(config, redis, nats, id, &[])
+    }
+
+    /// Like [`cluster_node`](Self::cluster_node), with `extra` arguments.
+    pub fn cluster_node_with(
+        config: &Value,
+        redis: &str,
+        nats: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> Gateway {
+        let mut args = vec![
             "--redis",
             redis,
             "--redis-prefix",
@@ -79,6 +90,7 @@ impl Gateway {
             "--node-id",
             id,
         ];
+        args.extend_from_slice(extra);
         Gateway::start_with(config.clone(), &args)
     }
 
@@ -273,16 +285,19 @@ fn http_request(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
+    let (status, body) = split_response(&response);
+    Ok((status, body.to_string()))
+}
+
+/// The status and body of a raw HTTP/1.x response.
+pub fn split_response(response: &str) -> (u16, &str) {
     let status = response
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body)
 }
 
 /// What a client saw next, ignoring pings and pongs.
