@@ -12,7 +12,7 @@ mod private;
 mod topic;
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -96,8 +96,9 @@ impl Delivery {
     /// A delivery that is only `frame` (a reply, a notice) in each of its `variants` slots,
     /// handed over at `published_us`.
     pub fn framed(frame: Bytes, published_us: i64, variants: usize) -> Self {
+        static NO_STREAM: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
         Delivery {
-            stream: Arc::from(""),
+            stream: Arc::clone(&NO_STREAM),
             seq: 0,
             event_time_us: published_us,
             published_us,

@@ -9,6 +9,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{Method, StatusCode};
@@ -29,7 +30,12 @@ pub struct ListenKeyApi {
     creates_per_key: DefaultKeyedRateLimiter<String>,
     ip_limit: u32,
     create_limit: u32,
+    /// Requests answered, to pace the limiters' sweeps.
+    requests: AtomicU64,
 }
+
+/// Requests between two sweeps of the limiters' tables.
+const SWEEP_EVERY: u64 = 1024;
 
 fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n.max(1)).expect("at least 1"))
@@ -85,6 +91,7 @@ impl ListenKeyApi {
             creates_per_key: RateLimiter::keyed(per_minute(settings.creates_per_key_per_minute)),
             ip_limit: settings.requests_per_ip_per_minute,
             create_limit: settings.creates_per_key_per_minute,
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -93,7 +100,12 @@ impl ListenKeyApi {
         if self.per_ip.check_key(&request.peer).is_err() {
             return too_many(self.ip_limit);
         }
-        self.per_ip.retain_recent();
+        // The limiters forget idle addresses and keys now and then, not on every request (a
+        // sweep walks the whole table).
+        if self.requests.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+            self.per_ip.retain_recent();
+            self.creates_per_key.retain_recent();
+        }
         let Some(api_key) = request
             .headers
             .get("x-mbx-apikey")
@@ -126,7 +138,6 @@ impl ListenKeyApi {
                 {
                     return too_many(self.create_limit);
                 }
-                self.creates_per_key.retain_recent();
                 let owner = Owner {
                     user_id: user.to_string(),
                     api_key: api_key.to_string(),
