@@ -102,7 +102,11 @@ impl ListenKeyApi {
         }
         // The limiters forget idle addresses and keys now and then, not on every request (a
         // sweep walks the whole table).
-        if self.requests.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+        if self
+            .requests
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
             self.per_ip.retain_recent();
             self.creates_per_key.retain_recent();
         }
