@@ -5,6 +5,7 @@
 //! architecture. [`node`] wires the parts together.
 
 pub mod admin;
+pub mod api_error;
 pub mod auth;
 pub mod bus;
 pub mod cli;

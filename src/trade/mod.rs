@@ -89,11 +89,8 @@ impl TradeReply {
 
     /// The backend could not be reached, or answered nonsense.
     pub fn unavailable() -> TradeReply {
-        TradeReply::error(
-            503,
-            -1001,
-            "Internal error; unable to process your request. Please try again.",
-        )
+        let (code, msg) = crate::api_error::INTERNAL;
+        TradeReply::error(503, code, msg)
     }
 }
 

@@ -30,18 +30,31 @@ fn cli_field(output: &super::CliOutput, label: &str) -> String {
         .unwrap_or_else(|| panic!("no `{label}` in {output:?}"))
 }
 
-/// Creates an HMAC key for `user` with `permissions` (`user-stream,trade`) through `gateway`'s
-/// admin API.
-pub fn create_key(gateway: &Gateway, user: &str, permissions: &str) -> Key {
-    let created = gateway.cli(&[
+/// `wsgate key create` for `user` with `permissions` and `extra` arguments; must succeed.
+fn cli_create(
+    gateway: &Gateway,
+    user: &str,
+    permissions: &str,
+    extra: &[&str],
+) -> super::CliOutput {
+    let mut args = vec![
         "key",
         "create",
         "--user",
         user,
         "--permissions",
         permissions,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let created = gateway.cli(&args);
     assert!(created.ok, "{created:?}");
+    created
+}
+
+/// Creates an HMAC key for `user` with `permissions` (`user-stream,trade`) through `gateway`'s
+/// admin API.
+pub fn create_key(gateway: &Gateway, user: &str, permissions: &str) -> Key {
+    let created = cli_create(gateway, user, permissions, &[]);
     Key {
         key: cli_field(&created, "api key:"),
         secret: cli_field(&created, "secret:"),
@@ -205,17 +218,8 @@ pub fn create_ed25519_key(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("key.pub");
     std::fs::write(&path, public).unwrap();
-    let created = gateway.cli(&[
-        "key",
-        "create",
-        "--user",
-        user,
-        "--permissions",
-        permissions,
-        "--ed25519-public-key",
-        path.to_str().unwrap(),
-    ]);
-    assert!(created.ok, "{created:?}");
+    let path = path.to_str().unwrap();
+    let created = cli_create(gateway, user, permissions, &["--ed25519-public-key", path]);
     let key = cli_field(&created, "api key:");
     (key, signing)
 }

@@ -7,6 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
+use crate::api_error;
+use crate::auth::AuthError;
+
 /// One user-data event for one user, as the exchange publishes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountEvent {
@@ -22,10 +25,13 @@ pub struct Rejected(pub i32, pub String);
 
 impl Rejected {
     fn missing(name: &str) -> Self {
-        Rejected(
-            -1102,
-            format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
-        )
+        let (code, msg) = api_error::missing_parameter(name);
+        Rejected(code, msg)
+    }
+
+    /// The key's user has no account here: Binance's `-2015`.
+    pub(super) fn no_account() -> Self {
+        Rejected(AuthError::Refused.code(), AuthError::Refused.to_string())
     }
 }
 
@@ -378,12 +384,7 @@ impl Ledger {
 
     /// `user`'s account: balances and permissions.
     pub fn account(&self, user: &str, now_ms: i64) -> Result<Value, Rejected> {
-        let account = self.accounts.get(user).ok_or_else(|| {
-            Rejected(
-                -2015,
-                "Invalid API-key, IP, or permissions for action.".into(),
-            )
-        })?;
+        let account = self.accounts.get(user).ok_or_else(Rejected::no_account)?;
         let balances: Vec<Value> = account
             .iter()
             .map(|(asset, b)| json!({"asset": asset, "free": dec(b.free), "locked": dec(b.locked)}))

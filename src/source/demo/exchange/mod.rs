@@ -175,10 +175,7 @@ impl DemoExchange {
     ) -> Result<Value, Rejected> {
         let mut ledger = self.ledger.lock();
         if !ledger.has_account(user) {
-            return Err(Rejected(
-                -2015,
-                "Invalid API-key, IP, or permissions for action.".into(),
-            ));
+            return Err(Rejected::no_account());
         }
         let (result, events) = match method {
             "order.place" => ledger.place(user, params, now_ms)?,

@@ -16,6 +16,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::user_data::UserData;
+use crate::api_error;
 use crate::auth::listen_keys::{ListenKeySettings, Owner, UNKNOWN_LISTEN_KEY};
 use crate::auth::{generate_token, AuthError};
 use crate::config::store::Permission;
@@ -42,11 +43,8 @@ fn per_minute(n: u32) -> Quota {
 }
 
 fn internal_error() -> HttpAnswer {
-    HttpAnswer::error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        -1001,
-        "Internal error; unable to process your request. Please try again.",
-    )
+    let (code, msg) = api_error::INTERNAL;
+    HttpAnswer::error(StatusCode::SERVICE_UNAVAILABLE, code, msg)
 }
 
 fn too_many(limit: u32) -> HttpAnswer {
@@ -154,11 +152,8 @@ impl ListenKeyApi {
             }
             Method::PUT | Method::DELETE => {
                 let Some(listen_key) = listen_key_param(request) else {
-                    return HttpAnswer::error(
-                        StatusCode::BAD_REQUEST,
-                        -1102,
-                        "Mandatory parameter 'listenKey' was not sent, was empty/null, or malformed.",
-                    );
+                    let (code, msg) = api_error::missing_parameter("listenKey");
+                    return HttpAnswer::error(StatusCode::BAD_REQUEST, code, &msg);
                 };
                 let done = if request.method == Method::PUT {
                     store.extend(&listen_key, user, settings.validity).await

@@ -16,6 +16,7 @@ use http::StatusCode;
 use parking_lot::Mutex;
 
 use super::envelope::Format;
+use crate::api_error;
 use crate::auth::listen_keys::{KeyState, ListenKey, UNKNOWN_LISTEN_KEY};
 use crate::auth::Accounts;
 use crate::hub::{Delivery, UserSubscription, Wrap};
@@ -63,11 +64,8 @@ impl UserData {
         };
         let found = self.accounts.listen_keys.get(key).await.map_err(|e| {
             tracing::warn!(error = %e, "listen key store unavailable");
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                -1001,
-                "Internal error; unable to process your request. Please try again.",
-            )
+            let (code, msg) = api_error::INTERNAL;
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, code, msg)
         })?;
         let listen_key = found.ok_or_else(unknown)?;
         if listen_key.owner.ip.is_some_and(|bound| bound != peer) {

@@ -72,12 +72,10 @@ pub fn parse(text: &str) -> Result<Request, Malformed> {
         Some(id) => id.get().to_string(),
         None => "null".to_string(),
     };
-    let method = raw.method.filter(|m| !m.is_empty()).ok_or_else(|| {
-        invalid(
-            &id,
-            "Mandatory parameter 'method' was not sent, was empty/null, or malformed.",
-        )
-    })?;
+    let method = raw
+        .method
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| invalid(&id, &crate::api_error::missing_parameter("method").1))?;
     let method = method.strip_prefix("v3/").unwrap_or(&method).to_string();
     let params = match raw.params {
         Some(params) => params.to_owned(),

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::reply::{answer, error_body, SubscriptionWrap, Weight};
 use super::request::Request;
 use super::Core;
+use crate::api_error;
 use crate::auth::listen_keys::{Owner, UNKNOWN_LISTEN_KEY};
 use crate::auth::signature::{self, SignatureError};
 use crate::auth::{generate_token, ApiKey, AuthError};
@@ -39,11 +40,8 @@ impl Refused {
     }
 
     fn missing(name: &str) -> Self {
-        Refused::new(
-            400,
-            -1102,
-            format!("Mandatory parameter '{name}' was not sent, was empty/null, or malformed."),
-        )
+        let (code, msg) = api_error::missing_parameter(name);
+        Refused::new(400, code, msg)
     }
 
     fn auth(error: AuthError) -> Self {
@@ -55,11 +53,8 @@ impl Refused {
     }
 
     fn store() -> Self {
-        Refused::new(
-            503,
-            -1001,
-            "Internal error; unable to process your request. Please try again.",
-        )
+        let (code, msg) = api_error::INTERNAL;
+        Refused::new(503, code, msg)
     }
 }
 
@@ -503,10 +498,7 @@ impl Worker {
                 (_, Some(error)) => ("error", error_body(error.code, &error.msg)),
                 _ => (
                     "error",
-                    error_body(
-                        -1001,
-                        "Internal error; unable to process your request. Please try again.",
-                    ),
+                    error_body(api_error::INTERNAL.0, api_error::INTERNAL.1),
                 ),
             };
             replier.send(answer(
