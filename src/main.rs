@@ -15,6 +15,7 @@ use wsgate::cli;
 use wsgate::mapper::MapperLimits;
 use wsgate::node::{self, AutoRollback, NodeSettings};
 use wsgate::trade::TradeSettings;
+use wsgate::ws::dialect::{self, echo::Echo};
 use wsgate::ws::WsSettings;
 
 /// WebSocket gateway streaming exchange market data in the Binance Spot protocol.
@@ -229,6 +230,10 @@ struct ServeArgs {
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "WSGATE_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// Tests only: also serve an echo endpoint on this path (every message sent back), through
+    /// the same session as every client, for conformance suites (docs/autobahn.md).
+    #[arg(long, hide = true)]
+    test_echo_path: Option<String>,
 }
 
 impl ServeArgs {
@@ -316,7 +321,17 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(async {
                 let stop = CancellationToken::new();
                 tokio::spawn(cancel_on_signal(stop.clone()));
-                node::run(args.settings(), stop).await
+                let Some(echo_path) = args.test_echo_path.clone() else {
+                    return node::run(args.settings(), stop).await;
+                };
+                let node = node::start(args.settings(), |variants, services| {
+                    let standard = dialect::standard(variants, services);
+                    standard.with(Echo::new(variants, echo_path))
+                })
+                .await?;
+                stop.cancelled().await;
+                node.shut_down().await;
+                anyhow::Ok(())
             })?;
             // Route and source threads may be blocked on a queue: do not wait for them.
             runtime.shutdown_timeout(Duration::from_millis(100));

@@ -13,6 +13,7 @@
 
 pub mod binance;
 pub mod binance_api;
+pub mod echo;
 mod link;
 
 use std::net::IpAddr;
