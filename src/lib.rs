@@ -20,6 +20,7 @@ pub mod position;
 pub mod route;
 pub mod source;
 pub mod subject;
+pub mod tls;
 pub mod trade;
 pub mod util;
 pub mod ws;

@@ -18,6 +18,8 @@ use wsgate::trade::TradeSettings;
 use wsgate::ws::dialect::{self, echo::Echo};
 use wsgate::ws::WsSettings;
 
+mod edge_args;
+
 /// WebSocket gateway streaming exchange market data in the Binance Spot protocol.
 #[derive(Parser)]
 #[command(version, about)]
@@ -155,6 +157,10 @@ struct ServeArgs {
     /// Outbound bytes queued per connection before it is closed as a slow consumer (4100).
     #[arg(long, env = "WSGATE_OUTBOX_BYTES", default_value_t = 4 * 1024 * 1024)]
     outbox_bytes: usize,
+    /// Bytes of replies (answers, pongs) queued per connection before it is closed as a slow
+    /// consumer: bounds what a client that sends requests and never reads can make the node hold.
+    #[arg(long, env = "WSGATE_REPLY_BYTES", default_value_t = 256 * 1024)]
+    reply_bytes: usize,
     /// Accept well-formed streams no topic serves, silently, as Binance does.
     #[arg(long, env = "WSGATE_ACCEPT_UNKNOWN_STREAMS")]
     accept_unknown_streams: bool,
@@ -227,6 +233,8 @@ struct ServeArgs {
     /// Linear memory cap per mapper instance, in bytes.
     #[arg(long, env = "WSGATE_MAPPER_MEMORY_BYTES", default_value_t = 64 << 20)]
     mapper_memory_bytes: usize,
+    #[command(flatten)]
+    edge: edge_args::EdgeArgs,
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "WSGATE_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -273,11 +281,14 @@ impl ServeArgs {
                 max_streams: self.max_streams,
                 messages_per_sec: self.messages_per_sec,
                 outbox_bytes: self.outbox_bytes,
+                reply_bytes: self.reply_bytes,
+                admission: self.edge.admission(),
                 accept_unknown_streams: self.accept_unknown_streams,
                 max_connections: self.max_connections,
                 api_messages_per_sec: self.api_messages_per_sec,
                 ..WsSettings::default()
             },
+            tls: self.edge.tls(),
             trade: TradeSettings {
                 methods: self.trade_methods.clone(),
                 subject_prefix: self.trade_subject_prefix.clone(),

@@ -18,6 +18,11 @@ pub struct Metrics {
     pub connections_opened: IntCounter,
     /// Connections closed by the gateway or the client, by close code.
     pub closes: IntCounterVec,
+    /// Connections refused before their upgrade, by reason (node_full, address_cap,
+    /// address_rate, origin, url_too_long, handshake_timeout, tls).
+    pub connections_refused: IntCounterVec,
+    /// TLS certificate reloads, by result (swapped, failed).
+    pub tls_reloads: IntCounterVec,
     /// Current subscriptions per stream.
     pub subscriptions: IntGaugeVec,
     /// Messages that reached the hub from the bus.
@@ -92,6 +97,19 @@ impl Metrics {
             closes: IntCounterVec::new(
                 Opts::new("closes_total", "Client connections closed, by close code"),
                 &["code"],
+            )
+            .unwrap(),
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "connections_refused_total",
+                    "Client connections refused before their upgrade, by reason",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            tls_reloads: IntCounterVec::new(
+                Opts::new("tls_reloads_total", "TLS certificate reloads, by result"),
+                &["result"],
             )
             .unwrap(),
             subscriptions: IntGaugeVec::new(
@@ -244,6 +262,9 @@ impl Metrics {
         r.register(Box::new(self.connections_opened.clone()))
             .unwrap();
         r.register(Box::new(self.closes.clone())).unwrap();
+        r.register(Box::new(self.connections_refused.clone()))
+            .unwrap();
+        r.register(Box::new(self.tls_reloads.clone())).unwrap();
         r.register(Box::new(self.subscriptions.clone())).unwrap();
         r.register(Box::new(self.messages_in.clone())).unwrap();
         r.register(Box::new(self.messages_out.clone())).unwrap();

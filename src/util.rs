@@ -49,3 +49,33 @@ impl LogLimit {
         self.lines <= self.per_sec
     }
 }
+
+/// The longest error text a client is sent: texts that quote client input (serde's "unknown
+/// variant `…`") are cut here, so a large request cannot make a large reply.
+pub const MAX_ERROR_TEXT: usize = 256;
+
+/// `text` cut to at most [`MAX_ERROR_TEXT`] bytes (at a character boundary, marked with `…`).
+pub fn clip_error_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ERROR_TEXT {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_ERROR_TEXT - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &text[..end]))
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::*;
+
+    #[test]
+    fn clips_long_texts_at_a_character_boundary() {
+        assert_eq!(clip_error_text("short"), "short");
+        let long = format!("unknown variant `{}`", "é".repeat(40_000));
+        let clipped = clip_error_text(&long);
+        assert!(clipped.len() <= MAX_ERROR_TEXT, "{}", clipped.len());
+        assert!(clipped.starts_with("unknown variant `é") && clipped.ends_with('…'));
+    }
+}

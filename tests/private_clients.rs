@@ -12,24 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::accounts::{balance, config, create_key, now_ms, publish, SUBJECT};
 use common::nats::NatsServer;
-use common::{Gateway, TEST_TOKEN};
+use common::{python, Gateway, TEST_TOKEN};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-
-/// The Python with the client libraries: `WSGATE_TEST_PYTHON` (set by `make test`).
-fn python() -> PathBuf {
-    let python = std::env::var_os("WSGATE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/clientenv/bin/python")
-        });
-    assert!(
-        python.exists(),
-        "{} is missing: run `make test` (it installs tests/clients/requirements.txt)",
-        python.display()
-    );
-    python
-}
 
 /// Starts `private_clients.py` with `args`; its output lines, parsed, arrive on the receiver.
 fn run_client(args: &[&str]) -> (Child, mpsc::Receiver<Value>) {

@@ -30,6 +30,7 @@ use crate::auth::DelegatedSettings;
 use crate::hub::{FrameVariants, Hub};
 use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
+use crate::tls::{CertStore, Reload, TlsFiles};
 use crate::trade::TradeSettings;
 use crate::ws::dialect::{self, Dialects, Services};
 use crate::ws::{self, WsContext, WsSettings};
@@ -79,6 +80,8 @@ pub struct NodeSettings {
     pub auto_rollback: Option<AutoRollback>,
     /// Client connection limits.
     pub ws: WsSettings,
+    /// The client listener's certificate and key: with them it speaks TLS (wss) only.
+    pub tls: Option<TlsFiles>,
     /// How listen keys behave.
     pub listen_keys: ListenKeySettings,
     /// Which WebSocket API methods are forwarded to the trade backend, where, how long to wait.
@@ -119,6 +122,7 @@ impl NodeSettings {
             mapper_allow: Vec::new(),
             auto_rollback: None,
             ws: WsSettings::default(),
+            tls: None,
             listen_keys: ListenKeySettings::default(),
             trade: TradeSettings::default(),
             trade_nats: None,
@@ -216,19 +220,20 @@ pub async fn start(
     };
     reporting.applied(&desired, None);
 
+    let admin_stop = CancellationToken::new();
     let ws = WsContext::new(
         Arc::clone(&hub),
         dialects,
         settings.ws.clone(),
         Arc::clone(&metrics),
         CancellationToken::new(),
+        tls_acceptor(&settings, &metrics, &admin_stop)?,
     );
     let listener = ws::bind(settings.listen, settings.reuse_port)
         .with_context(|| format!("binding {}", settings.listen))?;
     let admin_listener = TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("binding {}", settings.admin_listen))?;
-    let admin_stop = CancellationToken::new();
     // The bound addresses, so port 0 (any free port) reports the port it got.
     let listen = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
@@ -308,4 +313,27 @@ impl RunningNode {
         self.admin_stop.cancel();
         tracing::info!("wsgate node stopped");
     }
+}
+
+/// The client listener's TLS, when the node has a certificate: served from a [`CertStore`]
+/// that reloads the files when they change (polled every 2 s) or on SIGHUP, until `stop`.
+fn tls_acceptor(
+    settings: &NodeSettings,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let Some(files) = &settings.tls else {
+        return Ok(None);
+    };
+    let store = CertStore::load(files.clone())?;
+    let reloads = metrics.tls_reloads.clone();
+    store.watch(Duration::from_secs(2), stop.clone(), move |outcome| {
+        let result = if outcome == Reload::Swapped {
+            "swapped"
+        } else {
+            "failed"
+        };
+        reloads.with_label_values(&[result]).inc();
+    });
+    Ok(Some(tokio_rustls::TlsAcceptor::from(store.server_config())))
 }

@@ -77,6 +77,11 @@ impl FrameReader {
         self.buf.len()
     }
 
+    /// Bytes of memory the reader's buffers hold (capacity, not contents).
+    pub fn held_bytes(&self) -> usize {
+        self.buf.capacity() + self.fragments.as_ref().map_or(0, |(_, b)| b.capacity())
+    }
+
     /// Frees the buffers when nothing partial is held, so an idle connection costs nothing.
     pub fn release_idle_buffers(&mut self) {
         if self.buf.is_empty() && self.buf.capacity() > 0 {
@@ -108,7 +113,8 @@ impl FrameReader {
             }
             let length = length as usize;
             if self.buf.len() < header_len + length {
-                self.buf.reserve(header_len + length - self.buf.len());
+                // No reserve for the declared length: the buffer grows with the bytes that
+                // arrive, so a header alone cannot make the node hold 64 KiB.
                 return Ok(None);
             }
             self.buf.advance(header_len);
@@ -185,10 +191,21 @@ fn parse_close(payload: &[u8]) -> Result<Option<(u16, String)>, FrameError> {
         [] => Ok(None),
         [_] => Err(FrameError::Protocol("close payload of one byte")),
         [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_close_code(code) {
+                return Err(FrameError::Protocol("invalid close code"));
+            }
             let reason = std::str::from_utf8(reason).map_err(|_| FrameError::BadUtf8)?;
-            Ok(Some((u16::from_be_bytes([*hi, *lo]), reason.to_string())))
+            Ok(Some((code, reason.to_string())))
         }
     }
+}
+
+/// True for a close code an endpoint may send (RFC 6455 §7.4): the defined codes except those
+/// reserved for reporting (1004, 1005, 1006, 1015), the registered 1012–1014, and the ranges
+/// for libraries (3000–3999) and applications (4000–4999).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -322,6 +339,47 @@ mod tests {
             reader.next_frame().unwrap(),
             Some(ClientFrame::Close(Some((1000, "ok".into()))))
         );
+    }
+
+    #[test]
+    fn refuses_close_codes_an_endpoint_may_not_send() {
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let mut reader = FrameReader::new(64);
+            reader.feed(&client_frame(0x8, true, &code.to_be_bytes()));
+            assert_eq!(
+                reader.next_frame().unwrap_err().close_code(),
+                1002,
+                "code {code}"
+            );
+        }
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            let mut reader = FrameReader::new(64);
+            reader.feed(&client_frame(0x8, true, &code.to_be_bytes()));
+            assert_eq!(
+                reader.next_frame().unwrap(),
+                Some(ClientFrame::Close(Some((code, String::new()))))
+            );
+        }
+    }
+
+    #[test]
+    fn a_declared_length_reserves_nothing_before_its_bytes_arrive() {
+        let mut reader = FrameReader::new(64 * 1024);
+        let frame = client_frame(0x2, true, &vec![7u8; 60 * 1024]);
+        reader.feed(&frame[..14]);
+        assert_eq!(reader.next_frame().unwrap(), None);
+        assert!(
+            reader.held_bytes() < 1024,
+            "holds {} bytes for a 14-byte header",
+            reader.held_bytes()
+        );
+        reader.feed(&frame[14..]);
+        assert!(matches!(
+            reader.next_frame().unwrap(),
+            Some(ClientFrame::Binary(_))
+        ));
     }
 
     #[test]

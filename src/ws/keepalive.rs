@@ -26,6 +26,9 @@ pub struct Keepalive {
     /// Server pings: when an unanswered ping ends the connection. Client heartbeats: when the
     /// next one is due at the latest.
     due: Option<Instant>,
+    /// Server pings: the time stamp the unanswered ping carried (its payload is rebuilt from it
+    /// to check a pong, rather than kept per connection).
+    pinged_ms: i64,
 }
 
 /// A [`Heartbeat`] in milliseconds: every connection keeps one, so it is kept small.
@@ -65,6 +68,7 @@ impl Keepalive {
                 },
                 next_ping: now + every,
                 due: None,
+                pinged_ms: 0,
             },
             Heartbeat::ClientPings { within } => Keepalive {
                 rule: Rule::ClientPings {
@@ -72,6 +76,7 @@ impl Keepalive {
                 },
                 next_ping: now,
                 due: Some(now + within),
+                pinged_ms: 0,
             },
         }
     }
@@ -100,17 +105,21 @@ impl Keepalive {
             } if now >= self.next_ping => {
                 self.due.get_or_insert(after(now, answer_ms));
                 self.next_ping = after(now, every_ms);
-                Beat::Ping(ping(now_us() / 1000))
+                self.pinged_ms = now_us() / 1000;
+                Beat::Ping(ping(self.pinged_ms))
             }
             _ => Beat::Quiet,
         }
     }
 
-    /// A WebSocket pong arrived: it answers the server's pings (an unsolicited pong before any
-    /// ping changes nothing).
-    pub fn on_pong(&mut self) {
-        if let Rule::ServerPings { .. } = self.rule {
-            self.due = None;
+    /// A WebSocket pong arrived: it answers the server's pings when it carries the payload of
+    /// the latest one (RFC 6455 §5.5.3). Any other pong is unsolicited and changes nothing, so
+    /// a client cannot stay connected by sending pongs without reading.
+    pub fn on_pong(&mut self, payload: &[u8]) {
+        if let Rule::ServerPings { ping, .. } = self.rule {
+            if self.due.is_some() && ping_payload(&ping(self.pinged_ms)) == payload {
+                self.due = None;
+            }
         }
     }
 
@@ -129,6 +138,11 @@ impl Keepalive {
             self.on_heartbeat(now);
         }
     }
+}
+
+/// The payload of a ping frame (control frames carry at most 125 bytes: a 2-byte header).
+fn ping_payload(frame: &[u8]) -> &[u8] {
+    frame.get(2..).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -163,14 +177,43 @@ mod tests {
         );
     }
 
+    fn payload_of(beat: Beat) -> Vec<u8> {
+        match beat {
+            Beat::Ping(frame) => ping_payload(&frame).to_vec(),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_a_pong_with_the_pings_payload_answers_it() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let mut keepalive = Keepalive::new(SERVER, start);
+        let mut wrong = payload_of(keepalive.on_timer(at(20)));
+        wrong.push(b'0');
+        keepalive.on_pong(b"");
+        keepalive.on_pong(&wrong);
+        assert_eq!(keepalive.deadline(), Some(at(40)));
+        for s in [40, 60] {
+            payload_of(keepalive.on_timer(at(s)));
+            keepalive.on_pong(b"");
+            keepalive.on_pong(&wrong);
+        }
+        assert_eq!(
+            keepalive.on_timer(at(80)),
+            Beat::Missed,
+            "unsolicited pongs kept it alive"
+        );
+    }
+
     #[test]
     fn a_pong_answers_and_an_early_pong_changes_nothing() {
         let start = Instant::now();
         let at = |s| start + Duration::from_secs(s);
         let mut keepalive = Keepalive::new(SERVER, start);
-        keepalive.on_pong();
-        assert!(matches!(keepalive.on_timer(at(20)), Beat::Ping(_)));
-        keepalive.on_pong();
+        keepalive.on_pong(b"");
+        let sent = payload_of(keepalive.on_timer(at(20)));
+        keepalive.on_pong(&sent);
         assert_eq!(keepalive.deadline(), Some(at(40)));
         assert!(matches!(keepalive.on_timer(at(40)), Beat::Ping(_)));
         assert!(matches!(keepalive.on_timer(at(60)), Beat::Ping(_)));
@@ -192,7 +235,7 @@ mod tests {
         let mut keepalive = Keepalive::new(rule, start);
         assert_eq!(keepalive.on_timer(at(29)), Beat::Quiet);
         keepalive.on_heartbeat(at(29));
-        keepalive.on_pong();
+        keepalive.on_pong(b"");
         assert_eq!(keepalive.deadline(), Some(at(59)));
         keepalive.on_client_ping(at(50));
         assert_eq!(keepalive.on_timer(at(79)), Beat::Quiet);

@@ -2,6 +2,7 @@
 //! connection (I/O, timers, limits, close handshake), WebSocket framing, and the client
 //! protocols behind one seam ([`dialect`]).
 
+mod admission;
 pub mod close;
 mod connections;
 pub mod dialect;
@@ -12,6 +13,7 @@ mod rate;
 mod server;
 mod session;
 pub mod subscriptions;
+mod transport;
 mod user_feeds;
 mod writer;
 
@@ -27,6 +29,7 @@ use crate::metrics::Metrics;
 use dialect::Dialects;
 use subscriptions::Catalog;
 
+pub use admission::{AdmissionSettings, Refused};
 pub use hangup::Hangup;
 pub use server::{bind, serve};
 pub use user_feeds::UserFeeds;
@@ -48,6 +51,9 @@ pub struct WsSettings {
     pub messages_per_sec: usize,
     /// Outbound bytes queued per connection before it counts as a slow consumer.
     pub outbox_bytes: usize,
+    /// Bytes of replies (answers, pongs, notices) queued per connection before it counts as a
+    /// slow consumer: a client that sends requests and never reads is closed at this bound.
+    pub reply_bytes: usize,
     /// Accept well-formed streams that no topic serves (as Binance does) instead of refusing them.
     pub accept_unknown_streams: bool,
     /// Client messages allowed per second on a WebSocket API connection (pipelined requests).
@@ -56,6 +62,8 @@ pub struct WsSettings {
     pub max_connections: usize,
     /// How long a closing connection waits for its last frames and the client's close.
     pub close_grace: Duration,
+    /// Limits applied before the upgrade (per-address caps and rates, handshakes, sizes).
+    pub admission: AdmissionSettings,
 }
 
 impl Default for WsSettings {
@@ -68,10 +76,12 @@ impl Default for WsSettings {
             max_streams: 1024,
             messages_per_sec: 5,
             outbox_bytes: 4 * 1024 * 1024,
+            reply_bytes: 256 * 1024,
             accept_unknown_streams: false,
             api_messages_per_sec: 200,
             max_connections: 200_000,
             close_grace: Duration::from_secs(2),
+            admission: AdmissionSettings::default(),
         }
     }
 }
@@ -93,19 +103,29 @@ pub struct WsContext {
     pub connections: connections::Connections,
     /// Tracks connection tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Who may connect: limits applied before the upgrade.
+    pub admission: Arc<admission::Admission>,
+    /// TLS for the listener, if it speaks wss.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     next_id: AtomicU64,
 }
 
 impl WsContext {
-    /// A context for a node's client listener, speaking `dialects`.
+    /// A context for a node's client listener, speaking `dialects`, over TLS with `tls`.
     pub fn new(
         hub: Arc<Hub>,
         dialects: Dialects,
         settings: WsSettings,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Arc<Self> {
         Arc::new(WsContext {
+            admission: admission::Admission::new(
+                settings.admission.clone(),
+                settings.max_connections,
+            ),
+            tls,
             hub,
             dialects,
             settings,

@@ -12,11 +12,17 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
 use tungstenite::handshake::derive_accept_key;
 
+use super::admission::canonical;
 use super::dialect::{Handshake, HttpRequest, Refusal, Serving};
 use super::session::{Opening, Session};
+use super::transport::Transport;
 use super::WsContext;
 
 /// Binds a listener; with `reuse_port`, several processes can share the address.
@@ -36,9 +42,15 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts clients until the context's shutdown token is cancelled.
+/// Accepts clients until the context's shutdown token is cancelled. At most
+/// `max_handshakes` connections are between accept and upgrade at once; the others wait in the
+/// listen queue, so a reconnect storm is taken in waves rather than all at once.
 pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     loop {
+        let slot = tokio::select! {
+            slot = ctx.admission.handshake_slot() => slot,
+            _ = ctx.shutdown.cancelled() => break,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = ctx.shutdown.cancelled() => break,
@@ -46,7 +58,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
         match accepted {
             Ok((stream, peer)) => {
                 ctx.tracker
-                    .spawn(handle_connection(Arc::clone(&ctx), stream, peer));
+                    .spawn(handle_connection(Arc::clone(&ctx), stream, peer, slot));
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -57,16 +69,62 @@ pub async fn serve(listener: TcpListener, ctx: Arc<WsContext>) {
     }
 }
 
-async fn handle_connection(ctx: Arc<WsContext>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one accepted connection's handshakes (TLS, then HTTP) while it holds `slot`.
+async fn handle_connection(
+    ctx: Arc<WsContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     let peer = canonical(peer.ip());
-    let service = service_fn(move |request| respond(Arc::clone(&ctx), request, peer));
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let deadline = Instant::now() + ctx.settings.admission.handshake_timeout;
+    match ctx.tls.clone() {
+        None => serve_http(ctx, TokioIo::new(stream), peer, deadline).await,
+        Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => serve_http(ctx, TokioIo::new(tls), peer, deadline).await,
+            Ok(Err(e)) => {
+                ctx.metrics
+                    .connections_refused
+                    .with_label_values(&["tls"])
+                    .inc();
+                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+            }
+            Err(_) => {
+                ctx.metrics
+                    .connections_refused
+                    .with_label_values(&["handshake_timeout"])
+                    .inc();
+            }
+        },
+    }
+    drop(slot);
+}
+
+/// Serves HTTP/1.1 on `io` until it ends or is upgraded; the request head must arrive before
+/// `deadline`.
+async fn serve_http<I>(ctx: Arc<WsContext>, io: TokioIo<I>, peer: IpAddr, deadline: Instant)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &ctx.settings.admission;
+    let head_timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let service_ctx = Arc::clone(&ctx);
+    let service = service_fn(move |request| respond(Arc::clone(&service_ctx), request, peer));
+    let connection = http.serve_connection(io, service).with_upgrades();
     if let Err(e) = connection.await {
+        if e.is_timeout() {
+            ctx.metrics
+                .connections_refused
+                .with_label_values(&["handshake_timeout"])
+                .inc();
+        }
         tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
@@ -76,19 +134,21 @@ type HttpResponse = Response<Full<Bytes>>;
 /// The largest body a plain HTTP request on the client listener may have.
 const MAX_BODY: usize = 16 * 1024;
 
-/// An IPv4 client on a dual-stack socket is reported as its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 async fn respond(
     ctx: Arc<WsContext>,
     request: Request<Incoming>,
     peer: IpAddr,
 ) -> Result<HttpResponse, Infallible> {
+    let limits = &ctx.settings.admission;
+    let target_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target_len > limits.max_url_bytes {
+        refuse(&ctx, "url_too_long");
+        return Ok(error(StatusCode::URI_TOO_LONG, -1, "URL too long"));
+    }
+    let peer = ctx.admission.client_address(peer, request.headers());
     if !request.headers().contains_key(header::UPGRADE) {
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, MAX_BODY).collect().await {
@@ -120,6 +180,20 @@ async fn upgrade<B: Send + 'static>(
 where
     Request<B>: Send,
 {
+    let mut ticket = None;
+    if request.headers().contains_key(header::UPGRADE) {
+        if !ctx.admission.origin_allowed(request.headers()) {
+            refuse(&ctx, "origin");
+            return Ok(error(StatusCode::FORBIDDEN, -1, "Origin not allowed"));
+        }
+        match ctx.admission.admit(peer) {
+            Ok(admitted) => ticket = Some(admitted),
+            Err(refused) => {
+                refuse(&ctx, refused.label());
+                return Ok(error(refused.status(), -1, refused.message()));
+            }
+        }
+    }
     let handshake = Handshake {
         path: request.uri().path(),
         query: request.uri().query(),
@@ -142,19 +216,20 @@ where
             "Expected a WebSocket upgrade",
         ));
     };
-    if ctx.metrics.connections.get() as usize >= ctx.settings.max_connections {
+    let Some(ticket) = ticket else {
+        // An upgrade request carries `Upgrade`, and was admitted above.
         return Ok(error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::UPGRADE_REQUIRED,
             -1,
-            "Node at connection limit",
+            "Expected a WebSocket upgrade",
         ));
-    }
+    };
     let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut request);
     let session_ctx = Arc::clone(&ctx);
     // Boxed: the upgrade task holds it only until the session starts, and a box keeps it out of
     // the task's state, which every connection carries for its whole life.
-    let opening = Box::new(Opening::new(&ctx, connect));
+    let opening = Box::new(Opening::new(&ctx, connect, ticket));
     ctx.tracker.spawn(async move {
         let upgraded = match upgrade.await {
             Ok(upgraded) => upgraded,
@@ -163,26 +238,30 @@ where
                 return tracing::debug!(error = %e, "upgrade failed");
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let socket = parts.io.into_inner();
-                // Unboxed in a block of its own, so the box is freed now, not when the
-                // connection ends.
-                let opening = {
-                    let boxed = opening;
-                    *boxed
-                };
-                let session = Session::new(session_ctx, socket, &parts.read_buf, opening);
-                // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
-                // session's lifetime, not after.
-                drop(parts.read_buf);
-                session.run().await
-            }
-            Err(_) => {
-                opening.abandon();
-                tracing::error!("upgraded connection is not a TCP stream")
-            }
-        }
+        let (transport, early) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Transport::Plain(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (socket, tls) = parts.io.into_inner().into_inner();
+                    (Transport::tls(socket, tls), parts.read_buf)
+                }
+                Err(_) => {
+                    opening.abandon();
+                    return tracing::error!("upgraded connection is neither TCP nor TLS");
+                }
+            },
+        };
+        // Unboxed in a block of its own, so the box is freed now, not when the connection
+        // ends.
+        let opening = {
+            let boxed = opening;
+            *boxed
+        };
+        let session = Session::new(session_ctx, transport, &early, opening);
+        // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
+        // session's lifetime, not after.
+        drop(early);
+        session.run().await
     });
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -217,6 +296,14 @@ fn websocket_key<'a>(method: &Method, headers: &'a HeaderMap) -> Option<&'a Head
     upgrade
         .then(|| headers.get(header::SEC_WEBSOCKET_KEY))
         .flatten()
+}
+
+/// Counts a connection refused before its upgrade.
+fn refuse(ctx: &WsContext, reason: &str) {
+    ctx.metrics
+        .connections_refused
+        .with_label_values(&[reason])
+        .inc();
 }
 
 fn refused(refusal: Refusal) -> HttpResponse {

@@ -12,15 +12,16 @@ use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
+use super::admission::Ticket;
 use super::close;
 use super::dialect::{Cause, Closing, Connect, Conversation, Link};
 use super::frame::{self, ClientFrame, FrameReader};
 use super::keepalive::{Beat, Keepalive};
 use super::rate::MessageRate;
 use super::subscriptions::Streams;
+use super::transport::Transport;
 use super::writer::Writer;
 use super::{Hangup, UserFeeds, WsContext};
 use crate::hub::{FrameVariant, Outbox};
@@ -51,6 +52,17 @@ impl Ending {
             Ending::Dropped => 1006,
         }
     }
+
+    /// The `code` label of `wsgate_closes_total`: the gateway's own codes and the standard ones
+    /// as themselves; the codes a client may choose freely (3000–4999) as one value each range,
+    /// so clients cannot create series.
+    fn label(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Ending::ClientClosed(Some(3000..=3999)) => "3xxx".into(),
+            Ending::ClientClosed(Some(4000..=4999)) => "4xxx".into(),
+            other => other.code().to_string().into(),
+        }
+    }
 }
 
 /// A connection accepted by its dialect, subscribed to its URL's streams before the handshake
@@ -59,11 +71,12 @@ pub struct Opening {
     outbox: Arc<Outbox>,
     streams: Streams,
     connect: Connect,
+    ticket: Ticket,
 }
 
 impl Opening {
     /// A new connection's outbox, subscribed to the streams `connect` planned.
-    pub fn new(ctx: &WsContext, mut connect: Connect) -> Self {
+    pub fn new(ctx: &WsContext, mut connect: Connect, ticket: Ticket) -> Self {
         let outbox = Outbox::new(ctx.next_connection_id(), ctx.settings.outbox_bytes);
         let mut streams = Streams::default();
         streams.add(std::mem::take(&mut connect.streams), &outbox);
@@ -74,6 +87,7 @@ impl Opening {
             outbox,
             streams,
             connect,
+            ticket,
         }
     }
 
@@ -87,7 +101,7 @@ impl Opening {
 /// The state of one connection.
 pub struct Session {
     ctx: Arc<WsContext>,
-    socket: TcpStream,
+    socket: Transport,
     outbox: Arc<Outbox>,
     reader: FrameReader,
     writer: Writer,
@@ -100,12 +114,14 @@ pub struct Session {
     expires: Instant,
     hangup: Option<Arc<Hangup>>,
     feeds: Option<Arc<UserFeeds>>,
+    /// The connection's place among the node's (and its address's) connections.
+    _ticket: Ticket,
 }
 
 impl Session {
     /// A session for an upgraded `socket`; `early` holds bytes the client sent right after the
     /// handshake.
-    pub fn new(ctx: Arc<WsContext>, socket: TcpStream, early: &[u8], opening: Opening) -> Self {
+    pub fn new(ctx: Arc<WsContext>, socket: Transport, early: &[u8], opening: Opening) -> Self {
         let settings = &ctx.settings;
         let started = Instant::now();
         let mut reader = FrameReader::new(settings.max_message_bytes);
@@ -114,6 +130,7 @@ impl Session {
             outbox,
             streams,
             connect,
+            ticket,
         } = opening;
         Session {
             outbox,
@@ -134,6 +151,7 @@ impl Session {
             expires: started + settings.max_lifetime,
             hangup: connect.hangup,
             feeds: None,
+            _ticket: ticket,
             ctx,
         }
     }
@@ -145,10 +163,7 @@ impl Session {
         metrics.connections.inc();
         metrics.connections_opened.inc();
         let ending = self.serve().await;
-        metrics
-            .closes
-            .with_label_values(&[&ending.code().to_string()])
-            .inc();
+        metrics.closes.with_label_values(&[&ending.label()]).inc();
         self.finish(&ending).await;
         self.streams.clear(&self.outbox);
         if let Some(feeds) = &self.feeds {
@@ -169,6 +184,13 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Ending {
+        // TLS may hold decrypted bytes the upgrade did not consume, with nothing left for the
+        // socket to signal.
+        if self.socket.is_tls() {
+            if let Some(ending) = self.on_readable() {
+                return ending;
+            }
+        }
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
@@ -204,6 +226,10 @@ impl Session {
                     if let Some(ending) = self.on_readable() {
                         return ending;
                     }
+                    if self.writer.own_bytes() > self.ctx.settings.reply_bytes {
+                        // A client that asks and never reads: its replies are bounded too.
+                        return self.close_for(Cause::SlowConsumer);
+                    }
                     let deadline = self.next_deadline();
                     if deadline != timer.deadline() {
                         timer.as_mut().reset(deadline);
@@ -221,10 +247,10 @@ impl Session {
 
     /// Writes what is queued; true if the socket is full.
     fn flush_now(&mut self) -> io::Result<bool> {
-        if self.writer.is_empty() {
+        if self.writer.is_empty() && !self.socket.has_pending() {
             return Ok(false);
         }
-        let written = self.writer.write_now(&self.socket, self.variant)?;
+        let written = self.writer.write_now(&mut self.socket, self.variant)?;
         let metrics = &self.ctx.metrics;
         if written.syscalls > 0 {
             metrics.socket_writes.inc_by(written.syscalls as u64);
@@ -325,8 +351,8 @@ impl Session {
                 self.keepalive.on_client_ping(Instant::now());
                 None
             }
-            ClientFrame::Pong(_) => {
-                self.keepalive.on_pong();
+            ClientFrame::Pong(payload) => {
+                self.keepalive.on_pong(&payload);
                 None
             }
             ClientFrame::Close(_) => unreachable!("handled above"),

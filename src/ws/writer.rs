@@ -1,41 +1,15 @@
 //! A connection's writer: everything queued goes out in as few `sendmsg` calls as the socket
-//! allows, straight from the shared frame buffers (no copy into a per-connection buffer).
+//! allows, straight from the shared frame buffers (no copy into a per-connection buffer; TLS
+//! copies once, into its records).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
-use std::os::fd::AsRawFd;
-
 use bytes::Bytes;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 
+use super::transport::Transport;
 use crate::hub::{Delivery, FrameVariant};
-
-/// Sends `slices` with one `sendmsg` call, without waiting: `sendmsg` on a socket skips the
-/// file-position and VFS work `writev` does, which is a measurable share of a fan-out's CPU.
-fn send_vectored(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    socket.try_io(Interest::WRITABLE, || {
-        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the header only
-        // borrows `slices`, which outlives the call; the descriptor is the stream's own.
-        let sent = unsafe {
-            let mut header: libc::msghdr = std::mem::zeroed();
-            header.msg_iov = slices.as_ptr() as *mut libc::iovec;
-            header.msg_iovlen = slices.len() as _;
-            libc::sendmsg(
-                socket.as_raw_fd(),
-                &header,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(sent as usize)
-        }
-    })
-}
 
 /// Frames handed to one `sendmsg` call at most.
 const MAX_IOV: usize = 128;
@@ -49,6 +23,8 @@ pub struct Writer {
     /// A frame partly written: its bytes, how far, and whether it is market data.
     partial: Option<(Bytes, usize, bool)>,
     own: VecDeque<Bytes>,
+    /// Bytes in `own` (a bound on replies to a client that does not read).
+    own_bytes: usize,
     data: VecDeque<Arc<Delivery>>,
 }
 
@@ -73,7 +49,13 @@ impl Writer {
 
     /// Queues one of the connection's own frames.
     pub fn push_own(&mut self, frame: Bytes) {
+        self.own_bytes += frame.len();
         self.own.push_back(frame);
+    }
+
+    /// Bytes of the connection's own frames waiting for the socket.
+    pub fn own_bytes(&self) -> usize {
+        self.own_bytes
     }
 
     /// The market-data queue, for the outbox to move messages into.
@@ -97,7 +79,11 @@ impl Writer {
     }
 
     /// Writes as much as the socket takes now, without waiting, market data in `variant`.
-    pub fn write_now(&mut self, socket: &TcpStream, variant: FrameVariant) -> io::Result<Written> {
+    pub fn write_now(
+        &mut self,
+        socket: &mut Transport,
+        variant: FrameVariant,
+    ) -> io::Result<Written> {
         let mut result = Written::default();
         while !self.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
@@ -117,7 +103,7 @@ impl Writer {
             if result.syscalls == 0 {
                 result.oldest_published_us = self.data.front().map(|d| d.published_us);
             }
-            let written = match send_vectored(socket, &slices[..count]) {
+            let written = match socket.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -129,6 +115,8 @@ impl Writer {
             result.syscalls += 1;
             result.data_frames += self.advance(written, variant);
         }
+        // TLS: the records of what was taken may still wait for the socket.
+        result.blocked = !socket.flush_pending()?;
         Ok(result)
     }
 
@@ -147,6 +135,7 @@ impl Writer {
         }
         while written > 0 {
             let Some(frame) = self.own.front() else { break };
+            self.own_bytes -= frame.len();
             if written < frame.len() {
                 let frame = self.own.pop_front().expect("front exists");
                 self.partial = Some((frame, written, false));

@@ -196,6 +196,24 @@ impl Gateway {
         assert!(status.success());
     }
 
+    /// The process's resident memory, in bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
+    }
+
     /// Waits for the process to exit; returns how long it took, or None on timeout.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
         let start = Instant::now();
@@ -465,6 +483,62 @@ impl RawClient {
             }
         }
     }
+}
+
+/// The Python with the client libraries: `WSGATE_TEST_PYTHON` (set by `make test`).
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("WSGATE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/clientenv/bin/python")
+        });
+    assert!(
+        python.exists(),
+        "{} is missing: run `make test` (it installs tests/clients/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
+/// Sends a WebSocket upgrade request for `path` with `extra` header lines (each ending in
+/// `\r\n`) on a new connection from `from` (any 127.x address; `None`: the default); returns
+/// the connection and the answer's status.
+pub fn try_upgrade(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    path: &str,
+    extra: &str,
+) -> (TcpStream, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(from) = from {
+        socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    }
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    (stream, status)
 }
 
 /// Polls `done` every 50 ms until it holds; panics naming `what` after 20 s.

@@ -5,6 +5,8 @@
 //! struct of the same shape, which reproduces them byte for byte.
 
 use serde::Deserialize;
+
+use crate::util::clip_error_text;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -181,9 +183,10 @@ pub fn result_json(result: &str, id: &RequestId) -> String {
     format!("{{\"result\":{result},\"id\":{}}}", id.get())
 }
 
-/// `{"error":{"code":..,"msg":..},"id":..}`, without `id` when it could not be parsed.
+/// `{"error":{"code":..,"msg":..},"id":..}`, without `id` when it could not be parsed; the
+/// text is clipped ([`clip_error_text`]), so no request is echoed back at length.
 pub fn error_json(error: &RequestError) -> String {
-    let msg = serde_json::to_string(&error.msg).expect("strings serialize");
+    let msg = serde_json::to_string(&clip_error_text(&error.msg)).expect("strings serialize");
     match &error.id {
         Some(id) => format!(
             "{{\"error\":{{\"code\":{},\"msg\":{msg}}},\"id\":{id}}}",
@@ -199,6 +202,16 @@ mod tests {
 
     fn err(text: &str) -> String {
         error_json(&parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn an_unknown_method_is_not_echoed_at_length() {
+        let text = format!(r#"{{"method":"{}","id":1}}"#, "X".repeat(60_000));
+        let reply = err(&text);
+        assert!(reply.len() < 400, "reply of {} bytes", reply.len());
+        assert!(
+            reply.starts_with(r#"{"error":{"code":2,"msg":"Invalid request: unknown variant `XXX"#)
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::hub::{Delivery, Wrap};
-use crate::util::now_us;
+use crate::util::{clip_error_text, now_us};
 use crate::ws::frame;
 
 /// The request-weight budget of one connection, per minute (Binance's `REQUEST_WEIGHT`).
@@ -68,9 +68,9 @@ pub fn answer(id: &str, status: u16, body: (&str, &str), rate_limits: Option<&st
     frame::text(&parts)
 }
 
-/// `{"code":..,"msg":..}`.
+/// `{"code":..,"msg":..}`, the text clipped ([`clip_error_text`]).
 pub fn error_body(code: i32, msg: &str) -> String {
-    json!({ "code": code, "msg": msg }).to_string()
+    json!({ "code": code, "msg": clip_error_text(msg) }).to_string()
 }
 
 /// Frames a user's event for one subscription: `{"subscriptionId":N,"event":{..}}`.
