@@ -6,6 +6,9 @@ WASM_TARGET := wasm32-wasip2
 
 CLIENT_ENV := target/clientenv
 CLIENT_ENV_STAMP := $(CLIENT_ENV)/.requirements
+AUTOBAHN_ENV := target/autobahn-env
+AUTOBAHN_ENV_STAMP := $(AUTOBAHN_ENV)/.requirements
+PYTHON2 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
 
 .PHONY: demo test check mappers mappers-python mappers-js wasm-target tansu haproxy build bench clean
 
@@ -17,9 +20,10 @@ demo: mappers
 
 ## Build the mappers, then run unit and integration tests (real gateway, real WebSocket clients,
 ## real Redis, NATS and Kafka-protocol brokers started by the tests).
-test: mappers tansu haproxy $(CLIENT_ENV_STAMP)
+test: mappers tansu haproxy $(CLIENT_ENV_STAMP) $(AUTOBAHN_ENV_STAMP)
 	$(CARGO) test --manifest-path mappers/Cargo.toml --workspace
 	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) WSGATE_TEST_PYTHON=$(CURDIR)/$(CLIENT_ENV)/bin/python \
+	  WSGATE_TEST_WSTEST=$(CURDIR)/$(AUTOBAHN_ENV)/bin/wstest \
 	  $(CARGO) test --workspace --all-targets
 
 ## The real client libraries the tests drive (pinned in tests/clients/requirements.txt, from
@@ -29,6 +33,19 @@ $(CLIENT_ENV_STAMP): tests/clients/requirements.txt
 	  echo "error: cannot create a virtualenv with $(PYTHON) (Debian: apt-get install python3-venv)" >&2; exit 1; }
 	$(CLIENT_ENV)/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 	cp tests/clients/requirements.txt $@
+
+## Autobahn|Testsuite's fuzzing client, which tests/autobahn.rs runs (Python 2.7 only; pinned in
+## tests/autobahn/requirements.txt, from PyPI), in a Python 2.7 virtualenv under target/, made by
+## virtualenv 20.21 (the last release that creates 2.7 environments) from a Python 3 venv.
+$(AUTOBAHN_ENV_STAMP): tests/autobahn/requirements.txt
+	@test -x $(PYTHON2) || { echo "error: no Python 2.7 at $(PYTHON2) (pyenv install 2.7.18, or set PYTHON2=...)" >&2; exit 1; }
+	@test -x $(AUTOBAHN_ENV)/bin/pip || { $(PYTHON) -m venv target/autobahn-virtualenv && \
+	  target/autobahn-virtualenv/bin/pip install --quiet --disable-pip-version-check virtualenv==20.21.1 && \
+	  VIRTUALENV_OVERRIDE_APP_DATA=$(CURDIR)/target/autobahn-virtualenv/app-data \
+	  target/autobahn-virtualenv/bin/virtualenv --quiet -p $(PYTHON2) $(AUTOBAHN_ENV); }
+	$(AUTOBAHN_ENV)/bin/pip install --quiet --disable-pip-version-check --no-python-version-warning \
+	  -r tests/autobahn/requirements.txt
+	cp tests/autobahn/requirements.txt $@
 
 ## Formatting and lints, as CI runs them.
 check:
