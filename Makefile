@@ -135,6 +135,27 @@ build: mappers
 ## Build the benchmarks (see bench/README.md and docs/benchmarks.md).
 bench: build
 
+## Build the fuzz targets in fuzz/ (libFuzzer through cargo-fuzz, on the stable toolchain, no
+## sanitizer; cargo-fuzz from crates.io installed into ~/.cargo/bin when missing). Not part of
+## `make test`: the committed corpus already runs in `cargo test` (docs/fuzzing.md).
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_BUILD := fuzz build --sanitizer none --codegen-units 16
+.PHONY: fuzz fuzz-run
+fuzz:
+	@command -v cargo-fuzz >/dev/null || test -x $(HOME)/.cargo/bin/cargo-fuzz || { \
+	  echo "installing cargo-fuzz $(CARGO_FUZZ_VERSION) (from crates.io)"; \
+	  $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked; }
+	cd fuzz && $(CARGO) $(FUZZ_BUILD)
+
+## Fuzz one target: `make fuzz-run FUZZ_TARGET=frame_reader FUZZ_RUNS=10000000`. New inputs go to
+## fuzz/work/<target>/ (not committed), crashes to fuzz/artifacts/<target>/.
+FUZZ_TARGET ?= frame_reader
+FUZZ_RUNS ?= 10000000
+fuzz-run: fuzz
+	mkdir -p fuzz/work/$(FUZZ_TARGET)
+	cd fuzz && nice -n 10 $(CARGO) $(FUZZ_BUILD:build=run) $(FUZZ_TARGET) work/$(FUZZ_TARGET) corpus/$(FUZZ_TARGET) -- \
+	  -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
 clean:
 	$(CARGO) clean
 	$(CARGO) clean --manifest-path mappers/Cargo.toml

@@ -12,6 +12,8 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod hub;
 pub mod mapper;
 pub mod metrics;

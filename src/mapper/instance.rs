@@ -11,6 +11,7 @@ use super::bindings::{Event, EventMapper, MapError, Output};
 use super::engine::{CompiledMapper, MapperEngine};
 use super::host::{Grants, HostState};
 use super::ticker::EPOCH_TICK;
+use super::MapperLimits;
 use crate::metrics::Metrics;
 
 /// What became of one event.
@@ -239,28 +240,32 @@ impl MapperInstance {
 
     /// Checks one event's outputs against the contract.
     fn check(&self, result: Result<Vec<Output>, MapError>) -> EventOutcome {
-        let outputs = match result {
-            Ok(outputs) => outputs,
-            Err(e) => return EventOutcome::Failed(Failure::Rejected(describe(&e))),
-        };
-        let limits = self.engine.limits();
-        if outputs.len() > limits.max_outputs_per_event {
-            let why = format!("{} outputs for one event", outputs.len());
+        check_outputs(result, self.engine.limits())
+    }
+}
+
+/// Checks one event's outputs against the contract and `limits`: at most so many outputs, each
+/// payload bounded and one JSON value.
+#[doc(hidden)]
+pub fn check_outputs(result: Result<Vec<Output>, MapError>, limits: &MapperLimits) -> EventOutcome {
+    let outputs = match result {
+        Ok(outputs) => outputs,
+        Err(e) => return EventOutcome::Failed(Failure::Rejected(describe(&e))),
+    };
+    if outputs.len() > limits.max_outputs_per_event {
+        let why = format!("{} outputs for one event", outputs.len());
+        return EventOutcome::Failed(Failure::BadOutput(why));
+    }
+    for output in &outputs {
+        if output.payload.len() > limits.max_output_bytes {
+            let why = format!("payload of {} bytes", output.payload.len());
             return EventOutcome::Failed(Failure::BadOutput(why));
         }
-        for output in &outputs {
-            if output.payload.len() > limits.max_output_bytes {
-                let why = format!("payload of {} bytes", output.payload.len());
-                return EventOutcome::Failed(Failure::BadOutput(why));
-            }
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output.payload) {
-                return EventOutcome::Failed(Failure::BadOutput(format!(
-                    "payload is not JSON: {e}"
-                )));
-            }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&output.payload) {
+            return EventOutcome::Failed(Failure::BadOutput(format!("payload is not JSON: {e}")));
         }
-        EventOutcome::Mapped(outputs)
     }
+    EventOutcome::Mapped(outputs)
 }
 
 fn ticks(budget: std::time::Duration) -> u64 {

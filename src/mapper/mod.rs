@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use engine::{CompiledMapper, MapperEngine};
 pub use host::Grants;
-pub use instance::{EventOutcome, Failure, MapperInstance, Sandbox};
+pub use instance::{check_outputs, EventOutcome, Failure, MapperInstance, Sandbox};
 
 /// The WIT world every mapper implements, as recorded with each pushed version.
 pub const WORLD: &str = "wsgate:mapper/event-mapper@0.1.0";

@@ -55,28 +55,21 @@ pub struct RouteUpdate {
 /// One mapping of a route, with its warm mapper.
 pub struct MappingWorker {
     instance: MapperInstance,
-    ws_topic: Template,
-    fanout_topic: Template,
-    targets: HashMap<Box<str>, StreamTarget>,
+    targets: OutputTargets,
     /// Names this mapping in origin feeds: its ws topic template.
     feed_name: Box<str>,
     /// The origin feed of each upstream partition this mapping has mapped.
     feeds: HashMap<Partition, Arc<str>>,
-    scratch: String,
 }
 
 impl MappingWorker {
     /// A worker for `mapping`, running `instance`.
     pub fn new(mapping: &Mapping, instance: MapperInstance) -> Result<Self, String> {
-        let parse = |t: &str| Template::parse(t).map_err(|e| format!("`{t}`: {e}"));
         Ok(MappingWorker {
             instance,
-            ws_topic: parse(&mapping.ws_topic)?,
-            fanout_topic: parse(&mapping.fanout_topic)?,
-            targets: HashMap::new(),
+            targets: OutputTargets::new(mapping)?,
             feed_name: mapping.ws_topic.as_str().into(),
             feeds: HashMap::new(),
-            scratch: String::new(),
         })
     }
 
@@ -98,9 +91,93 @@ impl MappingWorker {
 
     /// Moves every stream's next sequence number into `into`.
     fn sequences_into(&self, into: &mut Sequences) {
+        self.targets.sequences_into(into);
+    }
+}
+
+/// Where a mapping's outputs are published: the check every mapper output passes before it goes
+/// on the bus. The output's topic vars must render a stream the config declares; a private
+/// stream's output must name a valid user and goes to that user's subject.
+#[doc(hidden)]
+pub struct OutputTargets {
+    ws_topic: Template,
+    fanout_topic: Template,
+    targets: HashMap<Box<str>, StreamTarget>,
+    scratch: String,
+}
+
+/// Where one output is published, and its number on its stream.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Placed {
+    /// The client stream.
+    pub stream: Arc<str>,
+    /// The bus subject (for a private stream, the user's).
+    pub subject: Arc<str>,
+    /// The output's sequence number on its stream.
+    pub seq: u64,
+    /// The user a private output belongs to.
+    pub user_id: Option<Arc<str>>,
+}
+
+/// Why an output is dropped.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Misplaced {
+    /// A topic var is missing, or the stream is not declared (metric label `bad_output`).
+    BadOutput(String),
+    /// A private stream's output without a valid user id (metric label `no_user_id`).
+    NoUserId,
+}
+
+impl OutputTargets {
+    /// The targets of `mapping`'s outputs.
+    pub fn new(mapping: &Mapping) -> Result<Self, String> {
+        let parse = |t: &str| Template::parse(t).map_err(|e| format!("`{t}`: {e}"));
+        Ok(OutputTargets {
+            ws_topic: parse(&mapping.ws_topic)?,
+            fanout_topic: parse(&mapping.fanout_topic)?,
+            targets: HashMap::new(),
+            scratch: String::new(),
+        })
+    }
+
+    /// Moves every stream's next sequence number into `into`.
+    fn sequences_into(&self, into: &mut Sequences) {
         for target in self.targets.values() {
             into.insert(Arc::clone(&target.stream), target.next_seq);
         }
+    }
+
+    /// Where `output` is published among the declared `streams`, numbered next on its stream;
+    /// a stream seen for the first time continues from `sequences`, else from 1.
+    pub fn place(
+        &mut self,
+        output: &Output,
+        streams: &BTreeMap<Arc<str>, StreamSpec>,
+        sequences: &Sequences,
+    ) -> Result<Placed, Misplaced> {
+        let target = self
+            .target(output, streams, sequences)
+            .map_err(Misplaced::BadOutput)?;
+        // A private output goes to its user's subject; one without a user goes to nobody (never
+        // to everyone). A public output's user id means nothing.
+        let (subject, user_id) = match (target.private, &output.user_id) {
+            (false, _) => (Arc::clone(&target.subject), None),
+            (true, Some(user)) if bus::is_user_id(user) => (
+                Arc::from(bus::user_subject(&target.subject, user)),
+                Some(Arc::from(user.as_str())),
+            ),
+            (true, _) => return Err(Misplaced::NoUserId),
+        };
+        let seq = target.next_seq;
+        target.next_seq += 1;
+        Ok(Placed {
+            stream: Arc::clone(&target.stream),
+            subject,
+            seq,
+            user_id,
+        })
     }
 
     /// The stream an output belongs to, if the config declares it. A stream seen for the first
@@ -305,9 +382,13 @@ impl RouteWorker {
                         feed: Arc::clone(feed),
                         order: order.output(index as u32),
                     });
-                    let target = match mapping.target(&output, &self.streams, &self.sequences) {
-                        Ok(target) => target,
-                        Err(why) => {
+                    let placed = match mapping.targets.place(
+                        &output,
+                        &self.streams,
+                        &self.sequences,
+                    ) {
+                        Ok(placed) => placed,
+                        Err(Misplaced::BadOutput(why)) => {
                             counters.errors.inc();
                             self.metrics
                                 .mapper_errors
@@ -316,16 +397,7 @@ impl RouteWorker {
                             tracing::debug!(mapper = mapping.instance.label(), %why, "output dropped");
                             continue;
                         }
-                    };
-                    // A private output goes to its user's subject; one without a user goes to
-                    // nobody (never to everyone). A public output's user id means nothing.
-                    let (subject, user_id) = match (target.private, output.user_id) {
-                        (false, _) => (Arc::clone(&target.subject), None),
-                        (true, Some(user)) if bus::is_user_id(&user) => (
-                            Arc::from(bus::user_subject(&target.subject, &user)),
-                            Some(Arc::from(user)),
-                        ),
-                        (true, user) => {
+                        Err(Misplaced::NoUserId) => {
                             counters.errors.inc();
                             let label = mapping.instance.label();
                             self.metrics
@@ -334,24 +406,22 @@ impl RouteWorker {
                                 .inc();
                             tracing::debug!(
                                 mapper = label,
-                                ?user,
+                                user = ?output.user_id,
                                 "private output without a valid user id dropped"
                             );
                             continue;
                         }
                     };
-                    let seq = target.next_seq;
-                    target.next_seq += 1;
                     let message = BusMessage {
-                        stream: Arc::clone(&target.stream),
-                        seq,
+                        stream: placed.stream,
+                        seq: placed.seq,
                         event_time_us: event.timestamp_us,
                         published_us: 0,
                         payload: Bytes::from(output.payload),
-                        user_id,
+                        user_id: placed.user_id,
                         origin,
                     };
-                    messages.push((subject, message));
+                    messages.push((placed.subject, message));
                 }
             }
         }

@@ -9,7 +9,8 @@
 
 mod conversation;
 mod reply;
-mod request;
+#[doc(hidden)]
+pub mod request;
 mod worker;
 
 use std::sync::Arc;
