@@ -55,6 +55,8 @@ pub struct FrameReader {
     buf: BytesMut,
     fragments: Option<(Data, BytesMut)>,
     max_message: usize,
+    /// The client sent a close frame, valid or not.
+    saw_close: bool,
 }
 
 impl FrameReader {
@@ -64,7 +66,15 @@ impl FrameReader {
             buf: BytesMut::new(),
             fragments: None,
             max_message,
+            saw_close: false,
         }
+    }
+
+    /// True once the client has sent a close frame, valid or not: it sends no other, so the
+    /// close the gateway answers with (1002 for a bad code, 1007 for a bad reason) completes
+    /// the closing handshake without waiting for another.
+    pub fn saw_close(&self) -> bool {
+        self.saw_close
     }
 
     /// Appends bytes read from the socket.
@@ -99,6 +109,7 @@ impl FrameReader {
                 Err(_) => return Err(FrameError::Protocol("malformed frame header")),
             };
             let header_len = cursor.position() as usize;
+            self.saw_close |= header.opcode == OpCode::Control(Control::Close);
             let Some(mask) = header.mask else {
                 return Err(FrameError::Protocol("client frames must be masked"));
             };
@@ -362,6 +373,14 @@ mod tests {
                 Some(ClientFrame::Close(Some((code, String::new()))))
             );
         }
+    }
+
+    #[test]
+    fn remembers_a_malformed_close() {
+        let mut reader = FrameReader::new(64);
+        reader.feed(&client_frame(0x8, true, &[0x03]));
+        assert!(reader.next_frame().is_err());
+        assert!(reader.saw_close());
     }
 
     #[test]

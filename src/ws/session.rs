@@ -397,7 +397,9 @@ impl Session {
                     return;
                 }
                 let deadline = Instant::now() + grace;
-                if self.flush_until(deadline).await {
+                // A client whose (malformed) close frame this answers sends no other: the
+                // handshake is complete once this close is out (RFC 6455 §7.1.1).
+                if self.flush_until(deadline).await && !self.reader.saw_close() {
                     self.await_client_close(deadline).await;
                 }
             }
