@@ -24,6 +24,12 @@
 //! Errors are `{"error": "..."}` (plus `"field"` for an invalid config) with a status that says
 //! what kind: 400 malformed request, 401 bad token, 404 unknown, 409 stale or conflicting,
 //! 422 refused config or mapper, 503 store unavailable or API disabled.
+//!
+//! Secrets ([`crate::config::secrets`]) never leave through this API: configs (current, stored
+//! versions, audit entries' `before`/`after`) show `***` for them, diffs say `secret` without
+//! either value, and every error text and node error is scrubbed of the secrets of the stored
+//! config and of the config in the request, and of URL credentials. A config sent back with
+//! the `***` placeholders keeps the stored secrets.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::config::store::{ConfigStore, MapperManifest, StoreError};
+use crate::config::secrets::{self, Scrubber};
+use crate::config::store::{ConfigStore, MapperManifest, StoreError, Versioned};
 use crate::config::GatewayConfig;
 use crate::control::config_ops::Applied;
 use crate::control::{config_ops, key_ops, mapper_ops, ControlError};
@@ -107,7 +114,18 @@ struct ApiError(StatusCode, Value);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        // Whatever an error echoes, URL credentials never leave.
+        let mut body = self.1;
+        Scrubber::default().scrub_json(&mut body);
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    /// The error without the secrets `scrubber` knows.
+    fn scrubbed(mut self, scrubber: &Scrubber) -> Self {
+        scrubber.scrub_json(&mut self.1);
+        self
     }
 }
 
@@ -143,6 +161,33 @@ type ApiResult = Result<Json<Value>, ApiError>;
 
 fn ok<T: Serialize>(value: T) -> ApiResult {
     Ok(Json(serde_json::to_value(value).expect("serializable")))
+}
+
+/// The answer, or the error, without the secrets `scrubber` knows.
+fn scrubbed(result: ApiResult, scrubber: &Scrubber) -> ApiResult {
+    match result {
+        Ok(Json(mut value)) => {
+            scrubber.scrub_json(&mut value);
+            Ok(Json(value))
+        }
+        Err(error) => Err(error.scrubbed(scrubber)),
+    }
+}
+
+/// The secrets of the stored config (none when the store cannot be read).
+async fn stored_secrets(api: &Api) -> Scrubber {
+    match api.store.current().await {
+        Ok(current) => Scrubber::of_config(&current.config),
+        Err(_) => Scrubber::default(),
+    }
+}
+
+/// A stored config as shown: its secrets redacted.
+fn shown(versioned: Versioned) -> Versioned {
+    Versioned {
+        version: versioned.version,
+        config: secrets::redact_config(&versioned.config),
+    }
 }
 
 async fn authenticate(
@@ -185,16 +230,18 @@ fn who(headers: &HeaderMap) -> String {
 }
 
 async fn status(State(api): State<Arc<Api>>) -> ApiResult {
-    ok(&*api.status.borrow())
+    // The last reload error may quote what a source or a broker said.
+    let status = api.status.borrow().clone();
+    scrubbed(ok(status), &stored_secrets(&api).await)
 }
 
 async fn get_config(State(api): State<Arc<Api>>) -> ApiResult {
-    ok(api.store.current().await?)
+    ok(shown(api.store.current().await?))
 }
 
 async fn get_config_version(State(api): State<Arc<Api>>, Path(version): Path<u64>) -> ApiResult {
     match api.store.config_version(version).await? {
-        Some(versioned) => ok(versioned),
+        Some(versioned) => ok(shown(versioned)),
         None => Err(ControlError::NotFound(format!("config version {version}")).into()),
     }
 }
@@ -231,25 +278,31 @@ async fn put_config(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let body: ApplyBody = parse_body(&body)?;
-    let config = parse_config(body.config)?;
-    let who = who(&headers);
-    let reloads = api.status.subscribe();
-    let applied =
-        config_ops::apply(&*api.store, body.replaces, config, &who, "config.apply").await?;
-    ok(run_here(applied, reloads).await)
+    let mut secrets = Scrubber::of_config_json(&body.config);
+    secrets.extend(stored_secrets(&api).await);
+    let result = async {
+        let config = parse_config(body.config)?;
+        let who = who(&headers);
+        let reloads = api.status.subscribe();
+        let applied =
+            config_ops::apply(&*api.store, body.replaces, config, &who, "config.apply").await?;
+        ok(run_here(applied, reloads).await)
+    }
+    .await;
+    scrubbed(result, &secrets)
 }
 
 async fn diff_config(State(api): State<Arc<Api>>, body: axum::body::Bytes) -> ApiResult {
     let body: ApplyBody = parse_body(&body)?;
-    let config = parse_config(body.config)?;
-    let current = api.store.current().await?;
-    let mappers = api.store.mappers().await?;
-    let config = config_ops::assign_versions(&current.config, config)?;
-    let snapshot = config_ops::check(config, &mappers)?;
-    ok(json!({
-        "from_version": current.version,
-        "diff": config_ops::diff(&current.config, &snapshot.config),
-    }))
+    let mut secrets = Scrubber::of_config_json(&body.config);
+    secrets.extend(stored_secrets(&api).await);
+    let result = async {
+        let config = parse_config(body.config)?;
+        let (from_version, diff) = config_ops::preview(&*api.store, config).await?;
+        ok(json!({"from_version": from_version, "diff": diff}))
+    }
+    .await;
+    scrubbed(result, &secrets)
 }
 
 #[derive(Deserialize)]
@@ -258,7 +311,13 @@ struct HistoryQuery {
 }
 
 async fn history(State(api): State<Arc<Api>>, Query(query): Query<HistoryQuery>) -> ApiResult {
-    ok(api.store.audit(query.limit.unwrap_or(50).min(1000)).await?)
+    let mut entries = api.store.audit(query.limit.unwrap_or(50).min(1000)).await?;
+    for entry in &mut entries {
+        // Configs are redacted; mapper and key entries hold no config secrets.
+        secrets::redact_config_json(&mut entry.before);
+        secrets::redact_config_json(&mut entry.after);
+    }
+    ok(entries)
 }
 
 #[derive(Deserialize)]
@@ -293,9 +352,17 @@ async fn rollback_config(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let version = required_version(&body)?;
-    let reloads = api.status.subscribe();
-    let applied = config_ops::rollback(&*api.store, version, &who(&headers)).await?;
-    ok(run_here(applied, reloads).await)
+    let mut secrets = stored_secrets(&api).await;
+    if let Ok(Some(old)) = api.store.config_version(version).await {
+        secrets.extend(Scrubber::of_config(&old.config));
+    }
+    let result = async {
+        let reloads = api.status.subscribe();
+        let applied = config_ops::rollback(&*api.store, version, &who(&headers)).await?;
+        ok(run_here(applied, reloads).await)
+    }
+    .await;
+    scrubbed(result, &secrets)
 }
 
 /// An apply's answer: what was stored, and whether this node runs it.
@@ -396,6 +463,12 @@ async fn push_mapper(
     body: axum::body::Bytes,
 ) -> ApiResult {
     let body: PushBody = parse_body(&body)?;
+    // The smoke call's params may carry secrets a mapper's error could echo.
+    let secrets = Scrubber::of_tree(&json!(body.params));
+    scrubbed(push(&api, name, headers, body).await, &secrets)
+}
+
+async fn push(api: &Api, name: String, headers: HeaderMap, body: PushBody) -> ApiResult {
     let module = base64::engine::general_purpose::STANDARD
         .decode(body.module_base64.as_bytes())
         .map_err(|e| ControlError::BadRequest(format!("module_base64: {e}")))?;

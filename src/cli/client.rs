@@ -14,6 +14,11 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
+    /// The admin URL as errors show it: without credentials in it.
+    fn shown(url: &str) -> String {
+        crate::config::secrets::redact_text(url).into_owned()
+    }
+
     /// A client for the node at `args.admin_url`.
     pub fn new(args: &AdminArgs) -> Self {
         let agent = ureq::Agent::config_builder()
@@ -38,8 +43,8 @@ impl AdminClient {
         }
         let response = request
             .call()
-            .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
-        Self::answer(&url, response)
+            .map_err(|e| anyhow!(Self::shown(&format!("cannot reach {url}: {e}"))))?;
+        Self::answer(&Self::shown(&url), response)
     }
 
     /// `method path` with a JSON body.
@@ -56,8 +61,8 @@ impl AdminClient {
         }
         let response = request
             .send_json(body)
-            .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
-        Self::answer(&url, response)
+            .map_err(|e| anyhow!(Self::shown(&format!("cannot reach {url}: {e}"))))?;
+        Self::answer(&Self::shown(&url), response)
     }
 
     fn answer(url: &str, mut response: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {

@@ -237,6 +237,32 @@ fn print_diff(diff: &Value) {
             entry["from_version"],
             entry["to_version"]
         );
+        for field in entry["fields"].as_array().into_iter().flatten() {
+            println!("      {}", field_line(field));
+        }
+    }
+}
+
+/// One changed field of a diff: `properties.password: secret changed`, or the (redacted)
+/// values before and after.
+fn field_line(field: &Value) -> String {
+    let path = field["path"].as_str().unwrap_or("");
+    let change = field["change"].as_str().unwrap_or("changed");
+    if field["secret"] == true {
+        return format!("{path}: secret {change}");
+    }
+    let show = |value: &Value| match value {
+        Value::Null => "(none)".to_string(),
+        other => other.to_string(),
+    };
+    match change {
+        "added" => format!("{path}: added {}", show(&field["after"])),
+        "removed" => format!("{path}: removed (was {})", show(&field["before"])),
+        _ => format!(
+            "{path}: {} -> {}",
+            show(&field["before"]),
+            show(&field["after"])
+        ),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Every other module reads config; this module depends on none of them.
 
 mod model;
+pub mod secrets;
 pub mod store;
 mod template;
 mod validate;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::ControlError;
 use crate::config::store::{ConfigStore, MapperMeta};
-use crate::config::{self, GatewayConfig, MapperRef, Snapshot};
+use crate::config::{self, secrets, GatewayConfig, MapperRef, Snapshot};
 use crate::source::{self, Consumers, Consumption};
 
 /// The kind of a config entry.
@@ -35,6 +35,27 @@ pub struct EntryChange {
     pub from_version: u64,
     /// Version after (0 when removed).
     pub to_version: u64,
+    /// What changed inside a changed entry, field by field; secrets never show their values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+}
+
+/// One field that differs inside a changed entry, e.g. `properties.password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// Path inside the entry: `properties.servers[0]`, `mappings[1].params.token`.
+    pub path: String,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// True when only a secret changed: neither value is shown.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
+    /// The value before, redacted (absent when added, or for a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    /// The value after, redacted (absent when removed, or for a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
 }
 
 /// Every entry that differs, plus whether the shared `vars` changed.
@@ -94,10 +115,14 @@ fn entries(config: &GatewayConfig) -> BTreeMap<(EntryKind, String), Entry> {
         .collect()
 }
 
-/// What differs from `old` to `new`, ignoring entry versions.
+/// What differs from `old` to `new`, ignoring entry versions. A changed entry lists its
+/// changed fields with their values redacted ([`secrets`]); a field where only a secret
+/// changed says so without either value.
 pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     let before = entries(old);
     let after = entries(new);
+    let shown_before = entries(&secrets::redact_config(old));
+    let shown_after = entries(&secrets::redact_config(new));
     let mut changes = Vec::new();
     for (id, entry) in &after {
         match before.get(id) {
@@ -107,14 +132,27 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
                 change: "added",
                 from_version: 0,
                 to_version: entry.version,
+                fields: Vec::new(),
             }),
-            Some(old) if old.content != entry.content => changes.push(EntryChange {
-                kind: entry.kind,
-                key: entry.key.clone(),
-                change: "changed",
-                from_version: old.version,
-                to_version: entry.version,
-            }),
+            Some(old) if old.content != entry.content => {
+                let mut fields = Vec::new();
+                field_changes(
+                    String::new(),
+                    Some(&old.content),
+                    Some(&entry.content),
+                    shown_before.get(id).map(|e| &e.content),
+                    shown_after.get(id).map(|e| &e.content),
+                    &mut fields,
+                );
+                changes.push(EntryChange {
+                    kind: entry.kind,
+                    key: entry.key.clone(),
+                    change: "changed",
+                    from_version: old.version,
+                    to_version: entry.version,
+                    fields,
+                })
+            }
             Some(_) => {}
         }
     }
@@ -126,6 +164,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
                 change: "removed",
                 from_version: entry.version,
                 to_version: 0,
+                fields: Vec::new(),
             });
         }
     }
@@ -133,6 +172,72 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> ConfigDiff {
     ConfigDiff {
         entries: changes,
         vars_changed: old.vars != new.vars,
+    }
+}
+
+/// The fields that differ between `old` and `new` under `path`, compared on the real values and
+/// shown with the redacted ones (`shown_*`, the same shape but for secrets).
+fn field_changes(
+    path: String,
+    old: Option<&serde_json::Value>,
+    new: Option<&serde_json::Value>,
+    shown_old: Option<&serde_json::Value>,
+    shown_new: Option<&serde_json::Value>,
+    out: &mut Vec<FieldChange>,
+) {
+    use serde_json::Value;
+    if old == new {
+        return;
+    }
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                field_changes(
+                    join(key),
+                    a.get(key),
+                    b.get(key),
+                    shown_old.and_then(|s| s.get(key)),
+                    shown_new.and_then(|s| s.get(key)),
+                    out,
+                );
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) if a.len() == b.len() => {
+            for i in 0..a.len() {
+                field_changes(
+                    format!("{path}[{i}]"),
+                    a.get(i),
+                    b.get(i),
+                    shown_old.and_then(|s| s.get(i)),
+                    shown_new.and_then(|s| s.get(i)),
+                    out,
+                );
+            }
+        }
+        _ => {
+            let change = match (old, new) {
+                (None, _) => "added",
+                (_, None) => "removed",
+                _ => "changed",
+            };
+            // What differs is hidden by redaction: a secret, or a URL's credentials.
+            let secret = shown_old == shown_new;
+            out.push(FieldChange {
+                path,
+                change,
+                secret,
+                before: (!secret).then(|| shown_old.cloned()).flatten(),
+                after: (!secret).then(|| shown_new.cloned()).flatten(),
+            });
+        }
     }
 }
 
@@ -236,6 +341,30 @@ pub fn resolve<'a>(
     meta.version(reference.version.unwrap_or(meta.promoted))
 }
 
+/// `new` ready to be checked and stored over `stored`: the stored secrets put back where `new`
+/// carries the placeholders of a redacted read ([`secrets::restore`]), then entry versions
+/// assigned ([`assign_versions`]).
+pub fn prepare(
+    stored: &GatewayConfig,
+    mut new: GatewayConfig,
+) -> Result<GatewayConfig, ControlError> {
+    secrets::restore(&mut new, stored).map_err(ControlError::Invalid)?;
+    assign_versions(stored, new)
+}
+
+/// What applying `new` would change against the current config, without storing anything:
+/// the current version and the diff. Fails as [`apply`] would.
+pub async fn preview(
+    store: &dyn ConfigStore,
+    new: GatewayConfig,
+) -> Result<(u64, ConfigDiff), ControlError> {
+    let current = store.current().await?;
+    let mappers = store.mappers().await?;
+    let new = prepare(&current.config, new)?;
+    let snapshot = check(new, &mappers)?;
+    Ok((current.version, diff(&current.config, &snapshot.config)))
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Applied {
@@ -245,8 +374,9 @@ pub struct Applied {
     pub diff: ConfigDiff,
 }
 
-/// Validates `new` and stores it over version `replaces` (`None`: whatever is current).
-/// Nothing is stored when validation fails, when an entry is stale, or when nothing changed.
+/// Validates `new` and stores it over version `replaces` (`None`: whatever is current). A
+/// placeholder of a redacted secret in `new` keeps the stored secret ([`prepare`]). Nothing is
+/// stored when validation fails, when an entry is stale, or when nothing changed.
 pub async fn apply(
     store: &dyn ConfigStore,
     replaces: Option<u64>,
@@ -264,7 +394,7 @@ pub async fn apply(
             },
         ));
     }
-    let new = assign_versions(&current.config, new)?;
+    let new = prepare(&current.config, new)?;
     let mappers = store.mappers().await?;
     let snapshot = check(new, &mappers)?;
     let diff = diff(&current.config, &snapshot.config);
@@ -323,6 +453,56 @@ mod tests {
         assert_eq!(d.entries[0].kind, EntryKind::Route);
         assert_eq!(d.entries[0].change, "changed");
         assert!(diff(&sample(1, "a"), &sample(7, "a")).is_empty());
+    }
+
+    fn nats(password: &str, servers: &str) -> GatewayConfig {
+        config(serde_json::json!({
+            "datasource": [{"version": 1, "type": "nats", "name": "md", "properties": {
+                "servers": [servers], "user": "u", "password": password, "queue_group": "q"}}],
+        }))
+    }
+
+    #[test]
+    fn diff_says_a_secret_changed_without_showing_it() {
+        let old = nats("oldpw-1234", "nats://h1:4222");
+        let new = nats("newpw-5678", "nats://tok-9999@h2:4222");
+        let d = diff(&old, &new);
+        assert_eq!(d.entries.len(), 1);
+        let fields = &d.entries[0].fields;
+        let password = fields
+            .iter()
+            .find(|f| f.path == "properties.password")
+            .unwrap();
+        assert!(password.secret && password.before.is_none() && password.after.is_none());
+        let server = fields
+            .iter()
+            .find(|f| f.path == "properties.servers[0]")
+            .unwrap();
+        assert!(!server.secret);
+        assert_eq!(server.before, Some("nats://h1:4222".into()));
+        assert_eq!(server.after, Some("nats://***@h2:4222".into()));
+        let text = serde_json::to_string(&d).unwrap();
+        for secret in ["oldpw-1234", "newpw-5678", "tok-9999"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        // Only a URL's credentials changed: a secret change too.
+        let d = diff(
+            &nats("pw-12345", "nats://a:one-1111@h:1"),
+            &nats("pw-12345", "nats://a:two-2222@h:1"),
+        );
+        let fields = &d.entries[0].fields;
+        assert_eq!(fields.len(), 1, "{fields:?}");
+        assert_eq!(fields[0].path, "properties.servers[0]");
+        assert!(fields[0].secret);
+    }
+
+    #[test]
+    fn a_redacted_config_applies_over_the_stored_one_without_change() {
+        let stored = nats("stored-pw-1", "nats://tok-2@h:1");
+        let read = secrets::redact_config(&stored);
+        let prepared = prepare(&stored, read).unwrap();
+        assert_eq!(prepared, stored);
+        assert!(diff(&stored, &prepared).is_empty());
     }
 
     #[test]

@@ -63,8 +63,10 @@ impl SourceHealth {
         }
     }
 
-    /// The source lost its upstream (or cannot reach it); `reason` says why.
+    /// The source lost its upstream (or cannot reach it); `reason` says why (shown in `/readyz`
+    /// and the log with any URL credentials redacted).
     pub fn set_down(&self, reason: &str) {
+        let reason = crate::config::secrets::redact_text(reason);
         *self.reason.lock() = reason.to_string();
         if self.up.swap(false, Ordering::SeqCst) {
             self.up_gauge.set(0);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::secrets::Scrubber;
 use crate::config::{Datasource, DatasourceKind, GatewayConfig};
 
 pub use crate::position::Position;
@@ -116,8 +117,26 @@ impl Consumption {
     }
 }
 
-/// Validates a datasource's properties and builds its source.
+/// Validates a datasource's properties and builds its source. An error never carries the
+/// datasource's secrets: whatever a parser or librdkafka echoed of them is scrubbed
+/// ([`crate::config::secrets`]).
 pub fn build(
+    datasource: &Datasource,
+    consumption: &Consumption,
+) -> Result<Box<dyn Source>, SourceError> {
+    build_source(datasource, consumption).map_err(|error| match error {
+        SourceError::Config { name, message } => {
+            let properties = serde_json::Value::Object(datasource.properties.clone());
+            SourceError::Config {
+                name,
+                message: Scrubber::of_tree(&properties).scrub(&message),
+            }
+        }
+        other => other,
+    })
+}
+
+fn build_source(
     datasource: &Datasource,
     consumption: &Consumption,
 ) -> Result<Box<dyn Source>, SourceError> {

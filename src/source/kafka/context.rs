@@ -11,6 +11,8 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::config::secrets::redact_text;
+
 /// Offsets handed off and not yet committed: the highest per (topic, partition).
 pub(super) type Offsets = HashMap<(Arc<str>, i32), i64>;
 
@@ -55,7 +57,9 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(datasource = %self.name, error = %error, %reason, "kafka client error");
+        let text = error.to_string();
+        let (shown, reason) = (redact_text(&text), redact_text(reason));
+        tracing::warn!(datasource = %self.name, error = %shown, %reason, "kafka client error");
         let serious = match &error {
             KafkaError::Global(code) => matches!(
                 code,
@@ -69,7 +73,7 @@ impl ClientContext for Context {
             _ => false,
         };
         if serious {
-            self.shared.errors.lock().push(format!("{error}: {reason}"));
+            self.shared.errors.lock().push(format!("{shown}: {reason}"));
         }
     }
 }

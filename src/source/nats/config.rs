@@ -6,7 +6,10 @@ use std::time::Duration;
 use async_nats::ServerAddr;
 use serde_json::{Map, Value};
 
+use percent_encoding::percent_decode_str;
+
 use super::{Credentials, Deliver, JetStreamSettings, NatsSource};
+use crate::config::secrets::redact_text;
 use crate::source::Consumption;
 
 /// Properties this source understands.
@@ -34,7 +37,7 @@ pub(super) fn parse(
             KNOWN.join(", ")
         ));
     }
-    let servers = parse_servers(properties.get("servers"))?;
+    let (servers, url_credentials) = parse_servers(properties.get("servers"))?;
     let subjects = match properties.get("subjects") {
         None if consumption.unread => Vec::new(),
         None if !consumption.upstream.is_empty() => routes_upstream(&consumption.upstream)?,
@@ -108,7 +111,14 @@ pub(super) fn parse(
         text("creds_file")?,
     );
     let credentials = match (user, password, token, creds_file) {
-        (None, None, None, None) => Credentials::None,
+        (None, None, None, None) => url_credentials.unwrap_or(Credentials::None),
+        _ if url_credentials.is_some() => {
+            return Err(
+                "properties.servers: give credentials in the servers' URLs or as \
+                        user/password, token or creds_file, not both"
+                    .to_string(),
+            )
+        }
         (Some(user), Some(password), None, None) => Credentials::UserPassword(user, password),
         (Some(_), None, _, _) => {
             return Err("properties.password: required with properties.user".to_string())
@@ -143,7 +153,11 @@ fn non_empty_string(value: &Value, field: &str) -> Result<String, String> {
     }
 }
 
-fn parse_servers(value: Option<&Value>) -> Result<Vec<ServerAddr>, String> {
+/// The servers, and the credentials their URLs carry (`nats://user:pass@host`,
+/// `nats://token@host`). async-nats ignores a URL's userinfo and would log the URL with it, so
+/// the servers are kept without it and the credentials go to the connection options; every
+/// URL must then carry the same ones. Errors show URLs with their credentials redacted.
+fn parse_servers(value: Option<&Value>) -> Result<(Vec<ServerAddr>, Option<Credentials>), String> {
     let urls: Vec<&Value> = match value {
         None | Some(Value::Null) => {
             return Err("properties.servers: required (e.g. \"nats://127.0.0.1:4222\")".to_string())
@@ -154,20 +168,54 @@ fn parse_servers(value: Option<&Value>) -> Result<Vec<ServerAddr>, String> {
         Some(Value::Array(items)) => items.iter().collect(),
         Some(other) => vec![other],
     };
-    urls.into_iter()
-        .enumerate()
-        .map(|(i, url)| {
-            let field = if value.is_some_and(Value::is_array) {
-                format!("properties.servers[{i}]")
-            } else {
-                "properties.servers".to_string()
-            };
-            let url = url
-                .as_str()
-                .ok_or_else(|| format!("{field}: must be a string like nats://host:port"))?;
-            parse_server(url).map_err(|why| format!("{field}: `{url}` {why}"))
-        })
-        .collect()
+    let mut servers = Vec::with_capacity(urls.len());
+    let mut userinfo: Option<Option<String>> = None;
+    for (i, url) in urls.into_iter().enumerate() {
+        let field = if value.is_some_and(Value::is_array) {
+            format!("properties.servers[{i}]")
+        } else {
+            "properties.servers".to_string()
+        };
+        let url = url
+            .as_str()
+            .ok_or_else(|| format!("{field}: must be a string like nats://host:port"))?;
+        let (bare, info) = split_userinfo(url);
+        let server = parse_server(&bare)
+            .map_err(|why| format!("{field}: `{}` {}", redact_text(url), redact_text(&why)))?;
+        match &userinfo {
+            Some(first) if *first != info => {
+                return Err(format!(
+                    "{field}: every server must carry the same credentials (or none)"
+                ))
+            }
+            _ => userinfo = Some(info),
+        }
+        servers.push(server);
+    }
+    let credentials = userinfo.flatten().map(|info| {
+        let decode = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+        match info.split_once(':') {
+            Some((user, password)) => Credentials::UserPassword(decode(user), decode(password)),
+            None => Credentials::Token(decode(&info)),
+        }
+    });
+    Ok((servers, credentials))
+}
+
+/// `url` without its userinfo, and the userinfo if it has one.
+fn split_userinfo(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority].rfind('@') {
+        Some(at) if at > 0 => (
+            format!("{scheme}://{}", &rest[at + 1..]),
+            Some(rest[..at].to_string()),
+        ),
+        Some(at) => (format!("{scheme}://{}", &rest[at + 1..]), None),
+        None => (url.to_string(), None),
+    }
 }
 
 fn parse_server(url: &str) -> Result<ServerAddr, String> {

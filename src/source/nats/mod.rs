@@ -12,7 +12,9 @@
 //! - `max_reconnect_attempts` (default unlimited), `reconnect_time_wait_ms` (default 1000; the
 //!   delay grows exponentially from it, capped at 30 s, with jitter), or `reconnect_time_wait`
 //!   in seconds, as the seed design's sample config writes it.
-//! - Credentials: `user` + `password`, or `token`, or `creds_file`.
+//! - Credentials: `user` + `password`, or `token`, or `creds_file`, or in the servers' URLs
+//!   (`nats://user:password@host`, `nats://token@host`; the same in every URL). Errors and
+//!   logs never show a password or a token.
 //!
 //! Core NATS is at-most-once: what is published while the gateway is disconnected is not
 //! seen. JetStream messages are acknowledged once every route has published their mapped
@@ -42,12 +44,24 @@ const MAX_BATCH: usize = 500;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How the source authenticates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Credentials {
     None,
     UserPassword(String, String),
     Token(String),
     CredsFile(String),
+}
+
+/// Shows which kind, never the password or the token.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::UserPassword(user, _) => write!(f, "UserPassword({user:?}, \"***\")"),
+            Credentials::Token(_) => f.write_str("Token(\"***\")"),
+            Credentials::CredsFile(path) => write!(f, "CredsFile({path:?})"),
+        }
+    }
 }
 
 /// Where `deliver` starts a new durable consumer.

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::feed::{Feed, Link};
 use super::jetstream::ack_ready;
 use super::{Credentials, Ended, NatsSource, MAX_BACKOFF};
+use crate::config::secrets::redact_text;
 use crate::source::Dispatcher;
 
 impl NatsSource {
@@ -95,6 +96,7 @@ impl NatsSource {
                     feed.health().set_down(&reason);
                     feed.health().reconnecting();
                     let pause = backoff(self.reconnect_time_wait, failures);
+                    let reason = redact_text(&reason);
                     tracing::warn!(
                         datasource = %self.name,
                         %reason,
@@ -128,6 +130,10 @@ fn log_event(name: &str, event: Event) {
         Event::Connected => tracing::info!(datasource = %name, "nats connected"),
         Event::Disconnected => tracing::warn!(datasource = %name, "nats disconnected"),
         Event::Closed => tracing::warn!(datasource = %name, "nats connection closed"),
-        other => tracing::warn!(datasource = %name, event = %other, "nats connection event"),
+        other => {
+            let event = other.to_string();
+            let event = redact_text(&event);
+            tracing::warn!(datasource = %name, %event, "nats connection event")
+        }
     }
 }

@@ -232,6 +232,53 @@ fn bad_other_properties() {
 }
 
 #[test]
+fn credentials_in_server_urls_become_the_credentials_and_never_show() {
+    let source = NatsSource::from_datasource(
+        &datasource(with(
+            "servers",
+            json!(["nats://u:p%40ss-1@a:4222", "nats://u:p%40ss-1@b:4222"]),
+        )),
+        &Consumption::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        source.credentials,
+        Credentials::UserPassword("u".into(), "p@ss-1".into())
+    );
+    // The addresses handed to the client carry no credentials.
+    for server in &source.servers {
+        assert!(!format!("{server:?}").contains("ss-1"), "{server:?}");
+    }
+    assert!(!format!("{source:?}").contains("ss-1"));
+    let source = NatsSource::from_datasource(
+        &datasource(with("servers", json!("nats://tok-42@h:4222"))),
+        &Consumption::default(),
+    )
+    .unwrap();
+    assert_eq!(source.credentials, Credentials::Token("tok-42".into()));
+    assert!(!format!("{source:?}").contains("tok-42"));
+
+    refused(
+        with("servers", json!(["nats://u:one@a:1", "nats://u:two@b:1"])),
+        "properties.servers[1]",
+    );
+    let mut both = with("servers", json!("nats://u:pw@a:1"));
+    both["token"] = json!("t");
+    refused(both, "properties.servers");
+    // A refused URL is named without its credentials.
+    let error = NatsSource::from_datasource(
+        &datasource(with("servers", json!("nats://u:hidden-9@h:0"))),
+        &Consumption::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("nats://u:***@h:0") && !error.contains("hidden-9"),
+        "{error}"
+    );
+}
+
+#[test]
 fn backoff_is_capped_and_grows() {
     let base = Duration::from_millis(100);
     assert!(backoff(base, 1) <= Duration::from_millis(125));

@@ -3,6 +3,7 @@
 use redis::Client;
 use serde_json::Value as Json;
 
+use crate::config::secrets::redact_text;
 use crate::config::Datasource;
 use crate::source::properties::{name_list, property_error, NameList};
 use crate::source::{Consumption, SourceError};
@@ -55,15 +56,21 @@ impl RedisStreamConfig {
             Some(Json::String(url)) => url.clone(),
             Some(_) => return Err(property_error(name, "url", "must be a string")),
         };
+        // The URL may carry a password: errors show it redacted.
+        let shown = redact_text(&url);
         if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
             return Err(property_error(
                 name,
                 "url",
-                format!("`{url}` must start with redis:// or redis+unix://"),
+                format!("`{shown}` must start with redis:// or redis+unix://"),
             ));
         }
         if let Err(e) = Client::open(url.as_str()) {
-            return Err(property_error(name, "url", format!("`{url}`: {e}")));
+            return Err(property_error(
+                name,
+                "url",
+                format!("`{shown}`: {}", redact_text(&e.to_string())),
+            ));
         }
         let streams = name_list(
             name,

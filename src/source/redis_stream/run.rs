@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::consumer::{Consumer, Step};
 use super::{RedisStreamSource, BACKOFF_MIN};
+use crate::config::secrets::redact_text;
 use crate::source::{Backpressure, Dispatcher, Source};
 
 /// Longest reconnect delay.
@@ -54,7 +55,9 @@ impl Source for RedisStreamSource {
         let client = match Client::open(consumer.config.url.as_str()) {
             Ok(client) => client,
             Err(e) => {
-                tracing::error!(datasource = %consumer.name, error = %e, "invalid redis url");
+                let error = e.to_string();
+                let error = redact_text(&error);
+                tracing::error!(datasource = %consumer.name, %error, "invalid redis url");
                 return;
             }
         };
@@ -80,10 +83,12 @@ impl Source for RedisStreamSource {
                     conn
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(datasource = %consumer.name, error = %e, "redis connect failed");
+                    let error = e.to_string();
+                    let error = redact_text(&error);
+                    tracing::warn!(datasource = %consumer.name, %error, "redis connect failed");
                     dispatcher
                         .health()
-                        .set_down(&format!("cannot connect: {e}"));
+                        .set_down(&format!("cannot connect: {error}"));
                     dispatcher.health().reconnecting();
                     if !sleep_backoff(&runtime, &shutdown, &mut backoff) {
                         return;
@@ -119,7 +124,9 @@ impl Source for RedisStreamSource {
                         }
                     }
                     Err(e) if !stopping => {
-                        tracing::warn!(datasource = %consumer.name, error = %e, "redis error; reconnecting");
+                        let error = e.to_string();
+                        let error = redact_text(&error);
+                        tracing::warn!(datasource = %consumer.name, %error, "redis error; reconnecting");
                         dispatcher.health().set_down(&format!("redis error: {e}"));
                         dispatcher.health().reconnecting();
                         break;
