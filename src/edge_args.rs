@@ -1,4 +1,5 @@
-//! The `serve` flags of the connection path: TLS and the limits applied before the upgrade.
+//! The `serve` flags of the connection path: TLS (client and admin listeners) and the limits
+//! applied before the upgrade.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +20,14 @@ pub struct EdgeArgs {
     /// Private key (PEM) for --tls-cert.
     #[arg(long, env = "WSGATE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Certificate chain (PEM) of the admin listener: with --admin-tls-key it speaks HTTPS only
+    /// (reloaded like --tls-cert). The CLI then needs an https:// --admin-url (and --admin-ca
+    /// for a private CA).
+    #[arg(long, env = "WSGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    admin_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --admin-tls-cert.
+    #[arg(long, env = "WSGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    admin_tls_key: Option<PathBuf>,
     /// Open connections per client address (0: no cap); more get HTTP 429.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     max_connections_per_ip: u32,
@@ -63,6 +72,14 @@ impl EdgeArgs {
         Some(TlsFiles {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
+        })
+    }
+
+    /// The admin listener's certificate files, if it speaks HTTPS.
+    pub fn admin_tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.admin_tls_cert.clone()?,
+            key: self.admin_tls_key.clone()?,
         })
     }
 

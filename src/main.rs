@@ -289,6 +289,7 @@ impl ServeArgs {
                 ..WsSettings::default()
             },
             tls: self.edge.tls(),
+            admin_tls: self.edge.admin_tls(),
             trade: TradeSettings {
                 methods: self.trade_methods.clone(),
                 subject_prefix: self.trade_subject_prefix.clone(),

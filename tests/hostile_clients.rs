@@ -126,7 +126,7 @@ fn a_client_that_asks_and_never_reads_is_closed_within_its_budget() {
             break start.elapsed();
         }
         sent += 1;
-        if sent % 20 == 0 {
+        if sent.is_multiple_of(20) {
             peak = peak.max(gateway.rss_bytes());
         }
         assert!(

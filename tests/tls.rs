@@ -204,3 +204,41 @@ fn real_clients_stream_over_tls_and_a_swapped_certificate_reaches_new_connection
     });
     assert!(gateway.metric("wsgate_tls_reloads_total{result=\"swapped\"}") >= 1.0);
 }
+
+#[test]
+fn the_cli_speaks_https_to_an_admin_listener_with_a_private_ca() {
+    let pki = Pki::new();
+    pki.issue("wsgate admin");
+    let (cert, key) = (pki.cert_path(), pki.key_path());
+    let gateway = Gateway::start(&[
+        "--admin-token",
+        common::TEST_TOKEN,
+        "--admin-tls-cert",
+        cert.to_str().unwrap(),
+        "--admin-tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("https://localhost:{}", gateway.admin.port());
+    let cli = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wsgate"))
+            .args(["config", "--admin-url", &url, "--token", common::TEST_TOKEN])
+            .args(extra)
+            .arg("get")
+            .output()
+            .unwrap()
+    };
+    let trusted = cli(&["--admin-ca", pki.ca_path().to_str().unwrap()]);
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&trusted.stdout).unwrap();
+    assert!(config.get("version").is_some(), "{config}");
+
+    // Without the CA, the node's certificate is not trusted, and nothing is sent in clear.
+    let untrusted = cli(&[]);
+    assert!(!untrusted.status.success());
+    let plain = common::http_get(gateway.admin, "/readyz");
+    assert!(plain.map(|(status, _)| status != 200).unwrap_or(true));
+}

@@ -66,7 +66,15 @@ pub fn health_routes(state: Arc<AdminState>) -> Router {
 }
 
 /// Serves `router` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    if let Some(tls) = tls {
+        return serve_tls(listener, router, shutdown, tls).await;
+    }
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;
@@ -74,6 +82,46 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: Cancellation
         tracing::warn!(error = %e, "admin listener failed");
     }
 }
+
+/// [`serve`] over TLS: each connection's handshake (bounded to 10 s), then HTTP/1.1. Stops
+/// accepting at `shutdown`; requests already in flight finish.
+async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    tls: tokio_rustls::TlsAcceptor,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let (tls, router) = (tls.clone(), router.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
+            let Ok(Ok(stream)) = handshake else {
+                return tracing::debug!(%peer, "admin TLS handshake failed");
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let served = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, %peer, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// How long an admin client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     (

@@ -19,19 +19,21 @@ impl AdminClient {
         crate::config::secrets::redact_text(url).into_owned()
     }
 
-    /// A client for the node at `args.admin_url`.
-    pub fn new(args: &AdminArgs) -> Self {
-        let agent = ureq::Agent::config_builder()
+    /// A client for the node at `args.admin_url` (https:// checked against `args.admin_ca`
+    /// when given).
+    pub fn new(args: &AdminArgs) -> anyhow::Result<Self> {
+        let mut config = ureq::Agent::config_builder()
             // Non-2xx answers carry the API's error text: read them instead of failing.
-            .http_status_as_error(false)
-            .build()
-            .into();
-        AdminClient {
+            .http_status_as_error(false);
+        if let Some(ca) = &args.admin_ca {
+            config = config.tls_config(ca_roots(ca)?);
+        }
+        Ok(AdminClient {
             base: args.admin_url.trim_end_matches('/').to_string(),
             token: args.token.clone(),
             operator: args.operator.clone(),
-            agent,
-        }
+            agent: config.build().into(),
+        })
     }
 
     /// `GET path`.
@@ -84,4 +86,26 @@ impl AdminClient {
             .unwrap_or_else(|| value.to_string());
         bail!("{} ({status})", message)
     }
+}
+
+/// TLS settings trusting only the CA certificates in the PEM file `path`.
+fn ca_roots(path: &std::path::Path) -> anyhow::Result<ureq::tls::TlsConfig> {
+    use anyhow::Context;
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let certs = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: not PEM certificates", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{}: no certificate in the file",
+        path.display()
+    );
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .build())
 }

@@ -37,7 +37,7 @@ pub enum KeyCommand {
 
 /// Runs a `key` command against the admin API.
 pub fn key(admin: &AdminArgs, command: KeyCommand) -> anyhow::Result<()> {
-    let client = AdminClient::new(admin);
+    let client = AdminClient::new(admin)?;
     match command {
         KeyCommand::Create {
             user,

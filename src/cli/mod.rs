@@ -29,6 +29,10 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:8081"
     )]
     pub admin_url: String,
+    /// CA certificate(s) (PEM) that an https:// admin URL is checked against, for a node whose
+    /// admin certificate a private CA issued (default: the public web roots).
+    #[arg(long, env = "WSGATE_ADMIN_CA")]
+    pub admin_ca: Option<std::path::PathBuf>,
     /// Bearer token of the admin API.
     #[arg(long, env = "WSGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -151,7 +155,7 @@ fn print(value: &Value) {
 
 /// Runs a `config` command against the admin API.
 pub fn config(admin: &AdminArgs, command: ConfigCommand) -> anyhow::Result<()> {
-    let client = AdminClient::new(admin);
+    let client = AdminClient::new(admin)?;
     match command {
         ConfigCommand::Get => print(&client.get("/api/v1/config")?),
         ConfigCommand::Apply { file, replaces } => {
@@ -273,7 +277,7 @@ fn format_time(ms: u64) -> String {
 
 /// Runs a `mapper` command: against the admin API, or locally for `test`.
 pub fn mapper(admin: &AdminArgs, command: MapperCommand) -> anyhow::Result<()> {
-    let client = AdminClient::new(admin);
+    let client = AdminClient::new(admin)?;
     match command {
         MapperCommand::Push {
             name,

@@ -82,6 +82,8 @@ pub struct NodeSettings {
     pub ws: WsSettings,
     /// The client listener's certificate and key: with them it speaks TLS (wss) only.
     pub tls: Option<TlsFiles>,
+    /// The admin listener's certificate and key: with them it speaks HTTPS only.
+    pub admin_tls: Option<TlsFiles>,
     /// How listen keys behave.
     pub listen_keys: ListenKeySettings,
     /// Which WebSocket API methods are forwarded to the trade backend, where, how long to wait.
@@ -123,6 +125,7 @@ impl NodeSettings {
             auto_rollback: None,
             ws: WsSettings::default(),
             tls: None,
+            admin_tls: None,
             listen_keys: ListenKeySettings::default(),
             trade: TradeSettings::default(),
             trade_nats: None,
@@ -227,7 +230,7 @@ pub async fn start(
         settings.ws.clone(),
         Arc::clone(&metrics),
         CancellationToken::new(),
-        tls_acceptor(&settings, &metrics, &admin_stop)?,
+        tls_acceptor(settings.tls.as_ref(), &metrics, &admin_stop)?,
     );
     let listener = ws::bind(settings.listen, settings.reuse_port)
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -239,7 +242,13 @@ pub async fn start(
     let admin_addr = admin_listener.local_addr()?;
     let router =
         admin::health_routes(Arc::clone(&admin_state)).merge(api::routes(Arc::clone(&api)));
-    tokio::spawn(admin::serve(admin_listener, router, admin_stop.clone()));
+    let admin_tls = tls_acceptor(settings.admin_tls.as_ref(), &metrics, &admin_stop)?;
+    tokio::spawn(admin::serve(
+        admin_listener,
+        router,
+        admin_stop.clone(),
+        admin_tls,
+    ));
     let accept = tokio::spawn(ws::serve(listener, Arc::clone(&ws)));
     admin_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(
@@ -315,14 +324,14 @@ impl RunningNode {
     }
 }
 
-/// The client listener's TLS, when the node has a certificate: served from a [`CertStore`]
-/// that reloads the files when they change (polled every 2 s) or on SIGHUP, until `stop`.
+/// A listener's TLS, when it has a certificate: served from a [`CertStore`] that reloads the
+/// files when they change (polled every 2 s) or on SIGHUP, until `stop`.
 fn tls_acceptor(
-    settings: &NodeSettings,
+    files: Option<&TlsFiles>,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
-    let Some(files) = &settings.tls else {
+    let Some(files) = files else {
         return Ok(None);
     };
     let store = CertStore::load(files.clone())?;
