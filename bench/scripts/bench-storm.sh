@@ -18,12 +18,13 @@ fanout_workload "$connections" idle
 
 run() {
   local label=$1 ramp=$2
+  shift 2
   echo "== round $round: $label (ramp $ramp/s) =="
-  ./target/release/wsgate serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
-      --config "$config" --mappers-dir target/mappers "$@" 2>/dev/null &
+  ./target/release/wsgate serve --listen 127.0.0.1:9200 --admin-listen 127.0.0.1:9201 \
+      --config "$config" --mappers-dir target/mappers "$@" 2>>"${STORM_LOG:-/dev/null}" &
   local gateway=$!
-  wait_port 9100
-  "${bench[@]}" --url ws://127.0.0.1:9100 --gateway-pid "$gateway" --ramp-per-sec "$ramp" \
+  wait_port 9200
+  "${bench[@]}" --url ws://127.0.0.1:9200 --gateway-pid "$gateway" --ramp-per-sec "$ramp" \
       --connect-timeout 30s --retries 8 || true
   kill "$gateway"; wait "$gateway" 2>/dev/null || true
 }

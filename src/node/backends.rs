@@ -24,6 +24,7 @@ use crate::auth::listen_keys::{ListenKeyStore, MemoryListenKeys, RedisListenKeys
 use crate::auth::{Accounts, DelegatedKeys, KeyLookup, StoreKeys};
 use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
 use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
+use crate::config::secrets::redact_text;
 use crate::config::store::{
     ApiKeyRecord, ConfigStore, KeyKind, MemoryStore, Permission, RedisStore, StoreError,
 };
@@ -116,7 +117,7 @@ pub async fn open(
         .retry_on_initial_connect()
         .connect(nats_url.as_str())
         .await
-        .with_context(|| format!("connecting to the bus at {nats_url}"))?;
+        .with_context(|| format!("connecting to the bus at {}", redact_text(nats_url)))?;
     let nats = NatsBus::new(client);
     let bus: Arc<dyn Bus> = Arc::clone(&nats) as Arc<dyn Bus>;
     let interest = Interest::start(
@@ -160,7 +161,9 @@ pub async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn Confi
         Some(url) => {
             let store = RedisStore::connect(url, &settings.redis_prefix)
                 .await
-                .with_context(|| format!("connecting to the config store at {url}"))?;
+                .with_context(|| {
+                    format!("connecting to the config store at {}", redact_text(url))
+                })?;
             // Seeds only an empty store, atomically: of several nodes starting at once, one does.
             if store.seed_if_empty(read_config()?, &seeder).await? {
                 tracing::info!(config = %settings.config_path.display(), "seeded the empty config store");
@@ -237,7 +240,12 @@ pub async fn open_trading(
                 .retry_on_initial_connect()
                 .connect(url.as_str())
                 .await
-                .with_context(|| format!("connecting to the trade backend's bus at {url}"))?;
+                .with_context(|| {
+                    format!(
+                        "connecting to the trade backend's bus at {}",
+                        redact_text(url)
+                    )
+                })?;
             let prefix = settings.trade.subject_prefix.clone();
             tokio::spawn(demo::respond(client.clone(), prefix.clone(), stop.clone()));
             Arc::new(NatsBackend::new(client, prefix))
@@ -259,7 +267,9 @@ pub async fn open_accounts(
         None => Arc::new(MemoryListenKeys::new()),
         Some(url) => RedisListenKeys::connect(url, &settings.redis_prefix)
             .await
-            .with_context(|| format!("connecting to the listen key store at {url}"))?,
+            .with_context(|| {
+                format!("connecting to the listen key store at {}", redact_text(url))
+            })?,
     };
     let keys: Arc<dyn KeyLookup> = match &settings.delegated_keys {
         None => Arc::new(StoreKeys(Arc::clone(store))),
@@ -274,7 +284,12 @@ pub async fn open_accounts(
                 .retry_on_initial_connect()
                 .connect(url.as_str())
                 .await
-                .with_context(|| format!("connecting to the auth service's bus at {url}"))?;
+                .with_context(|| {
+                    format!(
+                        "connecting to the auth service's bus at {}",
+                        redact_text(url)
+                    )
+                })?;
             Arc::new(DelegatedKeys::new(client, delegated.clone()))
         }
     };
