@@ -58,6 +58,10 @@ pub struct EdgeArgs {
     /// client, for per-address limits and listen-key binding behind a load balancer.
     #[arg(long, env = "WSGATE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     trusted_proxies: Vec<IpNet>,
+    /// Connections from --trusted-proxies begin with a PROXY protocol v2 header naming the
+    /// client (HAProxy `send-proxy-v2`, for TLS passed through to the node); others without.
+    #[arg(long, env = "WSGATE_PROXY_PROTOCOL", requires = "trusted_proxies")]
+    proxy_protocol: bool,
 }
 
 fn parse_net(text: &str) -> Result<IpNet, String> {
@@ -95,6 +99,7 @@ impl EdgeArgs {
             max_header_bytes: self.max_header_bytes,
             allowed_origins: self.allowed_origins.clone(),
             trusted_proxies: self.trusted_proxies.clone(),
+            proxy_protocol: self.proxy_protocol,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{try_upgrade, Gateway};
+use common::{try_upgrade, try_upgrade_after, Gateway};
 
 const STREAM: &str = "/ws/btcusdt@trade";
 
@@ -182,4 +182,44 @@ fn limits_see_the_client_behind_a_trusted_proxy() {
         &client("198.51.100.4"),
     );
     assert_eq!((direct, spoofed), (101, 429));
+}
+
+/// A PROXY protocol v2 header (as HAProxy's `send-proxy-v2` writes it) naming `client`.
+fn proxy_header(client: &str) -> Vec<u8> {
+    let addresses = (
+        format!("{client}:40000")
+            .parse::<std::net::SocketAddr>()
+            .unwrap(),
+        "127.0.0.1:443".parse::<std::net::SocketAddr>().unwrap(),
+    );
+    let version_command = ppp::v2::Version::Two as u8 | ppp::v2::Command::Proxy as u8;
+    ppp::v2::Builder::with_addresses(version_command, ppp::v2::Protocol::Stream, addresses)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn limits_see_the_client_a_proxy_protocol_header_names() {
+    let gateway = Gateway::start(&[
+        "--max-connections-per-ip",
+        "1",
+        "--trusted-proxies",
+        "127.0.0.9",
+        "--proxy-protocol",
+    ]);
+    let proxy: IpAddr = "127.0.0.9".parse().unwrap();
+    let through = |client: &str| {
+        try_upgrade_after(gateway.addr, Some(proxy), &proxy_header(client), STREAM, "")
+    };
+    let (_a, first) = through("198.51.100.1");
+    let (_b, second) = through("198.51.100.2");
+    let (_c, again) = through("198.51.100.1");
+    assert_eq!((first, second, again), (101, 101, 429));
+    // The proxy without its header is cut before HTTP.
+    let (_d, bare) = try_upgrade(gateway.addr, Some(proxy), STREAM, "");
+    assert_eq!(bare, 0);
+    assert_eq!(refused(&gateway, "proxy_protocol"), 1.0);
+    // Clients that connect directly send no header.
+    let direct: IpAddr = "127.0.0.10".parse().unwrap();
+    assert_eq!(try_upgrade(gateway.addr, Some(direct), STREAM, "").1, 101);
 }

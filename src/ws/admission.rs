@@ -40,6 +40,9 @@ pub struct AdmissionSettings {
     pub allowed_origins: Vec<String>,
     /// Proxies whose `X-Forwarded-For` names the client (e.g. HAProxy with `option forwardfor`).
     pub trusted_proxies: Vec<IpNet>,
+    /// Connections from the trusted proxies begin with a PROXY protocol v2 header naming the
+    /// client (HAProxy's `send-proxy-v2`, for TLS passed through to the node).
+    pub proxy_protocol: bool,
 }
 
 impl Default for AdmissionSettings {
@@ -54,6 +57,7 @@ impl Default for AdmissionSettings {
             max_header_bytes: 16 * 1024,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -222,6 +226,11 @@ impl Admission {
             }
         }
         peer
+    }
+
+    /// True when a connection from `peer` must begin with a PROXY protocol header.
+    pub fn expects_proxy_header(&self, peer: IpAddr) -> bool {
+        self.settings.proxy_protocol && self.is_trusted(peer)
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {

@@ -9,6 +9,7 @@ pub mod dialect;
 pub mod frame;
 mod hangup;
 mod keepalive;
+mod proxy_protocol;
 mod rate;
 mod server;
 mod session;

@@ -21,6 +21,7 @@ use tungstenite::handshake::derive_accept_key;
 
 use super::admission::canonical;
 use super::dialect::{Handshake, HttpRequest, Refusal, Serving};
+use super::proxy_protocol;
 use super::session::{Opening, Session};
 use super::transport::Transport;
 use super::WsContext;
@@ -76,9 +77,22 @@ async fn handle_connection(
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
 ) {
+    let mut stream = stream;
     let _ = stream.set_nodelay(true);
-    let peer = canonical(peer.ip());
+    let mut peer = canonical(peer.ip());
     let deadline = Instant::now() + ctx.settings.admission.handshake_timeout;
+    if ctx.admission.expects_proxy_header(peer) {
+        match timeout_at(deadline, proxy_protocol::read_client_address(&mut stream)).await {
+            Ok(Ok(client)) => peer = client.map_or(peer, canonical),
+            failed => {
+                refuse(&ctx, "proxy_protocol");
+                if let Ok(Err(e)) = failed {
+                    tracing::debug!(error = %e, %peer, "connection from a proxy without its header");
+                }
+                return;
+            }
+        }
+    }
     match ctx.tls.clone() {
         None => serve_http(ctx, TokioIo::new(stream), peer, deadline).await,
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {

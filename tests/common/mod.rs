@@ -511,6 +511,18 @@ pub fn try_upgrade(
     path: &str,
     extra: &str,
 ) -> (TcpStream, u16) {
+    try_upgrade_after(addr, from, &[], path, extra)
+}
+
+/// Like [`try_upgrade`], with `prefix` sent before the request (e.g. a PROXY protocol header);
+/// status 0 when the node closed the connection without an answer.
+pub fn try_upgrade_after(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    prefix: &[u8],
+    path: &str,
+    extra: &str,
+) -> (TcpStream, u16) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     if let Some(from) = from {
         socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
@@ -520,12 +532,13 @@ pub fn try_upgrade(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
+    stream.write_all(prefix).unwrap();
+    // A node that refuses the prefix may close before the request is written.
+    let _ = write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-    .unwrap();
+    );
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -535,11 +548,14 @@ pub fn try_upgrade(
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head);
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {head:?}"));
+    let status = if head.is_empty() {
+        0
+    } else {
+        head.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status in {head:?}"))
+    };
     (stream, status)
 }
 
