@@ -10,27 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{try_upgrade, Gateway};
+use common::{try_upgrade, upgrade_on, Gateway};
 use futures_util::StreamExt;
 
-/// A masked client frame.
+/// A final, masked client frame.
 fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-    let mut out = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
+    wsgate::ws::frame::masked_client_frame(opcode, true, payload)
 }
 
 /// Reads server frames until a close frame; returns its code (None: the stream ended first).
@@ -96,19 +81,7 @@ fn a_client_that_asks_and_never_reads_is_closed_within_its_budget() {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&gateway.addr.into()).unwrap();
     let mut attacker: TcpStream = socket.into();
-    write!(
-        attacker,
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        attacker.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    assert_eq!(upgrade_on(&mut attacker, &[], "/ws", "").0, 101);
     let streams: Vec<String> = (0..1000).map(|i| format!("\"sym{i}usdt@trade\"")).collect();
     let subscribe = format!(
         r#"{{"method":"SUBSCRIBE","params":[{}],"id":1}}"#,

@@ -433,19 +433,7 @@ impl RawClient {
     /// Performs the upgrade handshake on `path`.
     pub fn connect(addr: SocketAddr, path: &str) -> RawClient {
         let mut stream = TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head);
+        let (_, head) = upgrade_on(&mut stream, &[], path, "");
         assert!(
             head.starts_with("HTTP/1.1 101"),
             "handshake refused: {head}"
@@ -532,11 +520,19 @@ pub fn try_upgrade_after(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let status = upgrade_on(&mut stream, prefix, path, extra).0;
+    (stream, status)
+}
+
+/// Sends `prefix` and an upgrade request for `path` (with `extra` header lines, each ending in
+/// `\r\n`) on `stream`, and reads the answer's head: its status (0 when the node closed without
+/// an answer) and the head itself.
+pub fn upgrade_on(stream: &mut TcpStream, prefix: &[u8], path: &str, extra: &str) -> (u16, String) {
     stream.write_all(prefix).unwrap();
     // A node that refuses the prefix may close before the request is written.
     let _ = write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: wsgate\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     let mut head = Vec::new();
@@ -547,7 +543,7 @@ pub fn try_upgrade_after(
         }
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head);
+    let head = String::from_utf8_lossy(&head).into_owned();
     let status = if head.is_empty() {
         0
     } else {
@@ -556,7 +552,7 @@ pub fn try_upgrade_after(
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no HTTP status in {head:?}"))
     };
-    (stream, status)
+    (status, head)
 }
 
 /// Polls `done` every 50 ms until it holds; panics naming `what` after 20 s.
