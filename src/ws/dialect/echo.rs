@@ -13,8 +13,7 @@ use futures_util::FutureExt;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::{
-    websocket_ping, Closing, Connect, Conversation, Dialect, Handshake, Heartbeat, Link, Refusal,
-    Serving,
+    Closing, Connect, Conversation, Dialect, Handshake, Heartbeat, Link, Refusal, Serving,
 };
 use crate::hub::{Delivery, FrameVariant, FrameVariants};
 use crate::ws::frame;
@@ -59,11 +58,7 @@ impl Dialect for Echo {
             Ok(Connect {
                 conversation: Box::new(EchoConversation),
                 variant: self.variant,
-                heartbeat: Heartbeat::ServerPings {
-                    every: serving.settings.ping_interval,
-                    answer_within: serving.settings.pong_timeout,
-                    ping: websocket_ping,
-                },
+                heartbeat: Heartbeat::websocket_pings(serving.settings),
                 streams: Planned::default(),
                 hangup: None,
                 messages_per_sec: Some(MESSAGES_PER_SEC),

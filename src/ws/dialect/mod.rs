@@ -206,8 +206,9 @@ impl Refusal {
 #[derive(Debug, Clone, Copy)]
 pub enum Heartbeat {
     /// The server pings every `every` with the frame `ping` builds (from the time in ms); a
-    /// ping left unanswered for `answer_within` ends the connection. A WebSocket pong answers,
-    /// as does any heartbeat the conversation reports ([`Link::heard_heartbeat`]).
+    /// ping left unanswered for `answer_within` ends the connection. A WebSocket pong carrying
+    /// the ping's payload answers (other pongs are ignored), as does any heartbeat the
+    /// conversation reports ([`Link::heard_heartbeat`]).
     ServerPings {
         /// Interval between pings.
         every: Duration,
@@ -222,6 +223,18 @@ pub enum Heartbeat {
         /// Longest silence allowed.
         within: Duration,
     },
+}
+
+impl Heartbeat {
+    /// Server pings of [`websocket_ping`] at the node's `--ping-interval`, answered within its
+    /// `--pong-timeout` (Binance's rule, and the default of any WebSocket client library).
+    pub fn websocket_pings(settings: &WsSettings) -> Self {
+        Heartbeat::ServerPings {
+            every: settings.ping_interval,
+            answer_within: settings.pong_timeout,
+            ping: websocket_ping,
+        }
+    }
 }
 
 /// A WebSocket ping frame carrying the time in ms as text.

@@ -18,10 +18,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use http::StatusCode;
 
-use super::{
-    websocket_ping, Connect, Dialect, Handshake, Heartbeat, HttpAnswer, HttpRequest, Refusal,
-    Serving,
-};
+use super::{Connect, Dialect, Handshake, Heartbeat, HttpAnswer, HttpRequest, Refusal, Serving};
 use crate::auth::Accounts;
 use crate::config::is_stream_name;
 use crate::hub::FrameVariants;
@@ -87,11 +84,7 @@ impl MarketStreams {
                 handshake.peer,
             )),
             variant: self.shared.variants.of(format),
-            heartbeat: Heartbeat::ServerPings {
-                every: serving.settings.ping_interval,
-                answer_within: serving.settings.pong_timeout,
-                ping: websocket_ping,
-            },
+            heartbeat: Heartbeat::websocket_pings(serving.settings),
             streams,
             hangup,
             messages_per_sec: None,

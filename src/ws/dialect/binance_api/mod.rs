@@ -18,7 +18,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::{websocket_ping, Connect, Dialect, Handshake, Heartbeat, Refusal, Serving};
+use super::{Connect, Dialect, Handshake, Heartbeat, Refusal, Serving};
 use crate::auth::Accounts;
 use crate::hub::{FrameVariant, FrameVariants};
 use crate::trade::Trading;
@@ -84,11 +84,7 @@ impl Dialect for WsApi {
                     return_rate_limits,
                 )),
                 variant: self.variant,
-                heartbeat: Heartbeat::ServerPings {
-                    every: serving.settings.ping_interval,
-                    answer_within: serving.settings.pong_timeout,
-                    ping: websocket_ping,
-                },
+                heartbeat: Heartbeat::websocket_pings(serving.settings),
                 streams: Planned::default(),
                 hangup: None,
                 messages_per_sec: Some(serving.settings.api_messages_per_sec),
