@@ -107,24 +107,79 @@ impl Template {
         capture(&self.parts, text, &mut found).then_some(found)
     }
 
-    /// Every name the template yields over the cross product of `values`.
-    /// Fails with the first placeholder that has no values.
-    pub fn expand(&self, values: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>, String> {
-        let mut names = vec![String::new()];
-        for part in &self.parts {
-            match part {
-                Part::Literal(text) => names.iter_mut().for_each(|n| n.push_str(text)),
-                Part::Var(name) => {
-                    let options = values.get(name).ok_or_else(|| name.clone())?;
-                    names = names
-                        .iter()
-                        .flat_map(|prefix| options.iter().map(move |v| format!("{prefix}{v}")))
-                        .collect();
+    /// Every name the template yields over the cross product of `values`. A placeholder takes
+    /// one value per name however often it appears (as names are read back), and a template
+    /// that would yield more than [`MAX_NAMES`] is refused before any name is built.
+    pub fn expand(
+        &self,
+        values: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<String>, ExpandError> {
+        let vars: Vec<&str> = self.vars().fold(Vec::new(), |mut seen, var| {
+            if !seen.contains(&var) {
+                seen.push(var);
+            }
+            seen
+        });
+        let options = vars
+            .iter()
+            .map(|var| {
+                values
+                    .get(*var)
+                    .ok_or_else(|| ExpandError::Missing(var.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = options.iter().fold(1u128, |count, values| {
+            count.saturating_mul(values.len() as u128)
+        });
+        if count > MAX_NAMES as u128 {
+            return Err(ExpandError::TooMany(count));
+        }
+        let mut names = Vec::with_capacity(count as usize);
+        if count == 0 {
+            return Ok(names);
+        }
+        // An odometer over the placeholders' values, the last one turning fastest.
+        let mut choice = vec![0usize; vars.len()];
+        loop {
+            let mut name = String::new();
+            for part in &self.parts {
+                match part {
+                    Part::Literal(text) => name.push_str(text),
+                    Part::Var(var) => {
+                        let at = vars.iter().position(|v| v == var).expect("collected above");
+                        name.push_str(&options[at][choice[at]]);
+                    }
                 }
             }
+            names.push(name);
+            let mut wheel = vars.len();
+            loop {
+                if wheel == 0 {
+                    return Ok(names);
+                }
+                wheel -= 1;
+                choice[wheel] += 1;
+                if choice[wheel] < options[wheel].len() {
+                    break;
+                }
+                choice[wheel] = 0;
+            }
         }
-        Ok(names)
     }
+}
+
+/// The most stream names one topic template may expand to.
+pub const MAX_NAMES: usize = 100_000;
+
+/// Why a template could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// A placeholder with no values.
+    #[error("placeholder `{{{0}}}` has no values in `vars`")]
+    Missing(String),
+    /// More names than [`MAX_NAMES`].
+    #[error("expands to {0} stream names; a topic may have at most {MAX_NAMES}")]
+    TooMany(u128),
 }
 
 impl fmt::Display for Template {
@@ -235,6 +290,25 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_placeholder_takes_one_value_and_huge_products_are_refused() {
+        let values: BTreeMap<String, Vec<String>> =
+            [("a".to_string(), (0..10).map(|i| i.to_string()).collect())].into();
+        let twice = Template::parse("{a}x{a}").unwrap();
+        assert_eq!(twice.expand(&values).unwrap().len(), 10);
+        assert_eq!(twice.expand(&values).unwrap()[3], "3x3");
+        let mut many = values.clone();
+        for var in ["b", "c", "d", "e", "f"] {
+            many.insert(var.to_string(), values["a"].clone());
+        }
+        let wide = Template::parse("{a}{b}{c}{d}{e}{f}").unwrap();
+        assert_eq!(wide.expand(&many), Err(ExpandError::TooMany(1_000_000)));
+        assert_eq!(
+            Template::parse("{zz}").unwrap().expand(&values),
+            Err(ExpandError::Missing("zz".into()))
+        );
+    }
+
+    #[test]
     fn expands_over_the_cross_product() {
         let t = Template::parse("{symbol}@depth{speed}").unwrap();
         let mut values = BTreeMap::new();
@@ -245,6 +319,6 @@ mod tests {
             ["a@depth", "a@depth@100ms", "b@depth", "b@depth@100ms"]
         );
         values.remove("speed");
-        assert_eq!(t.expand(&values), Err("speed".to_string()));
+        assert_eq!(t.expand(&values), Err(ExpandError::Missing("speed".into())));
     }
 }

@@ -118,12 +118,9 @@ fn expand_topics(config: &GatewayConfig) -> Result<BTreeMap<Arc<str>, StreamSpec
             Template::parse(&topic.topic).map_err(|e| err(format!("{at}.topic"), e.to_string()))?;
         let mut values = config.vars.clone();
         values.extend(topic.vars.clone());
-        let names = template.expand(&values).map_err(|missing| {
-            err(
-                format!("{at}.topic"),
-                format!("placeholder `{{{missing}}}` has no values in `vars`"),
-            )
-        })?;
+        let names = template
+            .expand(&values)
+            .map_err(|e| err(format!("{at}.topic"), e.to_string()))?;
         for name in names {
             if !is_stream_name(&name) {
                 return Err(err(
@@ -287,6 +284,32 @@ mod tests {
 
     fn all_mappers(_: &MapperRef) -> bool {
         true
+    }
+
+    #[test]
+    fn a_topic_asking_for_a_billion_streams_is_refused_before_any_is_built() {
+        // Found by the config_validate fuzz target: 119 bytes, 10 values, one placeholder nine
+        // times. It expands to 10 names now (a placeholder takes one value per name); the same
+        // shape with nine different placeholders is refused by count.
+        let found =
+            include_str!("../../fuzz/regressions/config_validate/billion-stream-names.json");
+        let config = GatewayConfig::from_json(found).unwrap();
+        let streams = validate(config, &all_mappers).map(|s| s.streams.len());
+        assert!(!matches!(streams, Ok(n) if n > 10), "{streams:?}");
+
+        let mut config = sample();
+        let ten: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+        let mut topic = config.topics[0].clone();
+        topic.topic = "{a}{b}{c}{d}{e}{f}{g}{h}{i}".into();
+        for var in ["a", "b", "c", "d", "e", "f", "g", "h", "i"] {
+            topic.vars.insert(var.into(), ten.clone());
+        }
+        config.topics.push(topic);
+        let e = validate(config, &all_mappers).unwrap_err();
+        assert!(
+            e.to_string().contains("expands to 1000000000 stream names"),
+            "{e}"
+        );
     }
 
     #[test]
