@@ -22,6 +22,7 @@ use crate::mapper::bindings::{MapError, Output};
 use crate::mapper::{check_outputs, EventOutcome, MapperLimits};
 use crate::route::{Misplaced, OutputTargets, Sequences};
 use crate::util::MAX_ERROR_TEXT;
+use crate::ws::dialect::binance::envelope::Format;
 use crate::ws::dialect::binance::{control, looks_like_stream, url};
 use crate::ws::dialect::binance_api::request;
 use crate::ws::frame::{self, ClientFrame, FrameError, FrameReader};
@@ -336,13 +337,16 @@ pub fn mapper_output(data: &[u8]) {
         assert!(outputs.len() <= limits.max_outputs_per_event);
         for output in &outputs {
             assert!(output.payload.len() <= limits.max_output_bytes);
-            json(&output.payload);
+            // One JSON value, though perhaps not one serde_json's `Value` holds (`1e400` is
+            // JSON, a number out of f64's range).
+            json_syntax(&output.payload);
         }
         for ((mapping, targets), numbered) in mappings.iter().zip(&mut targets).zip(&mut numbered) {
             for output in &outputs {
                 match targets.place(output, &snapshot.streams, &sequences) {
                     Ok(placed) => {
                         check_placed(snapshot, &mapping.fanout_topic, output, &placed);
+                        check_frames(&placed.stream, &output.payload);
                         let next = numbered.entry(Arc::clone(&placed.stream)).or_insert(1);
                         assert_eq!(placed.seq, *next, "consecutive on {}", placed.stream);
                         *next += 1;
@@ -383,6 +387,30 @@ fn check_placed(
     let fanout = Template::parse(fanout_topic).expect("valid template");
     if fanout.is_literal() {
         assert!(placed.subject.starts_with(fanout_topic));
+    }
+}
+
+/// A published output reaches Binance clients as a text frame of JSON in each of their formats
+/// (raw or combined, milliseconds or microseconds).
+fn check_frames(stream: &str, payload: &str) {
+    for (combined, micros) in [(false, false), (true, false), (false, true), (true, true)] {
+        let frame =
+            Format::of(combined, micros).encode(stream, payload.as_bytes(), 1_767_000_000_123_456);
+        let header = match frame[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        assert_eq!(frame[0], 0x81, "a final text frame");
+        let text = std::str::from_utf8(&frame[header..]).expect("a text frame is UTF-8");
+        json_syntax(text);
+    }
+}
+
+/// Asserts `text` is one JSON value (syntax only).
+fn json_syntax(text: &str) {
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        panic!("not JSON ({e}): {text}");
     }
 }
 
