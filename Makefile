@@ -147,14 +147,16 @@ fuzz:
 	  $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked; }
 	cd fuzz && $(CARGO) $(FUZZ_BUILD)
 
-## Fuzz one target: `make fuzz-run FUZZ_TARGET=frame_reader FUZZ_RUNS=10000000`. New inputs go to
-## fuzz/work/<target>/ (not committed), crashes to fuzz/artifacts/<target>/.
+## Fuzz one target: `make fuzz-run FUZZ_TARGET=frame_reader FUZZ_RUNS=10000000` (FUZZ_MAX_LEN:
+## longest input, 4096 bytes by default). New inputs go to fuzz/work/<target>/ (not committed),
+## crashes to fuzz/artifacts/<target>/.
 FUZZ_TARGET ?= frame_reader
 FUZZ_RUNS ?= 10000000
+FUZZ_MAX_LEN ?= 4096
 fuzz-run: fuzz
 	mkdir -p fuzz/work/$(FUZZ_TARGET)
 	cd fuzz && nice -n 10 $(CARGO) $(FUZZ_BUILD:build=run) $(FUZZ_TARGET) work/$(FUZZ_TARGET) corpus/$(FUZZ_TARGET) -- \
-	  -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+	  -runs=$(FUZZ_RUNS) -max_len=$(FUZZ_MAX_LEN) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 clean:
 	$(CARGO) clean
