@@ -21,9 +21,26 @@ pub const MAX_FILES_PER_PROC: usize = 20_000;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "wsgate-bench", version, about)]
 pub struct Args {
-    /// Gateway base URL (repeat or comma-separate for several processes), e.g. ws://127.0.0.1:8080
+    /// Gateway base URL (repeat or comma-separate for several processes), e.g. ws://127.0.0.1:8080;
+    /// wss:// connects over TLS (give --ca-cert).
     #[arg(long = "url", required = true, value_delimiter = ',')]
     pub urls: Vec<String>,
+
+    /// CA certificates (PEM) that wss:// servers are verified against; the name checked is
+    /// the URL's host. Every connection makes a full TLS handshake (no session resumption).
+    #[arg(long)]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// TLS key exchange groups offered, most preferred first (a TLS 1.3 client sends its key
+    /// share for the first; the server takes the first it supports). The default is what
+    /// browsers and OpenSSL prefer; rustls' own ring provider puts secp384r1 first.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "x25519,secp256r1,secp384r1"
+    )]
+    pub tls_groups: Vec<KxGroup>,
 
     /// Total number of WebSocket connections to open.
     #[arg(long, default_value_t = 100)]
@@ -82,6 +99,14 @@ pub struct Args {
     #[arg(long)]
     pub idle: bool,
 
+    /// At most this many connections (over all processes) in their connect + handshake
+    /// (+ SUBSCRIBE) at once; the others wait for a turn (0: no limit, the ramp alone paces
+    /// them). With a
+    /// very high --ramp-per-sec this connects as fast as the server completes handshakes,
+    /// without overflowing its listen queue.
+    #[arg(long, default_value_t = 0)]
+    pub max_connecting: usize,
+
     /// Connect attempts per connection before it counts as failed.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
@@ -117,6 +142,17 @@ pub enum SubscribeMode {
     Message,
     /// `/ws/<stream>?timeUnit=MICROSECOND` (bare payloads, one stream per connection)
     Raw,
+}
+
+/// A TLS key exchange group.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KxGroup {
+    /// X25519 (Curve25519 ECDH).
+    X25519,
+    /// ECDH on NIST P-256.
+    Secp256r1,
+    /// ECDH on NIST P-384.
+    Secp384r1,
 }
 
 /// An ordered list of source addresses.

@@ -1,7 +1,12 @@
-//! One client connection: bind, connect, handshake, subscribe (with retries), then read
-//! events until the peer closes, timing each one and checking its sequence.
+//! One client connection: bind, connect, handshake (TLS for `wss://`, then WebSocket),
+//! subscribe (with retries), then read events until the peer closes, timing each one and
+//! checking its sequence.
+//!
+//! A connection's code is generic over its byte stream ([`Dial`]): a `ws://` connection runs
+//! on the bare `TcpStream`, with nothing between tungstenite and the socket.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -12,7 +17,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -23,8 +31,7 @@ use crate::gap::{GapTracker, SeqKind};
 use crate::plan::{ConnPlan, Target};
 use crate::stats::{Phase, Stats};
 use crate::sys::now_us;
-
-type Ws = WebSocketStream<TcpStream>;
+use crate::tls::TlsDialer;
 
 /// Event times below this are taken to be milliseconds, not microseconds (year 5138 in ms).
 const MS_STAMP_LIMIT: u64 = 100_000_000_000_000;
@@ -39,21 +46,65 @@ pub struct ConnCtx {
     pub retries: u32,
     /// Timeout of one attempt (connect + handshake + subscribe).
     pub timeout: Duration,
+    /// Turns to be connecting (`--max-connecting`), if limited.
+    pub connecting: Option<Arc<Semaphore>>,
     /// Shared counters.
     pub stats: Arc<Stats>,
 }
 
+/// Makes a connection's byte stream from its TCP socket.
+pub trait Dial: Send + Sync + 'static {
+    /// The stream tungstenite reads and writes.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Starts the stream over a connected socket (TLS: runs the handshake).
+    fn dial(&self, tcp: TcpStream) -> impl Future<Output = Result<Self::Io>> + Send;
+}
+
+/// `ws://`: the socket itself.
+pub struct Plain;
+
+impl Dial for Plain {
+    type Io = TcpStream;
+
+    async fn dial(&self, tcp: TcpStream) -> Result<TcpStream> {
+        Ok(tcp)
+    }
+}
+
+/// `wss://`: TLS over the socket.
+impl Dial for TlsDialer {
+    type Io = TlsStream<TcpStream>;
+
+    async fn dial(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>> {
+        self.connect(tcp).await
+    }
+}
+
+/// Starts one connection's task on the current runtime, on its target's kind of stream.
+pub fn spawn(plan: ConnPlan, ctx: &Arc<ConnCtx>) {
+    match ctx.targets[plan.target].tls.clone() {
+        None => tokio::spawn(run(plan, Arc::clone(ctx), Plain)),
+        Some(tls) => tokio::spawn(run(plan, Arc::clone(ctx), tls)),
+    };
+}
+
 /// Runs one connection to completion.
-pub async fn run(plan: ConnPlan, ctx: Arc<ConnCtx>) {
+async fn run<D: Dial>(plan: ConnPlan, ctx: Arc<ConnCtx>, dial: D) {
     let stats = &ctx.stats;
     let mut attempt = 0;
     let ws = loop {
         attempt += 1;
-        match tokio::time::timeout(ctx.timeout, establish(&plan, &ctx)).await {
+        let turn = match &ctx.connecting {
+            Some(turns) => Some(Arc::clone(turns).acquire_owned().await),
+            None => None,
+        };
+        match tokio::time::timeout(ctx.timeout, establish(&plan, &ctx, &dial)).await {
             Ok(Ok(ws)) => break Some(ws),
             Ok(Err(e)) => stats.connect_error(classify(&e)),
             Err(_) => stats.connect_error("timeout".into()),
         }
+        drop(turn);
         if attempt >= ctx.retries.max(1) {
             break None;
         }
@@ -73,13 +124,18 @@ pub async fn run(plan: ConnPlan, ctx: Arc<ConnCtx>) {
 }
 
 /// One attempt: on success the connection counts as connected and subscribed.
-async fn establish(plan: &ConnPlan, ctx: &ConnCtx) -> Result<Ws> {
+async fn establish<D: Dial>(
+    plan: &ConnPlan,
+    ctx: &ConnCtx,
+    dial: &D,
+) -> Result<WebSocketStream<D::Io>> {
     let target = &ctx.targets[plan.target];
     let tcp = tcp_connect(target.addr, plan.source).await?;
+    let io = dial.dial(tcp).await?;
     let url = target.request_url(ctx.mode, &plan.streams);
     let config = WebSocketConfig::default().read_buffer_size(8192);
     let (mut ws, _resp) =
-        tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(config)).await?;
+        tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(config)).await?;
     // Counts as connected while subscribing; undone if subscribing fails or times out
     // (the timeout drops this future mid-await).
     let connected = Gauge::up(&ctx.stats.connected);
@@ -142,7 +198,10 @@ async fn tcp_connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStre
 }
 
 /// Sends `SUBSCRIBE` and waits for `{"result":null,"id":<id>}`.
-async fn subscribe(ws: &mut Ws, plan: &ConnPlan) -> Result<()> {
+async fn subscribe<S>(ws: &mut WebSocketStream<S>, plan: &ConnPlan) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let req = serde_json::json!({
         "method": "SUBSCRIBE",
         "params": plan.streams.iter().map(|s| &**s).collect::<Vec<_>>(),
@@ -174,7 +233,10 @@ async fn subscribe(ws: &mut Ws, plan: &ConnPlan) -> Result<()> {
 }
 
 /// Reads until the connection ends; returns the close code or failure reason.
-async fn read_loop(mut ws: Ws, plan: &ConnPlan, ctx: &ConnCtx) -> String {
+async fn read_loop<S>(mut ws: WebSocketStream<S>, plan: &ConnPlan, ctx: &ConnCtx) -> String
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut table = StreamTable::new(&plan.streams);
     let raw = ctx.mode == SubscribeMode::Raw;
     let mut counted_receiving = false;

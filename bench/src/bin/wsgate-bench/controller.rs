@@ -89,8 +89,20 @@ pub struct Outcome {
     pub window: Duration,
     /// Gateway VmRSS sum before the first connection and at steady state.
     pub gateway_rss: Option<(u64, u64)>,
+    /// Gateway CPU time (user + system, all `--gateway-pid`s) over the ramp and over the
+    /// measurement window, µs.
+    pub gateway_cpu: Option<GatewayCpu>,
     /// The run was cut short by SIGINT / SIGTERM, or every child died.
     pub interrupted: bool,
+}
+
+/// The gateway's CPU time in two phases of a run, µs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GatewayCpu {
+    /// From the start until every connection settled: what setting them up cost.
+    pub ramp_us: u64,
+    /// Over the measurement window.
+    pub window_us: u64,
 }
 
 enum Until {
@@ -103,6 +115,12 @@ pub async fn drive(args: &Args, mut fleet: Fleet, gateway_before: Option<u64>) -
     let mut progress = Progress::new(args.connections, args.quiet);
     let mut sigs = Signals::new();
     let started = Instant::now();
+    let gateway_cpu = || {
+        (!args.gateway_pids.is_empty())
+            .then(|| sys::cpu_sum_us(&args.gateway_pids))
+            .flatten()
+    };
+    let cpu_start = gateway_cpu();
     let mut out = Outcome::default();
 
     let ramp_deadline = started + args.ramp_timeout;
@@ -116,6 +134,7 @@ pub async fn drive(args: &Args, mut fleet: Fleet, gateway_before: Option<u64>) -
     )
     .await;
     out.ramp = started.elapsed();
+    let cpu_ramp_end = gateway_cpu();
     if !out.interrupted && fleet.snapshot().subscribed == 0 {
         eprintln!("no connection is up after the ramp; skipping the measurement");
         out.interrupted = true;
@@ -133,6 +152,7 @@ pub async fn drive(args: &Args, mut fleet: Fleet, gateway_before: Option<u64>) -
         .await;
     }
     let measure_start = Instant::now();
+    let cpu_measure_start = gateway_cpu();
     if !out.interrupted {
         fleet.start_measure().await;
         let end = measure_start + args.duration;
@@ -147,6 +167,14 @@ pub async fn drive(args: &Args, mut fleet: Fleet, gateway_before: Option<u64>) -
         .await;
     }
     out.steady = fleet.snapshot();
+    if let (Some(a), Some(b), Some(c), Some(d)) =
+        (cpu_start, cpu_ramp_end, cpu_measure_start, gateway_cpu())
+    {
+        out.gateway_cpu = Some(GatewayCpu {
+            ramp_us: b.saturating_sub(a),
+            window_us: d.saturating_sub(c),
+        });
+    }
     if let Some(before) = gateway_before {
         if let Some(steady) = sys::rss_sum(&args.gateway_pids) {
             out.gateway_rss = Some((before, steady));

@@ -16,6 +16,7 @@ mod progress;
 mod report;
 mod stats;
 mod sys;
+mod tls;
 mod worker;
 
 use std::process::ExitCode;
@@ -68,9 +69,13 @@ async fn run(args: Args) -> Result<ExitCode> {
         .child
         .map(|(_, k)| k)
         .unwrap_or_else(|| args.effective_procs());
+    let tls = match &args.ca_cert {
+        Some(path) => Some(tls::connector(path, &args.tls_groups)?),
+        None => None,
+    };
     let mut targets = Vec::new();
     for url in &args.urls {
-        targets.push(Target::resolve(url).await?);
+        targets.push(Target::resolve(url, tls.as_ref()).await?);
     }
     let sources = plan::source_ips(&args, &targets)?;
     let addrs: Vec<_> = targets.iter().map(|t| t.addr).collect();
@@ -133,6 +138,11 @@ fn start_worker(
         mode: args.subscribe,
         retries: args.retries,
         timeout: args.connect_timeout,
+        connecting: (args.max_connecting > 0).then(|| {
+            Arc::new(tokio::sync::Semaphore::new(
+                args.max_connecting.div_ceil(procs),
+            ))
+        }),
         stats,
     };
     Ok(Worker::start(

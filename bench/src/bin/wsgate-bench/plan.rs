@@ -5,8 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use tokio_rustls::TlsConnector;
 
 use crate::args::{parse_ip_list, split_slice, Args, SubscribeMode};
+use crate::tls::TlsDialer;
 
 /// Ephemeral ports usable per (source address, destination) pair, with some headroom
 /// below the 28,232 that `ip_local_port_range` gives on the target machine.
@@ -26,6 +28,8 @@ pub struct Target {
     pub base: String,
     /// Resolved address to connect to.
     pub addr: SocketAddr,
+    /// For `wss://`: how its connections start TLS.
+    pub tls: Option<TlsDialer>,
 }
 
 /// What one connection does: where it connects from and to, and which streams it takes.
@@ -42,30 +46,34 @@ pub struct ConnPlan {
 }
 
 impl Target {
-    /// Parses a `ws://host[:port][/prefix]` base URL and resolves it.
-    pub async fn resolve(url: &str) -> Result<Target> {
+    /// Parses a `ws://` or `wss://host[:port][/prefix]` base URL and resolves it; `wss://`
+    /// needs `tls` (the client configuration of `--ca-cert`).
+    pub async fn resolve(url: &str, tls: Option<&TlsConnector>) -> Result<Target> {
         let base = url.trim_end_matches('/').to_string();
         let uri: http::Uri = base.parse().with_context(|| format!("bad URL {url:?}"))?;
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => bail!("wss:// is not supported (no TLS in this tool): {url}"),
-            _ => bail!("URL must start with ws://: {url}"),
-        }
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => bail!("URL must start with ws:// or wss://: {url}"),
+        };
         if uri.query().is_some() {
             bail!("give the base URL without a query: {url}");
         }
         let host = uri.host().context("URL has no host")?;
-        let port = uri.port_u16().unwrap_or(80);
-        let host_port = format!(
-            "{}:{port}",
-            host.trim_start_matches('[').trim_end_matches(']')
-        );
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tls = match (secure, tls) {
+            (false, _) => None,
+            (true, Some(connector)) => Some(TlsDialer::new(connector.clone(), host)?),
+            (true, None) => bail!("{url}: wss:// needs --ca-cert"),
+        };
+        let host_port = format!("{host}:{port}");
         let addr = tokio::net::lookup_host(&host_port)
             .await
             .with_context(|| format!("cannot resolve {host_port}"))?
             .next()
             .with_context(|| format!("no address for {host_port}"))?;
-        Ok(Target { base, addr })
+        Ok(Target { base, addr, tls })
     }
 
     /// Full request URL for a connection taking `streams` in the given mode.
@@ -244,6 +252,16 @@ mod tests {
         }
         assert_eq!(pairs.len(), 8);
         assert!(pairs.values().all(|&n| n == 5));
+    }
+
+    #[tokio::test]
+    async fn wss_needs_a_ca() {
+        let plain = Target::resolve("ws://127.0.0.1:9/", None).await.unwrap();
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.base, "ws://127.0.0.1:9");
+        let e = Target::resolve("wss://127.0.0.1", None).await.unwrap_err();
+        assert!(e.to_string().contains("--ca-cert"), "{e}");
+        assert!(Target::resolve("http://127.0.0.1", None).await.is_err());
     }
 
     #[test]

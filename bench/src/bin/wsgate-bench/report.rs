@@ -154,6 +154,10 @@ pub struct Gateway {
     pub rss_steady: u64,
     /// `(rss_steady - rss_before) / subscribed connections`.
     pub bytes_per_conn: Option<f64>,
+    /// CPU time (user + system) from the start until every connection settled, seconds.
+    pub cpu_ramp_s: Option<f64>,
+    /// CPU time over the measurement window, seconds.
+    pub cpu_window_s: Option<f64>,
 }
 
 impl Report {
@@ -193,6 +197,8 @@ impl Report {
             rss_steady: steady_rss,
             bytes_per_conn: (steady.subscribed > 0)
                 .then(|| (steady_rss as f64 - before as f64) / steady.subscribed as f64),
+            cpu_ramp_s: out.gateway_cpu.map(|c| c.ramp_us as f64 / 1e6),
+            cpu_window_s: out.gateway_cpu.map(|c| c.window_us as f64 / 1e6),
         });
         let mut problems = Vec::new();
         let allowed = (args.fail_tolerance * f.target as f64).floor() as u64;
@@ -309,7 +315,14 @@ impl Report {
             "closed early",
             format!("{}{}", c.closed_early, map(&c.close_codes)),
         );
-        row("ramp", format!("{:.1} s", c.ramp_s));
+        row(
+            "ramp",
+            format!(
+                "{:.2} s  ({:.0} connections/s)",
+                c.ramp_s,
+                c.target.saturating_sub(c.failed) as f64 / c.ramp_s.max(1e-9)
+            ),
+        );
         row("window", format!("{:.1} s", m.window_s));
         row(
             "delivered",
@@ -366,6 +379,22 @@ impl Report {
                     mib(g.rss_steady)
                 ),
             );
+            if let (Some(ramp), Some(window)) = (g.cpu_ramp_s, g.cpu_window_s) {
+                let per_msg = if m.delivered > 0 {
+                    format!(", {:.2} µs/msg", window * 1e6 / m.delivered as f64)
+                } else {
+                    String::new()
+                };
+                row(
+                    "gateway cpu",
+                    format!(
+                        "ramp {ramp:.2} s ({:.0}% of a core), window {window:.2} s \
+                         ({:.0}% of a core{per_msg})",
+                        ramp / c.ramp_s.max(1e-9) * 100.0,
+                        window / m.window_s * 100.0
+                    ),
+                );
+            }
         }
         for w in &self.warnings {
             let _ = writeln!(s, "  warning: {w}");

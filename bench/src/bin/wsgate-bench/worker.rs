@@ -72,6 +72,6 @@ async fn ramp(plans: Vec<ConnPlan>, ctx: Arc<ConnCtx>, per_sec: f64) {
         if due > Instant::now() {
             tokio::time::sleep_until(due).await;
         }
-        tokio::spawn(conn::run(plan, ctx.clone()));
+        conn::spawn(plan, &ctx);
     }
 }
