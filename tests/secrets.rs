@@ -151,7 +151,7 @@ impl Node {
             if let Some(status) = node.child.try_wait().unwrap() {
                 panic!("wsgate exited ({status}):\n{}", node.log());
             }
-            if let Some((addr, admin)) = ready_addresses(&node.log()) {
+            if let Some((addr, admin)) = common::ready_addresses(&node.log()) {
                 node.addr = addr;
                 node.admin = admin;
                 if node.get("/readyz").0 == 200 {
@@ -218,15 +218,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn ready_addresses(log: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let line = log.lines().find(|l| l.contains("wsgate node ready"))?;
-    let field = |name: &str| -> Option<SocketAddr> {
-        let start = line.find(name)? + name.len();
-        line[start..].split_whitespace().next()?.parse().ok()
-    };
-    Some((field(" listen=")?, field(" admin=")?))
 }
 
 /// The NATS datasource, reading `trade.>` with `USER` and `password`.

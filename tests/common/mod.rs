@@ -269,7 +269,7 @@ pub fn run_cli(admin: SocketAddr, args: &[&str]) -> CliOutput {
 }
 
 /// The client and admin addresses from the gateway's `wsgate node ready` log line.
-fn ready_addresses(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+pub fn ready_addresses(log: &str) -> Option<(SocketAddr, SocketAddr)> {
     let line = log.lines().find(|l| l.contains("wsgate node ready"))?;
     let field = |name: &str| -> Option<SocketAddr> {
         let start = line.find(name)? + name.len();
