@@ -79,6 +79,24 @@ pub struct Metrics {
     pub mapper_swaps: IntCounter,
     /// Automatic mapper rollbacks this node performed.
     pub mapper_auto_rollbacks: IntCounter,
+    /// 1 while the config store answers and holds a config (0: unreachable, or empty).
+    pub config_store_up: IntGauge,
+    /// Restores of an emptied config store from what the nodes run, by result (`restored`:
+    /// this node wrote it back; `followed`: another node did and this one checked it; `failed`).
+    pub store_restores: IntCounterVec,
+    /// What a restore could not bring back, by kind (`config_version`, `module`, `audit`,
+    /// `listen_key`).
+    pub store_restore_lost: IntCounterVec,
+    /// Subscriptions dropped because a config change removed their stream.
+    pub subscriptions_removed: IntCounter,
+    /// Bytes held by the compiled-mapper cache, by tier (`memory`, `disk`).
+    pub mapper_cache_bytes: IntGaugeVec,
+    /// Entries of the compiled-mapper cache, by tier (`memory`, `disk`).
+    pub mapper_cache_entries: IntGaugeVec,
+    /// Compiled mappers evicted from the cache, by tier (`memory`, `disk`).
+    pub mapper_cache_evictions: IntCounterVec,
+    /// Disk cache entries refused because their tag did not verify.
+    pub mapper_cache_rejected: IntCounter,
 }
 
 impl Metrics {
@@ -250,6 +268,61 @@ impl Metrics {
                 "Mapper versions this node rolled back automatically",
             )
             .unwrap(),
+            config_store_up: IntGauge::new(
+                "config_store_up",
+                "1 while the config store answers and holds a config",
+            )
+            .unwrap(),
+            store_restores: IntCounterVec::new(
+                Opts::new(
+                    "store_restores_total",
+                    "Restores of an emptied config store, by result",
+                ),
+                &["result"],
+            )
+            .unwrap(),
+            store_restore_lost: IntCounterVec::new(
+                Opts::new(
+                    "store_restore_lost_total",
+                    "What a restore of the config store could not bring back, by kind",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
+            subscriptions_removed: IntCounter::new(
+                "subscriptions_removed_total",
+                "Subscriptions dropped because a config change removed their stream",
+            )
+            .unwrap(),
+            mapper_cache_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "mapper_cache_bytes",
+                    "Bytes held by the compiled-mapper cache, by tier",
+                ),
+                &["tier"],
+            )
+            .unwrap(),
+            mapper_cache_entries: IntGaugeVec::new(
+                Opts::new(
+                    "mapper_cache_entries",
+                    "Entries of the compiled-mapper cache, by tier",
+                ),
+                &["tier"],
+            )
+            .unwrap(),
+            mapper_cache_evictions: IntCounterVec::new(
+                Opts::new(
+                    "mapper_cache_evictions_total",
+                    "Compiled mappers evicted from the cache, by tier",
+                ),
+                &["tier"],
+            )
+            .unwrap(),
+            mapper_cache_rejected: IntCounter::new(
+                "mapper_cache_rejected_total",
+                "Disk cache entries refused because their tag did not verify",
+            )
+            .unwrap(),
             registry,
         };
         metrics.register_all();
@@ -293,6 +366,20 @@ impl Metrics {
         r.register(Box::new(self.config_reloads.clone())).unwrap();
         r.register(Box::new(self.mapper_swaps.clone())).unwrap();
         r.register(Box::new(self.mapper_auto_rollbacks.clone()))
+            .unwrap();
+        r.register(Box::new(self.config_store_up.clone())).unwrap();
+        r.register(Box::new(self.store_restores.clone())).unwrap();
+        r.register(Box::new(self.store_restore_lost.clone()))
+            .unwrap();
+        r.register(Box::new(self.subscriptions_removed.clone()))
+            .unwrap();
+        r.register(Box::new(self.mapper_cache_bytes.clone()))
+            .unwrap();
+        r.register(Box::new(self.mapper_cache_entries.clone()))
+            .unwrap();
+        r.register(Box::new(self.mapper_cache_evictions.clone()))
+            .unwrap();
+        r.register(Box::new(self.mapper_cache_rejected.clone()))
             .unwrap();
         let process = prometheus::process_collector::ProcessCollector::for_self();
         r.register(Box::new(process)).unwrap();
