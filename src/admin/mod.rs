@@ -29,6 +29,9 @@ pub struct AdminState {
     pub readiness: Readiness,
     /// Why the bus does not work end to end, if it does not (cluster mode).
     pub bus_problem: parking_lot::Mutex<Option<String>>,
+    /// Why the config store cannot be used, if it cannot (unreachable, or empty): the node
+    /// keeps serving what it runs, listed as degraded.
+    pub store_problem: parking_lot::Mutex<Option<String>>,
 }
 
 /// What a source that is down means for the node's readiness.
@@ -52,6 +55,7 @@ impl AdminState {
             sources: arc_swap::ArcSwap::from_pointee(Vec::new()),
             readiness,
             bus_problem: parking_lot::Mutex::new(None),
+            store_problem: parking_lot::Mutex::new(None),
         })
     }
 }
@@ -130,14 +134,21 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
-/// 200 `ready` while serving with the bus and every source up; else what is wrong, one line
-/// each: 503 for the bus, and for a source as [`AdminState::readiness`] says (200 `degraded`
-/// in a cluster).
+/// 200 `ready` while serving with the bus, the config store and every source up; else what is
+/// wrong, one line each: 503 for the bus, 200 `degraded` for the config store (the node serves
+/// what it runs), and for a source as [`AdminState::readiness`] says (200 `degraded` in a
+/// cluster).
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     if !state.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
     }
     let bus = state.bus_problem.lock().clone();
+    let store = state
+        .store_problem
+        .lock()
+        .as_ref()
+        .map(|why| format!("store: {why}\n"))
+        .unwrap_or_default();
     let sources: String = state
         .sources
         .load()
@@ -150,10 +161,12 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     match (bus, state.readiness) {
         (Some(why), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("bus: {why}\n{sources}"),
+            format!("bus: {why}\n{store}{sources}"),
         ),
-        _ if sources.is_empty() => (StatusCode::OK, "ready\n".to_string()),
-        (None, Readiness::SourcesRequired) => (StatusCode::SERVICE_UNAVAILABLE, sources),
-        (None, Readiness::BusRequired) => (StatusCode::OK, format!("degraded\n{sources}")),
+        _ if sources.is_empty() && store.is_empty() => (StatusCode::OK, "ready\n".to_string()),
+        (None, Readiness::SourcesRequired) if !sources.is_empty() => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{store}{sources}"))
+        }
+        (None, _) => (StatusCode::OK, format!("degraded\n{store}{sources}")),
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::store::ConfigStore;
+use crate::config::store::{ConfigStore, StoreHealth};
 
 pub use lease::{Leases, Tenure};
 use negotiate::Negotiator;
@@ -74,6 +74,7 @@ impl Cluster {
         tokio::spawn(heartbeats(
             registry.clone(),
             settings.heartbeat,
+            store.health(),
             stop.clone(),
         ));
         let negotiator = Negotiator {
@@ -107,7 +108,12 @@ impl Cluster {
     }
 }
 
-async fn heartbeats(mut registry: PeerRegistry, every: Duration, stop: CancellationToken) {
+async fn heartbeats(
+    mut registry: PeerRegistry,
+    every: Duration,
+    store: tokio::sync::watch::Receiver<StoreHealth>,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -116,7 +122,12 @@ async fn heartbeats(mut registry: PeerRegistry, every: Duration, stop: Cancellat
             _ = stop.cancelled() => return,
         }
         if let Err(e) = registry.heartbeat().await {
-            tracing::warn!(error = %e, "heartbeat failed");
+            // The node says once that the store is away; this would repeat it every beat.
+            if *store.borrow() == StoreHealth::Serving {
+                tracing::warn!(error = %e, "heartbeat failed");
+            } else {
+                tracing::debug!(error = %e, "heartbeat failed while the store is away");
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::assign;
 use super::peers::{Keys, PeerRegistry};
-use crate::config::store::{ConfigStore, StoreError};
+use crate::config::store::{ConfigStore, StoreError, StoreHealth};
 use crate::control::{config_ops, ControlError};
 
 /// The consumer group of the negotiating peers.
@@ -53,7 +53,11 @@ impl Negotiator {
                 return;
             }
             if let Err(e) = self.step().await {
-                tracing::warn!(error = %e, "negotiation step failed; retrying");
+                if self.store_away() {
+                    tracing::debug!(error = %e, "negotiation step failed while the store is away; retrying");
+                } else {
+                    tracing::warn!(error = %e, "negotiation step failed; retrying");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = stop.cancelled() => return,
@@ -63,10 +67,20 @@ impl Negotiator {
             if last_check.elapsed() >= self.check_every {
                 last_check = tokio::time::Instant::now();
                 if let Err(e) = self.rebalance("check").await {
-                    tracing::warn!(error = %e, "assignment check failed");
+                    // The node says once that the store is away; this would repeat it.
+                    if self.store_away() {
+                        tracing::debug!(error = %e, "assignment check failed while the store is away");
+                    } else {
+                        tracing::warn!(error = %e, "assignment check failed");
+                    }
                 }
             }
         }
+    }
+
+    /// Whether the config store is unreachable or empty, as the store last saw itself.
+    fn store_away(&self) -> bool {
+        *self.store.health().borrow() != StoreHealth::Serving
     }
 
     /// Ensures the group, claims stalled events, reads new ones (blocking briefly), handles

@@ -182,6 +182,24 @@ pub async fn open_store(settings: &NodeSettings) -> anyhow::Result<Arc<dyn Confi
     Ok(store)
 }
 
+/// What seeds the demo accounts' API keys again after the store was restored (audited as
+/// `seed:<node id>`).
+pub fn reseed_keys(
+    store: &Arc<dyn ConfigStore>,
+    node_id: &str,
+) -> Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync> {
+    let (store, seeder) = (Arc::clone(store), format!("seed:{node_id}"));
+    Box::new(move || {
+        let (store, seeder) = (Arc::clone(&store), seeder.clone());
+        async move {
+            if let Err(e) = seed_demo_keys(&*store, &seeder).await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot seed the demo accounts' API keys again");
+            }
+        }
+        .boxed()
+    })
+}
+
 /// Creates the API keys of the demo accounts the stored config declares (demo datasources'
 /// `accounts`), unless they exist: fixed, documented credentials for the demo only.
 async fn seed_demo_keys(store: &dyn ConfigStore, seeder: &str) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ mod backends;
 mod components;
 mod interest;
 mod reload;
+mod restore;
 mod rollback;
 mod state;
 
@@ -191,6 +192,7 @@ pub async fn start(
         engine: Arc::clone(&engine),
         allowed_capabilities: settings.mapper_allow.clone(),
         membership: Arc::clone(&membership),
+        kept: Default::default(),
     };
     let desired = resolver
         .load()
@@ -220,8 +222,18 @@ pub async fn start(
         metrics: Arc::clone(&metrics),
         api: Arc::clone(&api),
         admin: Arc::clone(&admin_state),
+        image: Default::default(),
     };
     reporting.applied(&desired, None);
+    metrics.config_store_up.set(1);
+    let restorer = restore::Restorer {
+        node_id: settings.node_id.clone(),
+        store: Arc::clone(&backends.store),
+        image: Arc::clone(&reporting.image),
+        metrics: Arc::clone(&metrics),
+        admin: Arc::clone(&admin_state),
+        reseed_keys: backends::reseed_keys(&backends.store, &settings.node_id),
+    };
 
     let admin_stop = CancellationToken::new();
     let ws = WsContext::new(
@@ -262,6 +274,7 @@ pub async fn start(
     );
 
     let reload_stop = CancellationToken::new();
+    tokio::spawn(restorer.run(reload_stop.clone()));
     let reloads = tokio::spawn(reload::run(
         reporting,
         resolver,

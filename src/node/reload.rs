@@ -100,11 +100,14 @@ pub(super) struct Reporting {
     pub api: Arc<Api>,
     /// Readiness: the running sources.
     pub admin: Arc<AdminState>,
+    /// The image of the store the node runs, for a restore.
+    pub image: Arc<arc_swap::ArcSwapOption<crate::config::store::StoreImage>>,
 }
 
 impl Reporting {
     /// Records that `desired` runs (with the error of a newer revision that did not apply).
     pub fn applied(&self, desired: &Desired, error: Option<String>) {
+        self.image.store(Some(Arc::clone(&desired.image)));
         self.metrics.config_version.set(desired.version as i64);
         self.metrics.store_revision.set(desired.revision as i64);
         let routes = desired

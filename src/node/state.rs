@@ -1,13 +1,15 @@
 //! The desired state of a node: the store's config, validated, with every mapping resolved to a
 //! compiled mapper version and its sandbox.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use parking_lot::Mutex;
 
-use crate::config::store::{ConfigStore, MapperVersionMeta};
+use crate::config::store::{ConfigStore, MapperMeta, MapperVersionMeta, StoreImage, Versioned};
 use crate::config::{MapperRef, Mapping, Snapshot};
 use crate::control::config_ops;
 use crate::mapper::{CompiledMapper, Grants, MapperEngine, Sandbox};
@@ -45,6 +47,8 @@ pub struct Desired {
     pub mappers: BTreeMap<String, Vec<ResolvedMapper>>,
     /// How every mapping of the whole config, this node's or not, names its outputs.
     pub fanout: Vec<FanoutRule>,
+    /// The store's state this was resolved from: what an emptied store is restored from.
+    pub image: Arc<StoreImage>,
 }
 
 impl Desired {
@@ -68,6 +72,22 @@ pub struct Resolver {
     pub allowed_capabilities: Vec<String>,
     /// Which routes this node runs (in a cluster, those assigned to it).
     pub membership: Arc<dyn Membership>,
+    /// What the node keeps of the store for a restore: the config versions it has run and the
+    /// module bytes a restored registry needs.
+    pub kept: Kept,
+}
+
+/// Config versions kept for a restore.
+const KEPT_CONFIG_VERSIONS: usize = 32;
+
+/// What a node keeps of the store beyond what it runs, so that it can write an emptied store
+/// back: the last [`KEPT_CONFIG_VERSIONS`] config versions it loaded, and the bytes of every
+/// module the whole cluster's config uses, of every mapper's promoted version and of the one a
+/// rollback would move to.
+#[derive(Default)]
+pub struct Kept {
+    configs: Mutex<Vec<Versioned>>,
+    modules: Mutex<BTreeMap<String, Bytes>>,
 }
 
 impl Resolver {
@@ -77,9 +97,10 @@ impl Resolver {
         let revision = self.store.revision().await?;
         let current = self.store.current().await?;
         let registry = self.store.mappers().await?;
-        let mut snapshot = config_ops::check(current.config, &registry)
+        let mut snapshot = config_ops::check(current.config.clone(), &registry)
             .map_err(|e| anyhow!("stored config version {}: {e}", current.version))?;
         let fanout = FanoutRule::all(&snapshot);
+        let image = self.image(revision, &current, &snapshot, registry.clone()).await?;
         self.membership.keep_own(&mut snapshot.config);
         let mut mappers = BTreeMap::new();
         for route in &snapshot.config.routes {
@@ -88,7 +109,7 @@ impl Resolver {
                 let reference = MapperRef::parse(&mapping.mapper).map_err(|e| anyhow!(e))?;
                 let meta = config_ops::resolve(&registry, &reference)
                     .ok_or_else(|| anyhow!("mapper `{reference}` is not in the registry"))?;
-                resolved.push(self.resolve(&reference, meta).await?);
+                resolved.push(self.resolve(&reference, meta, &image).await?);
             }
             mappers.insert(route.id.clone(), resolved);
         }
@@ -98,6 +119,44 @@ impl Resolver {
             snapshot,
             mappers,
             fanout,
+            image: Arc::new(image),
+        })
+    }
+
+    /// The image of the store this node keeps: `current` added to the kept config versions,
+    /// the module bytes a restore needs (fetched once per module), and the number of API keys.
+    async fn image(
+        &self,
+        revision: u64,
+        current: &Versioned,
+        snapshot: &Snapshot,
+        registry: BTreeMap<String, MapperMeta>,
+    ) -> anyhow::Result<StoreImage> {
+        let wanted = restorable_modules(snapshot, &registry);
+        let mut modules = self.kept.modules.lock().clone();
+        modules.retain(|hash, _| wanted.contains(hash));
+        for hash in &wanted {
+            if !modules.contains_key(hash) {
+                if let Some(bytes) = self.store.module(hash).await? {
+                    modules.insert(hash.clone(), bytes);
+                }
+            }
+        }
+        *self.kept.modules.lock() = modules.clone();
+        let configs = {
+            let mut configs = self.kept.configs.lock();
+            configs.retain(|kept| kept.version < current.version);
+            configs.push(current.clone());
+            let excess = configs.len().saturating_sub(KEPT_CONFIG_VERSIONS);
+            configs.drain(..excess);
+            configs.clone()
+        };
+        Ok(StoreImage {
+            revision,
+            configs,
+            mappers: registry,
+            modules,
+            api_keys: self.store.api_key_count().await?,
         })
     }
 
@@ -105,9 +164,10 @@ impl Resolver {
         &self,
         reference: &MapperRef,
         meta: &MapperVersionMeta,
+        image: &StoreImage,
     ) -> anyhow::Result<ResolvedMapper> {
         let label = format!("{}@{}", reference.name, meta.version);
-        let compiled = self.compiled(meta, &label).await?;
+        let compiled = self.compiled(meta, &label, image).await?;
         let (grants, refused) =
             Grants::resolve(&meta.manifest.capabilities, &self.allowed_capabilities);
         if !refused.is_empty() {
@@ -125,21 +185,26 @@ impl Resolver {
         })
     }
 
-    /// The compiled module with this hash: from the engine's caches, else fetched and compiled.
+    /// The compiled module with this hash: from the engine's caches, else compiled from the
+    /// bytes the image holds or fetched.
     async fn compiled(
         &self,
         meta: &MapperVersionMeta,
         label: &str,
+        image: &StoreImage,
     ) -> anyhow::Result<Arc<CompiledMapper>> {
         let hash = meta.hash.as_str();
         if let Some(compiled) = self.engine.cached(hash, meta.size as usize) {
             return Ok(compiled);
         }
-        let bytes = self
-            .store
-            .module(hash)
-            .await?
-            .ok_or_else(|| anyhow!("module {hash} of `{label}` is missing from the store"))?;
+        let bytes = match image.modules.get(hash) {
+            Some(bytes) => bytes.clone(),
+            None => self
+                .store
+                .module(hash)
+                .await?
+                .ok_or_else(|| anyhow!("module {hash} of `{label}` is missing from the store"))?,
+        };
         let engine = Arc::clone(&self.engine);
         let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes))
             .await
@@ -152,4 +217,27 @@ impl Resolver {
         }
         Ok(compiled)
     }
+}
+
+/// The modules a restored store needs: those every mapping of the whole config resolves to,
+/// and each mapper's promoted version and the version a rollback would move to.
+fn restorable_modules(
+    snapshot: &Snapshot,
+    registry: &BTreeMap<String, MapperMeta>,
+) -> BTreeSet<String> {
+    let mapped = snapshot
+        .config
+        .routes
+        .iter()
+        .flat_map(|route| &route.mappings)
+        .filter_map(|mapping| {
+            let reference = MapperRef::parse(&mapping.mapper).ok()?;
+            config_ops::resolve(registry, &reference)
+        });
+    let promoted = registry.values().flat_map(|meta| {
+        [meta.promoted, meta.promoted.saturating_sub(1)]
+            .into_iter()
+            .filter_map(|version| meta.version(version))
+    });
+    mapped.chain(promoted).map(|v| v.hash.clone()).collect()
 }

@@ -156,4 +156,27 @@ impl ListenKeyStore for MemoryListenKeys {
             .collect();
         futures_util::future::ready(Ok(states)).boxed()
     }
+
+    fn restore<'a>(&'a self, key: &'a ListenKey) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = now_ms();
+        let alive = {
+            let mut state = self.state.lock();
+            let held = state.alive(&key.key, now).is_some();
+            let revoked = state.revoked.get(&*key.key).is_some_and(|until| *until > now);
+            if !held && !revoked && key.expires_at_ms > now {
+                let scope = key.owner.scope();
+                state
+                    .keys
+                    .insert(key.key.to_string(), (key.owner.clone(), key.expires_at_ms));
+                state
+                    .active
+                    .entry(scope)
+                    .or_insert_with(|| key.key.to_string());
+                true
+            } else {
+                held
+            }
+        };
+        async move { Ok(alive) }.boxed()
+    }
 }

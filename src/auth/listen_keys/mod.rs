@@ -133,6 +133,12 @@ pub trait ListenKeyStore: Send + Sync + 'static {
         &'a self,
         keys: &'a [Arc<str>],
     ) -> BoxFuture<'a, Result<Vec<KeyState>, StoreError>>;
+
+    /// Writes back `key`, which the store lost (a Redis restarted without its data) while a
+    /// connection held it, with its owner and expiry, and as its scope's active key unless the
+    /// scope has another; nothing when the store holds the key (another node wrote it back),
+    /// remembers it revoked, or it has expired. True when the key is alive afterwards.
+    fn restore<'a>(&'a self, key: &'a ListenKey) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
 /// True for text shaped like a listen key: 64 URL-safe characters.

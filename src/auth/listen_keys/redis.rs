@@ -73,6 +73,19 @@ return 1
     )
 });
 
+/// KEYS: record, revoked marker, scope. ARGV: record, validity ms, key.
+static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2], 'NX')
+return 1
+"#,
+    )
+});
+
 /// A key's stored record: its owner and the scope it is the active key of.
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -242,6 +255,33 @@ impl ListenKeyStore for RedisListenKeys {
                     _ => KeyState::Gone,
                 })
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn restore<'a>(&'a self, key: &'a ListenKey) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let left = key.expires_at_ms.saturating_sub(now_ms());
+            if left == 0 {
+                return Ok(false);
+            }
+            let scope = key.owner.scope();
+            let record = serde_json::to_string(&Record {
+                owner: key.owner.clone(),
+                scope: scope.clone(),
+            })
+            .expect("a record serializes");
+            let written: u32 = RESTORE
+                .key(self.record(&key.key))
+                .key(self.revoked(&key.key))
+                .key(format!("{}{scope}", self.scope_prefix))
+                .arg(record)
+                .arg(left)
+                .arg(&*key.key)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            Ok(written == 1)
         }
         .boxed()
     }

@@ -14,17 +14,21 @@ mod keys;
 mod memory;
 mod redis;
 mod redis_keys;
+mod redis_restore;
+mod restore;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use self::redis::RedisStore;
 pub use keys::{ApiKeyRecord, KeyKind, Permission};
 pub use memory::MemoryStore;
+pub use restore::{StoreHealth, StoreImage};
 
 use super::GatewayConfig;
 
@@ -216,4 +220,41 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// Announcements of new revisions, from this node or any other. The receiver's value is the
     /// newest revision seen; a node reloads when it changes.
     fn watch(&self) -> watch::Receiver<u64>;
+
+    /// Whether the store answers and holds a config, as last seen. A store in process memory is
+    /// always [`StoreHealth::Serving`].
+    fn health(&self) -> watch::Receiver<StoreHealth> {
+        watch::channel(StoreHealth::Serving).1
+    }
+
+    /// How many API keys the store holds.
+    fn api_key_count(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        async move { Ok(self.api_keys().await?.len()) }.boxed()
+    }
+
+    /// Tries to become the one node that restores an emptied store: true when `who` holds the
+    /// restore lock now (for `ttl`, or until released by a successful restore). A store that
+    /// cannot be emptied never elects anyone.
+    fn lead_restore<'a>(
+        &'a self,
+        _who: &'a str,
+        _ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async { Ok(false) }.boxed()
+    }
+
+    /// Writes `image` back into an empty store, atomically and only while it holds no config:
+    /// every config version of the image, the mapper registry and the revision (above the
+    /// image's), with one `store.restore` audit entry by `who` whose `after` is `summary`
+    /// (modules are stored first, with [`put_module`](Self::put_module)). Returns the new
+    /// revision, or `None` when the store held a config (another node restored it, or an
+    /// operator seeded it).
+    fn restore<'a>(
+        &'a self,
+        _image: &'a StoreImage,
+        _who: &'a str,
+        _summary: serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        async { Ok(None) }.boxed()
+    }
 }

@@ -50,13 +50,17 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::redis_keys;
-use super::{ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, Versioned};
+use super::{redis_keys, redis_restore};
+use super::{
+    ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, StoreHealth, StoreImage,
+    Versioned,
+};
 use crate::config::GatewayConfig;
 use crate::util::now_ms;
 
-/// How often the watcher reads the revision even without an announcement.
-const POLL_EVERY: Duration = Duration::from_secs(2);
+/// How often the watcher reads the revision (and whether the store still holds a config) even
+/// without an announcement.
+const POLL_EVERY: Duration = Duration::from_secs(1);
 /// The watcher's first reconnection delay; doubled after every failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The watcher's longest reconnection delay.
@@ -137,16 +141,17 @@ return {1, actual + 1, rev}
 
 /// The store's key names.
 pub(super) struct Keys {
-    version: String,
-    versions: String,
+    pub(super) version: String,
+    pub(super) versions: String,
     pub(super) audit: String,
     pub(super) audit_seq: String,
-    mappers: String,
-    revision: String,
+    pub(super) mappers: String,
+    pub(super) revision: String,
     module_prefix: String,
-    channel: String,
+    pub(super) channel: String,
     pub(super) api_keys: String,
     pub(super) api_key_secrets: String,
+    pub(super) restore_lock: String,
 }
 
 impl Keys {
@@ -162,10 +167,11 @@ impl Keys {
             channel: format!("{prefix}config_update"),
             api_keys: format!("{prefix}api_keys"),
             api_key_secrets: format!("{prefix}api_key_secrets"),
+            restore_lock: format!("{prefix}restore:lock"),
         }
     }
 
-    fn module(&self, hash: &str) -> String {
+    pub(super) fn module(&self, hash: &str) -> String {
         format!("{}{hash}", self.module_prefix)
     }
 }
@@ -175,6 +181,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Arc<Keys>,
     announce: Arc<watch::Sender<u64>>,
+    health: Arc<watch::Sender<StoreHealth>>,
     /// Stops the watcher task when the store is dropped.
     _watcher: DropGuard,
 }
@@ -196,18 +203,21 @@ impl RedisStore {
         let keys = Arc::new(Keys::new(prefix));
         let revision: Option<u64> = query(&conn, redis::cmd("GET").arg(&keys.revision)).await?;
         let announce = Arc::new(watch::channel(revision.unwrap_or(0)).0);
+        let health = Arc::new(watch::channel(StoreHealth::Serving).0);
+        let watched = Watched {
+            conn: conn.clone(),
+            keys: keys.clone(),
+            announce: announce.clone(),
+            health: health.clone(),
+        };
+        watched.refresh().await;
         let stop = CancellationToken::new();
-        tokio::spawn(watch_revisions(
-            client,
-            conn.clone(),
-            keys.clone(),
-            announce.clone(),
-            stop.clone(),
-        ));
+        tokio::spawn(watch_revisions(client, watched, stop.clone()));
         Ok(Arc::new(RedisStore {
             conn,
             keys,
             announce,
+            health,
             _watcher: stop.drop_guard(),
         }))
     }
@@ -238,6 +248,7 @@ impl RedisStore {
             return Ok(false);
         }
         self.announce(revision);
+        self.health.send_replace(StoreHealth::Serving);
         Ok(true)
     }
 
@@ -477,10 +488,49 @@ impl ConfigStore for RedisStore {
     fn watch(&self) -> watch::Receiver<u64> {
         self.announce.subscribe()
     }
+
+    fn health(&self) -> watch::Receiver<StoreHealth> {
+        self.health.subscribe()
+    }
+
+    fn api_key_count(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        async move {
+            let cmd = redis::cmd("HLEN").arg(&self.keys.api_keys).clone();
+            query(&self.conn, &cmd).await
+        }
+        .boxed()
+    }
+
+    fn lead_restore<'a>(
+        &'a self,
+        who: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        redis_restore::lead(&self.conn, &self.keys, who, ttl).boxed()
+    }
+
+    fn restore<'a>(
+        &'a self,
+        image: &'a StoreImage,
+        who: &'a str,
+        summary: serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
+        async move {
+            let head = audit_head(who, "store.restore", "store");
+            let restored =
+                redis_restore::restore(&self.conn, &self.keys, image, &head, &summary).await?;
+            if let Some(revision) = restored {
+                self.announce(revision);
+                self.health.send_replace(StoreHealth::Serving);
+            }
+            Ok(restored)
+        }
+        .boxed()
+    }
 }
 
 /// The audit entry's JSON from `at_ms` up to `"before_version":`; the scripts complete it.
-fn audit_head(who: &str, action: &str, subject: &str) -> String {
+pub(super) fn audit_head(who: &str, action: &str, subject: &str) -> String {
     let text = |s: &str| serde_json::Value::from(s).to_string();
     format!(
         r#","at_ms":{},"who":{},"action":{},"subject":{},"before_version":"#,
@@ -524,16 +574,49 @@ pub(super) async fn invoke<T: FromRedisValue>(
         .map_err(unavailable)
 }
 
-/// Keeps `announce` at the newest store revision until `stop` is cancelled: reads the revision
-/// on every announcement and every [`POLL_EVERY`], resubscribing with capped backoff.
-async fn watch_revisions(
-    client: Client,
+/// What the watcher keeps up to date: the newest revision and the store's health.
+struct Watched {
     conn: ConnectionManager,
     keys: Arc<Keys>,
     announce: Arc<watch::Sender<u64>>,
-    stop: CancellationToken,
-) {
-    let refresh = || refresh(&conn, &keys, &announce);
+    health: Arc<watch::Sender<StoreHealth>>,
+}
+
+impl Watched {
+    /// Reads the store revision into `announce`, and whether the store answers and holds a
+    /// config into `health`.
+    async fn refresh(&self) {
+        let cmd = redis::cmd("MGET")
+            .arg(&self.keys.revision)
+            .arg(&self.keys.version)
+            .clone();
+        let health = match query::<(Option<u64>, Option<u64>)>(&self.conn, &cmd).await {
+            Ok((Some(revision), Some(_))) => {
+                self.announce
+                    .send_if_modified(|seen| std::mem::replace(seen, revision) != revision);
+                StoreHealth::Serving
+            }
+            // Empty (a Redis restarted without its data): receivers keep the last revision
+            // until the store is restored or seeded.
+            Ok(_) => StoreHealth::Empty,
+            Err(error) => {
+                tracing::debug!(%error, "config store: cannot read the revision");
+                StoreHealth::Unreachable(error.to_string())
+            }
+        };
+        self.health.send_if_modified(|seen| {
+            let changed = *seen != health;
+            *seen = health;
+            changed
+        });
+    }
+}
+
+/// Keeps the watched values current until `stop` is cancelled: reads them on every
+/// announcement and every [`POLL_EVERY`], resubscribing with capped backoff.
+async fn watch_revisions(client: Client, watched: Watched, stop: CancellationToken) {
+    let keys = Arc::clone(&watched.keys);
+    let refresh = || watched.refresh();
     let mut backoff = BACKOFF_MIN;
     loop {
         let subscribed = match stop.run_until_cancelled(subscribe(&client, &keys)).await {
@@ -584,19 +667,6 @@ async fn watch_revisions(
                 }
             }
         }
-    }
-}
-
-/// Reads the store revision into `announce`.
-async fn refresh(conn: &ConnectionManager, keys: &Keys, announce: &watch::Sender<u64>) {
-    let cmd = redis::cmd("GET").arg(&keys.revision).clone();
-    match query::<Option<u64>>(conn, &cmd).await {
-        Ok(Some(revision)) => {
-            announce.send_if_modified(|seen| std::mem::replace(seen, revision) != revision);
-        }
-        // Empty (a Redis restarted without its data): keep the last value until seeded.
-        Ok(None) => {}
-        Err(error) => tracing::debug!(%error, "config store: cannot read the revision"),
     }
 }
 

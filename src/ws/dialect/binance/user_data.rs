@@ -5,7 +5,9 @@
 //!
 //! The node checks the listen keys its connections hold every `check_every`, in one round trip
 //! to the store: a key revoked on any node closes its connections here with 4002, and an
-//! expired key sends `{"e":"listenKeyExpired",..}` and closes with 4001.
+//! expired key sends `{"e":"listenKeyExpired",..}` and closes with 4001. A key the store no
+//! longer has although its last known expiry is still ahead (a Redis restarted without its data)
+//! is written back with its owner and that expiry, and its connections stay.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,6 +40,9 @@ struct Holder {
 pub struct UserData {
     accounts: Accounts,
     held: Mutex<HashMap<Arc<str>, Vec<Holder>>>,
+    /// What the node last knew of each held key (owner, expiry), to write back a key the store
+    /// lost.
+    known: Mutex<HashMap<Arc<str>, ListenKey>>,
 }
 
 impl UserData {
@@ -46,6 +51,7 @@ impl UserData {
         let user_data = Arc::new(UserData {
             accounts,
             held: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         });
         tokio::spawn(check_keys(Arc::downgrade(&user_data)));
         user_data
@@ -72,6 +78,9 @@ impl UserData {
             tracing::info!(user = %listen_key.owner.user_id, %peer, "listen key used from an address it is not bound to");
             return Err(unknown());
         }
+        self.known
+            .lock()
+            .insert(Arc::clone(&listen_key.key), listen_key.clone());
         Ok(listen_key)
     }
 
@@ -118,8 +127,10 @@ impl UserData {
                 holders.retain(|h| h.hangup.strong_count() > 0);
                 !holders.is_empty()
             });
+            self.known.lock().retain(|key, _| held.contains_key(key));
             held.keys().cloned().collect()
         };
+        let mut restored = 0;
         for batch in keys.chunks(CHECK_BATCH) {
             let states = match self.accounts.listen_keys.states(batch).await {
                 Ok(states) => states,
@@ -130,9 +141,39 @@ impl UserData {
                 }
             };
             for (key, state) in batch.iter().zip(states) {
-                if !matches!(state, KeyState::Active(_)) {
-                    self.end(key, state);
+                match state {
+                    KeyState::Active(expires_at_ms) => self.seen_active(key, expires_at_ms),
+                    KeyState::Gone if self.restore(key).await => restored += 1,
+                    _ => self.end(key, state),
                 }
+            }
+        }
+        if restored > 0 {
+            tracing::warn!(restored, "the listen key store lost keys this node's connections hold; written back with their owners and expiries");
+        }
+    }
+
+    fn seen_active(&self, key: &Arc<str>, expires_at_ms: u64) {
+        if let Some(known) = self.known.lock().get_mut(key) {
+            known.expires_at_ms = expires_at_ms;
+        }
+    }
+
+    /// Writes `key` back if its last known expiry is still ahead: the store lost it rather than
+    /// let it expire. True when it is alive again.
+    async fn restore(&self, key: &Arc<str>) -> bool {
+        let Some(known) = self.known.lock().get(key).cloned() else {
+            return false;
+        };
+        if known.expires_at_ms <= crate::util::now_ms() {
+            return false;
+        }
+        match self.accounts.listen_keys.restore(&known).await {
+            Ok(written) => written,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write back a lost listen key");
+                // Checked again next time; the connections stay meanwhile.
+                true
             }
         }
     }

@@ -1,0 +1,62 @@
+//! What a store that lost its data needs to be written back: the health a store reports, and
+//! the image of the state a node runs.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::{MapperMeta, Versioned};
+
+/// Whether the config store can be used, as last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// It answers and holds a config.
+    Serving,
+    /// It answers but holds no config: a Redis restarted without its data, or failed over to
+    /// an empty replica.
+    Empty,
+    /// It does not answer; why.
+    Unreachable(String),
+}
+
+/// The store's state as a node last loaded it: what an emptied store is restored from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreImage {
+    /// The store revision it was read at.
+    pub revision: u64,
+    /// Config versions the node has seen, oldest first; the last is the one it runs.
+    pub configs: Vec<Versioned>,
+    /// The mapper registry.
+    pub mappers: BTreeMap<String, MapperMeta>,
+    /// Module bytes the node holds, by SHA-256 (hex).
+    pub modules: BTreeMap<String, Bytes>,
+    /// How many API keys the store held.
+    pub api_keys: usize,
+}
+
+impl StoreImage {
+    /// The config version the node runs.
+    pub fn current(&self) -> Option<&Versioned> {
+        self.configs.last()
+    }
+
+    /// Registry versions (`name@version`) whose module the image does not hold.
+    pub fn missing_modules(&self) -> Vec<String> {
+        self.mappers
+            .values()
+            .flat_map(|meta| {
+                meta.versions
+                    .iter()
+                    .filter(|v| !self.modules.contains_key(&v.hash))
+                    .map(move |v| format!("{}@{}", meta.name, v.version))
+            })
+            .collect()
+    }
+
+    /// Config versions before the current one that the image does not hold.
+    pub fn missing_config_versions(&self) -> u64 {
+        let held = self.configs.len() as u64;
+        self.current()
+            .map_or(0, |current| current.version.saturating_sub(held))
+    }
+}
