@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use wsgate::auth::listen_keys::ListenKeySettings;
 use wsgate::auth::DelegatedSettings;
 use wsgate::cli;
-use wsgate::mapper::MapperLimits;
+use wsgate::mapper::{self, MapperLimits};
 use wsgate::node::{self, AutoRollback, NodeSettings};
 use wsgate::trade::TradeSettings;
 use wsgate::ws::dialect::{self, echo::Echo};
@@ -104,6 +104,14 @@ struct ServeArgs {
         default_value = "target/mapper-cache"
     )]
     mapper_cache_dir: PathBuf,
+    /// Bytes of compiled mappers kept in memory besides those running routes use; the least
+    /// recently used are evicted beyond it.
+    #[arg(long, env = "WSGATE_MAPPER_CACHE_MEMORY", default_value_t = mapper::DEFAULT_CACHE_MEMORY_BYTES)]
+    mapper_cache_memory: u64,
+    /// Bytes of compiled mappers kept in --mapper-cache-dir; the least recently used are
+    /// removed beyond it.
+    #[arg(long, env = "WSGATE_MAPPER_CACHE_DISK", default_value_t = mapper::DEFAULT_CACHE_DISK_BYTES)]
+    mapper_cache_disk: u64,
     /// Capabilities a mapper's manifest may be granted: `clock`, `env:NAME` (comma-separated).
     #[arg(long, env = "WSGATE_MAPPER_ALLOW", value_delimiter = ',')]
     mapper_allow: Vec<String>,
@@ -313,6 +321,8 @@ impl ServeArgs {
                 call_timeout: self.mapper_timeout,
                 per_event_timeout: self.mapper_event_timeout,
                 max_memory_bytes: self.mapper_memory_bytes,
+                cache_memory_bytes: self.mapper_cache_memory,
+                cache_disk_bytes: self.mapper_cache_disk,
                 ..MapperLimits::default()
             },
             shutdown_timeout: self.shutdown_timeout,

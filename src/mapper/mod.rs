@@ -5,6 +5,8 @@
 //! reused instance that maps batches and contains every failure (trap, timeout, memory cap,
 //! malformed output) to the event that caused it.
 
+mod cache;
+mod disk_cache;
 mod engine;
 mod host;
 mod instance;
@@ -13,6 +15,7 @@ mod ticker;
 
 use std::time::Duration;
 
+pub use cache::CacheMetrics;
 pub use engine::{CompiledMapper, MapperEngine};
 pub use host::Grants;
 pub use instance::{check_outputs, EventOutcome, Failure, MapperInstance, Sandbox};
@@ -31,7 +34,12 @@ pub mod bindings {
     pub use wsgate::mapper::types::{Event, Header, MapError, Output, SourceKind};
 }
 
-/// Limits every mapper call runs under.
+/// The memory cache's default bound (see `docs/benchmarks.md`, "Compiled-mapper cache").
+pub const DEFAULT_CACHE_MEMORY_BYTES: u64 = 256 << 20;
+/// The disk cache's default bound.
+pub const DEFAULT_CACHE_DISK_BYTES: u64 = 1 << 30;
+
+/// Limits every mapper call runs under, and the compile cache's bounds.
 #[derive(Debug, Clone)]
 pub struct MapperLimits {
     /// CPU time allowed per call, on top of the per-event allowance.
@@ -44,6 +52,10 @@ pub struct MapperLimits {
     pub max_outputs_per_event: usize,
     /// Largest payload one output may carry.
     pub max_output_bytes: usize,
+    /// Compiled code the cache keeps in memory, in bytes, besides what running routes use.
+    pub cache_memory_bytes: u64,
+    /// Compiled code the cache keeps on disk (with a cache directory), in bytes.
+    pub cache_disk_bytes: u64,
 }
 
 impl Default for MapperLimits {
@@ -54,6 +66,8 @@ impl Default for MapperLimits {
             max_memory_bytes: 64 << 20,
             max_outputs_per_event: 1024,
             max_output_bytes: 1 << 20,
+            cache_memory_bytes: DEFAULT_CACHE_MEMORY_BYTES,
+            cache_disk_bytes: DEFAULT_CACHE_DISK_BYTES,
         }
     }
 }

@@ -169,12 +169,12 @@ pub async fn start(
     dialects: impl FnOnce(&mut FrameVariants, &Services) -> Dialects,
 ) -> anyhow::Result<RunningNode> {
     let metrics = Arc::new(Metrics::new());
-    let engine = match &settings.mapper_cache_dir {
-        Some(dir) => {
-            MapperEngine::with_disk_cache(settings.mapper_limits.clone(), 1000, dir.clone())?
-        }
-        None => MapperEngine::new(settings.mapper_limits.clone(), 1000)?,
-    };
+    let engine = MapperEngine::with_cache(
+        settings.mapper_limits.clone(),
+        1000,
+        settings.mapper_cache_dir.clone(),
+        crate::mapper::CacheMetrics::of(&metrics),
+    )?;
     let store = backends::open_store(&settings).await?;
     let trade_stop = CancellationToken::new();
     let services = Services {

@@ -1,6 +1,10 @@
 //! The embedded node's config store: everything in process memory, gone when the node stops.
+//!
+//! The config history and the audit log are bounded: the newest `MAX_CONFIG_VERSIONS`
+//! versions and `MAX_AUDIT_ENTRIES` entries are kept, the oldest dropped. Version numbers and
+//! audit sequence numbers keep counting; a dropped version is not found, like an unknown one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -12,10 +16,22 @@ use super::{ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, Versi
 use crate::config::GatewayConfig;
 use crate::util::now_ms;
 
-#[derive(Default)]
+/// Config versions kept (the current one and those before it).
+pub const MAX_CONFIG_VERSIONS: usize = 1_000;
+/// Audit entries kept.
+pub const MAX_AUDIT_ENTRIES: usize = 10_000;
+
 struct State {
-    configs: Vec<GatewayConfig>,
-    audit: Vec<AuditEntry>,
+    /// The newest config versions, oldest first; never empty.
+    configs: VecDeque<GatewayConfig>,
+    /// The version of `configs[0]`.
+    first_version: u64,
+    max_versions: usize,
+    /// The newest audit entries, oldest first.
+    audit: VecDeque<AuditEntry>,
+    /// The last audit entry's `seq` (dropped ones included).
+    audit_seq: u64,
+    max_audit: usize,
     modules: HashMap<String, Bytes>,
     mappers: BTreeMap<String, MapperMeta>,
     api_keys: BTreeMap<String, ApiKeyRecord>,
@@ -24,6 +40,26 @@ struct State {
 }
 
 impl State {
+    /// The current config's version.
+    fn current_version(&self) -> u64 {
+        self.first_version + self.configs.len() as u64 - 1
+    }
+
+    /// The stored config of `version`, unless unknown or dropped.
+    fn config(&self, version: u64) -> Option<&GatewayConfig> {
+        let index = version.checked_sub(self.first_version)?;
+        self.configs.get(usize::try_from(index).ok()?)
+    }
+
+    /// Appends `config` as the next version, dropping the oldest beyond the bound.
+    fn push_config(&mut self, config: GatewayConfig) {
+        self.configs.push_back(config);
+        while self.configs.len() > self.max_versions.max(1) {
+            self.configs.pop_front();
+            self.first_version += 1;
+        }
+    }
+
     /// Appends `entry` to the audit log and bumps the revision.
     fn record(&mut self, entry: AuditEntry) {
         self.audit_only(entry);
@@ -32,8 +68,12 @@ impl State {
 
     /// Appends `entry` to the audit log.
     fn audit_only(&mut self, mut entry: AuditEntry) {
-        entry.seq = self.audit.len() as u64 + 1;
-        self.audit.push(entry);
+        self.audit_seq += 1;
+        entry.seq = self.audit_seq;
+        self.audit.push_back(entry);
+        while self.audit.len() > self.max_audit {
+            self.audit.pop_front();
+        }
     }
 }
 
@@ -44,14 +84,29 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding `config` as version 1 (revision 1, no audit entry).
+    /// A store holding `config` as version 1 (revision 1, no audit entry), keeping the newest
+    /// 1,000 config versions and 10,000 audit entries.
     pub fn new(config: GatewayConfig) -> Self {
+        Self::with_bounds(config, MAX_CONFIG_VERSIONS, MAX_AUDIT_ENTRIES)
+    }
+
+    /// Like [`new`](Self::new), keeping the newest `versions` config versions (at least the
+    /// current one) and `audit` audit entries.
+    pub fn with_bounds(config: GatewayConfig, versions: usize, audit: usize) -> Self {
         let (announce, _) = watch::channel(1);
         MemoryStore {
             state: Mutex::new(State {
-                configs: vec![config],
+                configs: VecDeque::from([config]),
+                first_version: 1,
+                max_versions: versions,
+                audit: VecDeque::new(),
+                audit_seq: 0,
+                max_audit: audit,
+                modules: HashMap::new(),
+                mappers: BTreeMap::new(),
+                api_keys: BTreeMap::new(),
+                api_key_secrets: HashMap::new(),
                 revision: 1,
-                ..State::default()
             }),
             announce,
         }
@@ -63,17 +118,16 @@ impl MemoryStore {
 }
 
 fn versioned(state: &State, version: u64) -> Option<Versioned> {
-    let config = state.configs.get(version.checked_sub(1)? as usize)?;
     Some(Versioned {
         version,
-        config: config.clone(),
+        config: state.config(version)?.clone(),
     })
 }
 
 impl ConfigStore for MemoryStore {
     fn current(&self) -> BoxFuture<'_, Result<Versioned, StoreError>> {
         let state = self.state.lock();
-        let current = versioned(&state, state.configs.len() as u64).expect("never empty");
+        let current = versioned(&state, state.current_version()).expect("never empty");
         async move { Ok(current) }.boxed()
     }
 
@@ -91,16 +145,16 @@ impl ConfigStore for MemoryStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         let result = (|| {
             let mut state = self.state.lock();
-            let actual = state.configs.len() as u64;
+            let actual = state.current_version();
             if actual != replaces {
                 return Err(StoreError::Stale {
                     expected: replaces,
                     actual,
                 });
             }
-            let before = serde_json::to_value(&state.configs[actual as usize - 1]).unwrap();
+            let before = serde_json::to_value(state.config(actual).expect("current")).unwrap();
             let after = serde_json::to_value(&config).unwrap();
-            state.configs.push(config);
+            state.push_config(config);
             state.record(AuditEntry {
                 seq: 0,
                 at_ms: now_ms(),
@@ -308,5 +362,77 @@ mod tests {
         );
         assert_eq!(store.current().await.unwrap().version, 2);
         assert_eq!(store.audit(10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn old_versions_and_audit_entries_are_dropped_while_numbering_continues() {
+        let store = MemoryStore::with_bounds(GatewayConfig::default(), 3, 4);
+        for replaces in 1..=9 {
+            let version = store
+                .apply(replaces, GatewayConfig::default(), "ops", "config.apply")
+                .await
+                .unwrap();
+            assert_eq!(version, replaces + 1);
+        }
+        assert_eq!(store.current().await.unwrap().version, 10);
+        // Versions 8, 9 and 10 are kept; earlier ones are answered like unknown ones.
+        for version in [0, 1, 7, 11] {
+            assert_eq!(store.config_version(version).await.unwrap(), None);
+        }
+        for version in 8..=10 {
+            let found = store.config_version(version).await.unwrap().unwrap();
+            assert_eq!(found.version, version);
+        }
+        // The four newest audit entries, their sequence numbers counting on.
+        let seqs: Vec<u64> = store
+            .audit(100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [9, 8, 7, 6]);
+        let err = store
+            .apply(9, GatewayConfig::default(), "ops", "config.apply")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::Stale {
+                expected: 9,
+                actual: 10
+            }
+        );
+        // Key changes are audited too, and numbered after the config changes.
+        let key = ApiKeyRecord {
+            key: "k".into(),
+            user_id: "u".into(),
+            permissions: Vec::new(),
+            kind: super::super::KeyKind::Hmac,
+            ip_allow: Vec::new(),
+            disabled: false,
+            created_at_ms: 0,
+            created_by: "ops".into(),
+            revision: 0,
+        };
+        store
+            .put_api_key(0, key, None, "ops", "key.create")
+            .await
+            .unwrap();
+        assert_eq!(store.audit(1).await.unwrap()[0].seq, 10);
+        assert_eq!(store.audit(100).await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_current_version_is_kept_whatever_the_bound() {
+        let store = MemoryStore::with_bounds(GatewayConfig::default(), 0, 0);
+        store
+            .apply(1, GatewayConfig::default(), "ops", "config.apply")
+            .await
+            .unwrap();
+        assert_eq!(store.current().await.unwrap().version, 2);
+        assert!(store.config_version(2).await.unwrap().is_some());
+        assert!(store.config_version(1).await.unwrap().is_none());
+        assert!(store.audit(10).await.unwrap().is_empty());
     }
 }
