@@ -87,6 +87,8 @@ pub struct Metrics {
     /// What a restore could not bring back, by kind (`config_version`, `module`, `audit`,
     /// `listen_key`).
     pub store_restore_lost: IntCounterVec,
+    /// API keys in the config store, as last counted (every 2 s while it serves).
+    pub api_keys: IntGauge,
     /// Subscriptions dropped because a config change removed their stream.
     pub subscriptions_removed: IntCounter,
     /// Bytes held by the compiled-mapper cache, by tier (`memory`, `disk`).
@@ -289,6 +291,8 @@ impl Metrics {
                 &["kind"],
             )
             .unwrap(),
+            api_keys: IntGauge::new("api_keys", "API keys in the config store, as last counted")
+                .unwrap(),
             subscriptions_removed: IntCounter::new(
                 "subscriptions_removed_total",
                 "Subscriptions dropped because a config change removed their stream",
@@ -371,6 +375,7 @@ impl Metrics {
         r.register(Box::new(self.store_restores.clone())).unwrap();
         r.register(Box::new(self.store_restore_lost.clone()))
             .unwrap();
+        r.register(Box::new(self.api_keys.clone())).unwrap();
         r.register(Box::new(self.subscriptions_removed.clone()))
             .unwrap();
         r.register(Box::new(self.mapper_cache_bytes.clone()))

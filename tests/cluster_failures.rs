@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::nats::NatsServer;
 use common::proxy::StallingProxy;
 use common::redis::RedisServer;
-use common::trades::{expect_trades, match_event};
+use common::trades::expect_trades;
 use common::{wait_for, Gateway};
 use serde_json::{json, Value};
 
@@ -31,18 +31,7 @@ fn config(url: &str) -> Value {
 }
 
 async fn produce(data: &RedisServer, ids: std::ops::RangeInclusive<u64>) {
-    let client = redis::Client::open(data.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("XADD")
-            .arg("trades")
-            .arg("*")
-            .arg("payload")
-            .arg(match_event(id))
-            .ignore();
-    }
-    pipe.query_async::<()>(&mut conn).await.unwrap();
+    common::trades::produce(&data.url(), ids).await
 }
 
 fn wait_subscribed(gateway: &Gateway) {

@@ -28,6 +28,9 @@ const RETRY_EVERY: Duration = Duration::from_millis(500);
 const LEAD_FOR: Duration = Duration::from_secs(10);
 /// How often the log line about a store that is still away is repeated.
 const REMIND_EVERY: Duration = Duration::from_secs(60);
+/// How often the number of API keys in the store is read while it serves (to count those a
+/// loss takes).
+const COUNT_KEYS_EVERY: Duration = Duration::from_secs(2);
 
 /// What the restorer needs.
 pub(super) struct Restorer {
@@ -60,6 +63,9 @@ impl Restorer {
     pub async fn run(self, stop: CancellationToken) {
         let mut health = self.store.health();
         let mut outage: Option<Outage> = None;
+        // API keys live in the store alone: how many there were is what a loss takes.
+        let mut api_keys = 0;
+        let mut count_keys = tokio::time::interval(COUNT_KEYS_EVERY);
         loop {
             let seen = health.borrow_and_update().clone();
             match &seen {
@@ -72,18 +78,27 @@ impl Restorer {
                     self.away(&mut outage, &format!("config store unreachable: {why}"));
                 }
                 StoreHealth::Empty => {
-                    self.away(&mut outage, "config store is empty: restoring it from what the nodes run");
+                    self.away(
+                        &mut outage,
+                        "config store is empty: restoring it from what the nodes run",
+                    );
                     let outage = outage.as_mut().expect("set by away");
                     outage.emptied = true;
                     if !outage.restored {
-                        outage.restored = self.try_restore().await;
+                        outage.restored = self.try_restore(api_keys).await;
                     }
                 }
             }
-            let retry = !matches!(seen, StoreHealth::Serving);
+            let serving = seen == StoreHealth::Serving;
             tokio::select! {
                 changed = health.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(RETRY_EVERY), if retry => {}
+                _ = tokio::time::sleep(RETRY_EVERY), if !serving => {}
+                _ = count_keys.tick(), if serving => {
+                    if let Ok(count) = self.store.api_key_count().await {
+                        api_keys = count;
+                        self.metrics.api_keys.set(count as i64);
+                    }
+                }
                 _ = stop.cancelled() => return,
             }
         }
@@ -102,7 +117,10 @@ impl Restorer {
         let now = Instant::now();
         match outage {
             None => {
-                tracing::warn!(problem, "the config store is away; the node keeps running its last state");
+                tracing::warn!(
+                    problem,
+                    "the config store is away; the node keeps running its last state"
+                );
                 *outage = Some(Outage {
                     since: now,
                     last_said: now,
@@ -133,7 +151,10 @@ impl Restorer {
         match self.matches(&image).await {
             Ok(None) => {
                 self.count("followed");
-                tracing::info!(?took, "the config store was restored by another node and holds what this node runs");
+                tracing::info!(
+                    ?took,
+                    "the config store was restored by another node and holds what this node runs"
+                );
             }
             Ok(Some(difference)) => {
                 self.count("differed");
@@ -169,7 +190,8 @@ impl Restorer {
     }
 
     /// If elected, writes the image back; true once the store is restored by this node.
-    async fn try_restore(&self) -> bool {
+    /// `api_keys` is how many the store held before.
+    async fn try_restore(&self, api_keys: usize) -> bool {
         let Some(image) = self.image.load_full() else {
             return false;
         };
@@ -184,13 +206,13 @@ impl Restorer {
         let started = Instant::now();
         let lost_modules = image.missing_modules();
         let lost_versions = image.missing_config_versions();
-        let summary = summary(&self.node_id, &image, &lost_modules, lost_versions);
+        let summary = summary(&self.node_id, &image, &lost_modules, lost_versions, api_keys);
         let who = format!("node:{}", self.node_id);
         match self.store.restore(&image, &who, summary).await {
             Ok(Some(revision)) => {
                 (self.reseed_keys)().await;
                 let api_keys_lost = match self.store.api_key_count().await {
-                    Ok(now) => image.api_keys.saturating_sub(now) as u64,
+                    Ok(now) => api_keys.saturating_sub(now) as u64,
                     Err(_) => 0,
                 };
                 self.count("restored");
@@ -238,6 +260,7 @@ fn summary(
     image: &StoreImage,
     lost_modules: &[String],
     lost_config_versions: u64,
+    api_keys: usize,
 ) -> serde_json::Value {
     let mappers: serde_json::Map<String, serde_json::Value> = image
         .mappers
@@ -258,7 +281,7 @@ fn summary(
             "config_versions": lost_config_versions,
             "modules": lost_modules,
             "audit": "every entry before this one",
-            "api_keys_before": image.api_keys,
+            "api_keys_before": api_keys,
             "listen_keys": "those no connection held",
         },
     })

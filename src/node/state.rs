@@ -100,7 +100,9 @@ impl Resolver {
         let mut snapshot = config_ops::check(current.config.clone(), &registry)
             .map_err(|e| anyhow!("stored config version {}: {e}", current.version))?;
         let fanout = FanoutRule::all(&snapshot);
-        let image = self.image(revision, &current, &snapshot, registry.clone()).await?;
+        let image = self
+            .image(revision, &current, &snapshot, registry.clone())
+            .await?;
         self.membership.keep_own(&mut snapshot.config);
         let mut mappers = BTreeMap::new();
         for route in &snapshot.config.routes {
@@ -124,7 +126,7 @@ impl Resolver {
     }
 
     /// The image of the store this node keeps: `current` added to the kept config versions,
-    /// the module bytes a restore needs (fetched once per module), and the number of API keys.
+    /// and the module bytes a restore needs (fetched once per module).
     async fn image(
         &self,
         revision: u64,
@@ -156,7 +158,6 @@ impl Resolver {
             configs,
             mappers: registry,
             modules,
-            api_keys: self.store.api_key_count().await?,
         })
     }
 
@@ -197,14 +198,13 @@ impl Resolver {
         if let Some(compiled) = self.engine.cached(hash, meta.size as usize) {
             return Ok(compiled);
         }
-        let bytes = match image.modules.get(hash) {
-            Some(bytes) => bytes.clone(),
-            None => self
-                .store
-                .module(hash)
-                .await?
-                .ok_or_else(|| anyhow!("module {hash} of `{label}` is missing from the store"))?,
-        };
+        let bytes =
+            match image.modules.get(hash) {
+                Some(bytes) => bytes.clone(),
+                None => self.store.module(hash).await?.ok_or_else(|| {
+                    anyhow!("module {hash} of `{label}` is missing from the store")
+                })?,
+            };
         let engine = Arc::clone(&self.engine);
         let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes))
             .await

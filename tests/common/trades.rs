@@ -21,6 +21,22 @@ pub fn match_event(id: u64) -> String {
     .to_string()
 }
 
+/// Appends the `match` events of trades `ids` to stream `trades` of the Redis at `url`.
+pub async fn produce(url: &str, ids: std::ops::RangeInclusive<u64>) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XADD")
+            .arg("trades")
+            .arg("*")
+            .arg("payload")
+            .arg(match_event(id))
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+}
+
 /// Waits until the gateway has received exactly `expected` upstream events (failing on more).
 pub fn wait_events(gateway: &Gateway, expected: f64) {
     let deadline = Instant::now() + WAIT;

@@ -30,8 +30,6 @@ pub struct StoreImage {
     pub mappers: BTreeMap<String, MapperMeta>,
     /// Module bytes the node holds, by SHA-256 (hex).
     pub modules: BTreeMap<String, Bytes>,
-    /// How many API keys the store held.
-    pub api_keys: usize,
 }
 
 impl StoreImage {
