@@ -27,7 +27,7 @@ pub use frames::{Encoder, FrameVariant, FrameVariants};
 use lanes::Lanes;
 pub use outbox::{ConnId, Outbox, Pushed};
 pub use private::{UserSubscription, Users, Wrap};
-pub use topic::{FanOut, InterestWatcher, Topic};
+pub use topic::{FanOut, InterestWatcher, Topic, TopicId};
 
 /// One message on its way to every subscriber of its stream.
 pub struct Delivery {
@@ -165,11 +165,14 @@ impl Hub {
         let _ = self.watcher.set(watcher);
     }
 
-    /// Makes exactly `names` subscribable. Existing topics keep their subscribers; a removed
-    /// topic stops receiving, and its subscribers keep it until they unsubscribe.
-    pub fn set_streams<'a>(&self, names: impl IntoIterator<Item = &'a Arc<str>>) {
+    /// Makes exactly `names` subscribable. Existing topics keep their subscribers. A topic no
+    /// longer named is retired ([`Topic::retire`]): its subscribers are dropped, and each
+    /// connection's outbox is told, so the connection drops the stream and its dialect tells
+    /// the client. A stream named again later gets a new topic, which none of them holds.
+    /// Returns the number of subscriptions dropped.
+    pub fn set_streams<'a>(&self, names: impl IntoIterator<Item = &'a Arc<str>>) -> usize {
         let _serialized = self.update.lock();
-        let current = self.topics.load();
+        let current = self.topics.load_full();
         let next: HashMap<Arc<str>, Arc<Topic>> = names
             .into_iter()
             .map(|name| {
@@ -184,7 +187,15 @@ impl Hub {
                 (Arc::clone(name), topic)
             })
             .collect();
+        let retired: Vec<&Arc<Topic>> = current
+            .iter()
+            .filter(|(name, _)| !next.contains_key(*name))
+            .map(|(_, topic)| topic)
+            .collect();
+        // Stored first: the interest watcher, told as a retired topic loses its last
+        // subscriber, must no longer find it, and no new subscriber may.
         self.topics.store(Arc::new(next));
+        retired.into_iter().map(|topic| topic.retire()).sum()
     }
 
     /// The topic serving `stream`, if the config declares it.
@@ -354,6 +365,60 @@ mod tests {
         hub.set_streams(&[Arc::from("a@trade"), Arc::from("c@trade")]);
         assert_eq!(hub.topic("a@trade").unwrap().subscribers(), 1);
         assert!(hub.topic("c@trade").is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn set_streams_retires_a_removed_stream_and_tells_its_subscribers_only() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 2, FrameVariants::new());
+        let reported = Arc::new(Mutex::new(Vec::<Arc<str>>::new()));
+        let seen = Arc::clone(&reported);
+        hub.watch_interest(Arc::new(move |name: &Arc<str>| {
+            seen.lock().push(Arc::clone(name))
+        }));
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a@trade"), Arc::from("b@trade"));
+        hub.set_streams([&a, &b]);
+        let both = Outbox::new(1, 1 << 20);
+        let only_b = Outbox::new(2, 1 << 20);
+        let old_a = hub.topic("a@trade").unwrap();
+        old_a.subscribe(&both);
+        hub.topic("b@trade").unwrap().subscribe(&both);
+        hub.topic("b@trade").unwrap().subscribe(&only_b);
+        reported.lock().clear();
+
+        assert_eq!(hub.set_streams([&b]), 1);
+        assert!(hub.topic("a@trade").is_none());
+        assert!(old_a.is_retired());
+        assert_eq!(old_a.subscribers(), 0);
+        assert_eq!(
+            hub.metrics
+                .subscriptions
+                .with_label_values(&["a@trade"])
+                .get(),
+            0
+        );
+        assert_eq!(
+            *reported.lock(),
+            [Arc::clone(&a)],
+            "interest in a@trade ended"
+        );
+        assert_eq!(both.take_removed(), [old_a.id()]);
+        assert!(only_b.take_removed().is_empty());
+
+        // A subscribe racing the removal is told too, and is not added.
+        let late = Outbox::new(3, 1 << 20);
+        assert!(!old_a.subscribe(&late));
+        assert_eq!(late.take_removed(), [old_a.id()]);
+        assert_eq!(old_a.subscribers(), 0);
+
+        // Declared again: a new topic, which nobody holds, and b@trade still flows.
+        hub.set_streams([&a, &b]);
+        let new_a = hub.topic("a@trade").unwrap();
+        assert_ne!(new_a.id(), old_a.id());
+        assert_eq!(new_a.subscribers(), 0);
+        hub.publish_batch(vec![message("a@trade", 1), message("b@trade", 7)])
+            .await;
+        assert_eq!(received(&both, 1).await, [7]);
+        assert_eq!(received(&only_b, 1).await, [7]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::task::Poll;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
+use super::topic::TopicId;
 use super::Delivery;
 
 /// Identifies a connection within one node.
@@ -39,6 +40,8 @@ pub struct Outbox {
     signalled: AtomicBool,
     /// A wake-up the publisher still owes the writer.
     wake_due: AtomicBool,
+    /// Topics in `State::removed` the connection has not taken yet.
+    removals: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -48,6 +51,10 @@ struct State {
     bytes: usize,
     overflowed: bool,
     closed: bool,
+    /// Retired topics this connection was subscribed to. Boxed: one word in every
+    /// connection's state, for what a config change rarely fills.
+    #[allow(clippy::box_collection)]
+    removed: Option<Box<Vec<TopicId>>>,
 }
 
 impl Outbox {
@@ -59,6 +66,7 @@ impl Outbox {
             state: Mutex::new(State::default()),
             signalled: AtomicBool::new(false),
             wake_due: AtomicBool::new(false),
+            removals: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         })
     }
@@ -149,12 +157,41 @@ impl Outbox {
         .await
     }
 
+    /// Tells the connection that `topic` was retired (a config change removed its stream)
+    /// and dropped it as a subscriber, and wakes it; see [`take_removed`](Self::take_removed).
+    pub fn stream_removed(&self, topic: TopicId) {
+        {
+            let mut state = self.state.lock();
+            if state.closed {
+                return;
+            }
+            state.removed.get_or_insert_default().push(topic);
+        }
+        self.removals.store(true, Ordering::Release);
+        self.interrupt();
+    }
+
+    /// The retired topics this connection was dropped from since the last call, in the order
+    /// they were retired; empty (without taking the lock) when there are none.
+    pub fn take_removed(&self) -> Vec<TopicId> {
+        if !self.removals.load(Ordering::Relaxed) || !self.removals.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.state
+            .lock()
+            .removed
+            .take()
+            .map(|removed| *removed)
+            .unwrap_or_default()
+    }
+
     /// Refuses further pushes and frees what is queued.
     pub fn close(&self) {
         let mut state = self.state.lock();
         state.closed = true;
         state.queue = VecDeque::new();
         state.bytes = 0;
+        state.removed = None;
     }
 }
 
@@ -210,6 +247,25 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_removed_stream_wakes_the_connection_and_is_taken_once() {
+        let outbox = Outbox::new(1, 1000);
+        assert!(outbox.take_removed().is_empty());
+        outbox.stream_removed(7);
+        outbox.stream_removed(9);
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.ready())
+            .await
+            .expect("woken");
+        assert_eq!(outbox.take_removed(), [7, 9]);
+        assert!(outbox.take_removed().is_empty());
+        outbox.close();
+        outbox.stream_removed(11);
+        assert!(
+            outbox.take_removed().is_empty(),
+            "a closed outbox keeps nothing"
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! One stream's subscriber set, sharded so that fan-out never holds one lock for everyone.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
@@ -26,6 +26,11 @@ pub struct FanOut {
     pub refused: usize,
 }
 
+/// Tells a topic from every other the process made, a later topic of the same stream included.
+pub type TopicId = u64;
+
+static NEXT_TOPIC_ID: AtomicU64 = AtomicU64::new(1);
+
 /// Told the name of a stream whose subscriber count left or reached zero.
 pub type InterestWatcher = Arc<dyn Fn(&Arc<str>) + Send + Sync>;
 
@@ -34,10 +39,15 @@ type Shard = RwLock<IndexMap<ConnId, Arc<Outbox>>>;
 
 /// A client stream: its name, last sequence number, subscribers, and the upstream origin of
 /// the last message delivered per feed.
+///
+/// A topic whose stream a config change removed is *retired*: its subscribers are dropped and
+/// each one's outbox is told ([`Outbox::stream_removed`]); it never takes a subscriber again.
 pub struct Topic {
+    id: TopicId,
     name: Arc<str>,
     shards: Box<[Shard]>,
     subscribers: AtomicUsize,
+    retired: AtomicBool,
     last_seq: AtomicU64,
     delivered: Mutex<Watermarks<Arc<str>>>,
     gauge: IntGauge,
@@ -58,14 +68,21 @@ impl Topic {
         watcher: Arc<OnceLock<InterestWatcher>>,
     ) -> Self {
         Topic {
+            id: NEXT_TOPIC_ID.fetch_add(1, Ordering::Relaxed),
             name,
             shards: (0..SHARDS).map(|_| RwLock::new(IndexMap::new())).collect(),
             subscribers: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             delivered: Mutex::new(Watermarks::new()),
             gauge,
             watcher,
         }
+    }
+
+    /// This topic's identity.
+    pub fn id(&self) -> TopicId {
+        self.id
     }
 
     /// The stream name.
@@ -94,13 +111,19 @@ impl Topic {
         &self.shards[id as usize % SHARDS]
     }
 
-    /// Adds a subscriber; false if it was already subscribed.
+    /// Adds a subscriber; false if it was already subscribed, or if the topic is retired (the
+    /// outbox is then told the stream was removed, as its subscribers were).
     pub fn subscribe(&self, outbox: &Arc<Outbox>) -> bool {
-        let added = self
-            .shard(outbox.id())
-            .write()
-            .insert(outbox.id(), Arc::clone(outbox))
-            .is_none();
+        let mut shard = self.shard(outbox.id()).write();
+        // Checked under the shard's lock, which `retire` takes after setting the flag: a
+        // subscriber is either drained by `retire` or sees the flag here, never neither.
+        if self.retired.load(Ordering::Acquire) {
+            drop(shard);
+            outbox.stream_removed(self.id);
+            return false;
+        }
+        let added = shard.insert(outbox.id(), Arc::clone(outbox)).is_none();
+        drop(shard);
         if added {
             if self.subscribers.fetch_add(1, Ordering::Relaxed) == 0 {
                 self.interest_changed();
@@ -120,6 +143,33 @@ impl Topic {
             self.gauge.dec();
         }
         removed
+    }
+
+    /// True once the topic was [`retire`](Self::retire)d.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Retires the topic (its stream is no longer declared): drops every subscriber and tells
+    /// each one's outbox, which wakes its connection. Each shard is locked only to take its
+    /// subscribers out, so fan-out lanes wait at most that long. Returns how many were dropped.
+    pub fn retire(&self) -> usize {
+        self.retired.store(true, Ordering::Release);
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let subscribers = std::mem::take(&mut *shard.write());
+            dropped += subscribers.len();
+            for outbox in subscribers.into_values() {
+                outbox.stream_removed(self.id);
+            }
+        }
+        if dropped > 0 {
+            if self.subscribers.fetch_sub(dropped, Ordering::Relaxed) == dropped {
+                self.interest_changed();
+            }
+            self.gauge.sub(dropped as i64);
+        }
+        dropped
     }
 
     fn interest_changed(&self) {
@@ -228,5 +278,40 @@ mod tests {
             outbox.take_all(&mut got);
             assert_eq!(got.len(), usize::from(outbox.id() != 7));
         }
+    }
+
+    #[test]
+    fn retire_drops_every_subscriber_once_and_refuses_new_ones() {
+        let gauge = IntGauge::new("g", "g").unwrap();
+        let topic = Topic::new(Arc::from("btcusdt@trade"), gauge.clone());
+        let outboxes: Vec<_> = (0..40).map(|id| Outbox::new(id, 1 << 20)).collect();
+        for outbox in &outboxes {
+            topic.subscribe(outbox);
+        }
+        topic.unsubscribe(5);
+        assert_eq!(topic.retire(), 39);
+        assert_eq!((topic.subscribers(), gauge.get()), (0, 0));
+        assert!(!topic.unsubscribe(6), "already dropped");
+        for outbox in &outboxes {
+            let told = outbox.take_removed();
+            assert_eq!(
+                told.len(),
+                usize::from(outbox.id() != 5),
+                "outbox {}",
+                outbox.id()
+            );
+        }
+        assert!(!topic.subscribe(&outboxes[5]));
+        assert_eq!(outboxes[5].take_removed().len(), 1);
+        assert_eq!((topic.subscribers(), gauge.get()), (0, 0));
+        let delivery = Arc::new(Delivery::new(
+            Arc::from("btcusdt@trade"),
+            1,
+            0,
+            0,
+            Bytes::from_static(b"{}"),
+            0,
+        ));
+        assert_eq!(topic.fan_out(&delivery, 0, 1).queued, 0);
     }
 }

@@ -148,7 +148,10 @@ impl Components {
                 .iter()
                 .filter(|(_, spec)| spec.auth == Auth::Public)
                 .map(|(name, _)| name);
-            self.hub.set_streams(public);
+            let dropped = self.hub.set_streams(public);
+            if dropped > 0 {
+                tracing::info!(dropped, "streams removed: their subscriptions dropped");
+            }
             self.streams = Arc::clone(&desired.snapshot.streams);
         }
         for name in restart {

@@ -203,6 +203,9 @@ impl Session {
                     linger: true,
                 };
             }
+            if let Some(ending) = self.on_streams_removed() {
+                return ending;
+            }
             if self.writer.data_queue().is_empty() && self.outbox.take_all(self.writer.data_queue())
             {
                 return self.close_for(Cause::SlowConsumer);
@@ -289,7 +292,36 @@ impl Session {
         }
     }
 
+    /// Drops the streams whose topics a config change retired, and lets the dialect tell the
+    /// client; the ending, if the dialect closes the connection.
+    fn on_streams_removed(&mut self) -> Option<Ending> {
+        let retired = self.outbox.take_removed();
+        if retired.is_empty() {
+            return None;
+        }
+        let removed = self.streams.forget(&retired);
+        if removed.is_empty() {
+            // Unsubscribed meanwhile: nothing to tell.
+            return None;
+        }
+        self.ctx
+            .metrics
+            .subscriptions_removed
+            .inc_by(removed.len() as u64);
+        let closing =
+            self.converse(|conversation, link| conversation.on_streams_removed(&removed, link))?;
+        Some(Ending::Close {
+            closing: Box::new(closing),
+            linger: true,
+        })
+    }
+
     fn on_readable(&mut self) -> Option<Ending> {
+        // A request read now sees the streams as they are (a LIST_SUBSCRIPTIONS after a
+        // removal does not list the removed stream).
+        if let Some(ending) = self.on_streams_removed() {
+            return Some(ending);
+        }
         match self.read_available() {
             Ok(true) => return Some(Ending::Dropped),
             Ok(false) => {}

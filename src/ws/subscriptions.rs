@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::hub::{Hub, Outbox, Topic, UserSubscription};
+use crate::hub::{Hub, Outbox, Topic, TopicId, UserSubscription};
 
 /// Why a subscription was refused; nothing of its batch was subscribed. Each dialect says it in
 /// its own words.
@@ -195,10 +195,56 @@ impl Streams {
         });
     }
 
+    /// Drops the streams served by `retired` topics (the hub already dropped the outbox from
+    /// them); returns the names of those this connection held, in the order it held them. A
+    /// stream of the same name subscribed since (a newer topic) is kept.
+    pub fn forget(&mut self, retired: &[TopicId]) -> Vec<Arc<str>> {
+        let mut dropped = Vec::new();
+        self.held.retain(|stream| match stream {
+            Stream::Live(topic) if retired.contains(&topic.id()) => {
+                dropped.push(Arc::clone(topic.name()));
+                false
+            }
+            _ => true,
+        });
+        dropped
+    }
+
     /// Unsubscribes `outbox` from everything (the connection ends).
     pub fn clear(&mut self, outbox: &Outbox) {
         for stream in self.held.drain(..) {
             stream.unsubscribe(outbox);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::FrameVariants;
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn forget_drops_only_the_retired_topics_streams() {
+        let hub = Arc::new(Hub::new(Arc::new(Metrics::new()), 1, FrameVariants::new()));
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a@trade"), Arc::from("b@trade"));
+        hub.set_streams([&a, &b]);
+        let catalog = Catalog::new(&hub, 10, false);
+        let outbox = Outbox::new(1, 1 << 20);
+        let mut streams = Streams::default();
+        let planned = catalog.plan(&streams, vec!["a@trade".into(), "b@trade".into()]);
+        streams.add(planned.unwrap(), &outbox);
+
+        hub.set_streams([&b]);
+        let retired = outbox.take_removed();
+        assert_eq!(streams.forget(&retired), [Arc::clone(&a)]);
+        assert_eq!(streams.names().collect::<Vec<_>>(), ["b@trade"]);
+
+        // Declared and subscribed again: the old topic's notice no longer applies to it.
+        hub.set_streams([&a, &b]);
+        let planned = catalog.plan(&streams, vec!["a@trade".into()]);
+        streams.add(planned.unwrap(), &outbox);
+        assert!(streams.forget(&retired).is_empty());
+        assert_eq!(streams.names().collect::<Vec<_>>(), ["b@trade", "a@trade"]);
     }
 }

@@ -54,6 +54,12 @@ impl Link<'_> {
         self.writer.push_own(frame);
     }
 
+    /// Queues one complete frame of the connection's own behind the events already queued for
+    /// it (a notice that must not overtake them); dropped if the connection fell too far behind.
+    pub fn send_behind_events(&mut self, frame: Bytes) {
+        self.replier().send(frame);
+    }
+
     /// Subscribes the connection to `names` (already checked for the dialect's stream syntax):
     /// all of them, or none when one is unknown or the connection would hold too many.
     pub fn subscribe(&mut self, names: Vec<String>) -> Result<(), SubscribeError> {
@@ -75,6 +81,11 @@ impl Link<'_> {
     /// The connection's streams, in the order they were subscribed.
     pub fn streams(&self) -> impl Iterator<Item = &str> {
         self.streams.names()
+    }
+
+    /// True when the connection holds no stream at all, public or private.
+    pub fn holds_nothing(&self) -> bool {
+        self.streams.is_empty() && self.private_names().is_empty()
     }
 
     /// The frame variant events are sent in.

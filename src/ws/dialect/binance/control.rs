@@ -196,6 +196,20 @@ pub fn error_json(error: &RequestError) -> String {
     }
 }
 
+/// The notice that a config change removed `stream` from the connection (Binance has none):
+/// the error Binance sends for an invalid stream, `id` null as no request caused it, and the
+/// stream named in a `stream` field as the combined envelope names it, e.g.
+/// `{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":null,"stream":"btcusdt@trade"}`.
+pub fn stream_removed_json(stream: &str) -> String {
+    let stream = serde_json::to_string(stream).expect("strings serialize");
+    format!(
+        "{{\"error\":{{\"code\":2,\"msg\":\"{INVALID_STREAM}\"}},\"id\":null,\"stream\":{stream}}}"
+    )
+}
+
+/// Binance's text for a stream it does not serve.
+pub const INVALID_STREAM: &str = "Invalid request: invalid stream";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +332,17 @@ mod tests {
             err(r#"{"method":"LIST_SUBSCRIPTIONS","params":["x"],"id":5}"#),
             r#"{"error":{"code":2,"msg":"Invalid request: too many parameters"},"id":5}"#
         );
+    }
+
+    #[test]
+    fn a_removed_stream_is_told_as_an_invalid_stream_naming_it() {
+        let notice = stream_removed_json("btcusdt@trade");
+        assert_eq!(
+            notice,
+            r#"{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":null,"stream":"btcusdt@trade"}"#
+        );
+        let parsed: Value = serde_json::from_str(&notice).unwrap();
+        assert_eq!(parsed["stream"], "btcusdt@trade");
     }
 
     #[test]

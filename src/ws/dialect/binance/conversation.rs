@@ -101,7 +101,7 @@ impl MarketConversation {
         match request {
             Request::Subscribe(names) => {
                 let (streams, keys) =
-                    split(names).ok_or_else(|| invalid("Invalid request: invalid stream"))?;
+                    split(names).ok_or_else(|| invalid(control::INVALID_STREAM))?;
                 link.subscribe(streams)
                     .map_err(|e| invalid(subscribe_error(&e)))?;
                 if keys.is_empty() {
@@ -112,7 +112,7 @@ impl MarketConversation {
             }
             Request::Unsubscribe(names) => {
                 let (streams, keys) =
-                    split(names).ok_or_else(|| invalid("Invalid request: invalid stream"))?;
+                    split(names).ok_or_else(|| invalid(control::INVALID_STREAM))?;
                 link.unsubscribe(&streams);
                 if !keys.is_empty() {
                     let (feeds, hangup) = (link.user_feeds(), link.hangup());
@@ -161,6 +161,23 @@ impl Conversation for MarketConversation {
                     .then(|| Closing::new(close::POLICY, "Invalid JSON"))
             }
         }
+    }
+
+    /// Each removed stream is told with [`control::stream_removed_json`]: behind the events
+    /// already queued while the connection keeps other streams, or before the close
+    /// ([`Closing::streams_removed`]) when it holds nothing any more.
+    fn on_streams_removed(&mut self, removed: &[Arc<str>], link: &mut Link<'_>) -> Option<Closing> {
+        let closing = link.holds_nothing().then(Closing::streams_removed);
+        for stream in removed {
+            let notice = frame::text(&[control::stream_removed_json(stream).as_bytes()]);
+            if closing.is_some() {
+                // The close discards queued events; the notices go out before it.
+                link.send(notice);
+            } else {
+                link.send_behind_events(notice);
+            }
+        }
+        closing
     }
 
     /// A planned close (shutdown, drain, lifetime) is announced with `serverShutdown`.

@@ -62,7 +62,7 @@ impl MarketStreams {
             return Err(invalid("Invalid request: too many streams"));
         }
         if !target.streams.iter().all(|name| looks_like_stream(name)) {
-            return Err(invalid("Invalid request: invalid stream"));
+            return Err(invalid(control::INVALID_STREAM));
         }
         let format = Format {
             combined: target.combined,
@@ -162,7 +162,7 @@ pub fn looks_like_stream(name: &str) -> bool {
 /// Binance's words for a refused subscription.
 fn subscribe_error(error: &SubscribeError) -> &'static str {
     match error {
-        SubscribeError::Unknown(_) => "Invalid request: invalid stream",
+        SubscribeError::Unknown(_) => control::INVALID_STREAM,
         SubscribeError::TooMany => "Invalid request: too many streams",
     }
 }
