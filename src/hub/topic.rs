@@ -123,12 +123,15 @@ impl Topic {
             return false;
         }
         let added = shard.insert(outbox.id(), Arc::clone(outbox)).is_none();
+        // Counted before the lock is released, so `retire` never takes away a subscriber not
+        // counted yet.
+        let first = added && self.subscribers.fetch_add(1, Ordering::Relaxed) == 0;
         drop(shard);
         if added {
-            if self.subscribers.fetch_add(1, Ordering::Relaxed) == 0 {
-                self.interest_changed();
-            }
             self.gauge.inc();
+        }
+        if first {
+            self.interest_changed();
         }
         added
     }
