@@ -139,13 +139,31 @@ async fn three_nodes_restore_an_emptied_store_while_clients_stream() {
         .map(|n| n.metric("wsgate_store_restores_total{result=\"restored\"}"))
         .sum();
     assert_eq!(restored, 1.0, "exactly one node restores");
-    wait_for("the others to check the restored store", || {
+    let followed = || {
         nodes
             .iter()
             .map(|n| n.metric("wsgate_store_restores_total{result=\"followed\"}"))
             .sum::<f64>()
-            == 2.0
-    });
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while followed() != 2.0 {
+        let logs: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                n.log()
+                    .lines()
+                    .filter(|l| l.contains("config store"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "the others did not check the restored store:\n{}",
+            logs.join("\n---\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let history = api(&nodes[1], "/api/v1/config/history?limit=10");
     let entries = history.as_array().unwrap();
     assert_eq!(
@@ -315,7 +333,9 @@ async fn readyz_says_degraded_while_the_store_is_empty_and_held_listen_keys_surv
         other => panic!("the held key's connection should stream on: {other:?}"),
     }
     let refused = accounts::connect_from(node.addr, "127.0.0.1", &format!("/ws/{idle}")).await;
-    let (status, body) = refused.err().expect("the unheld key is gone");
+    let Err((status, body)) = refused else {
+        panic!("the unheld key is gone")
+    };
     assert_eq!(
         (status, body["code"].clone()),
         (400, json!(-1125)),
@@ -343,4 +363,95 @@ async fn readyz_says_degraded_while_the_store_is_empty_and_held_listen_keys_surv
         node.log()
     );
     assert_eq!(log_lines(&node, "assignment check failed"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_went_back_in_time_gets_what_the_nodes_run() {
+    let store = RedisServer::new();
+    let node = Gateway::start(&[
+        "--redis",
+        &store.url(),
+        "--redis-prefix",
+        "test:",
+        "--node-id",
+        "node-a",
+        "--admin-token",
+        TEST_TOKEN,
+    ]);
+    let redis = redis::Client::open(store.url()).unwrap();
+    // The failover below moves every module the store holds (tens of megabytes).
+    let patient =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(60)));
+    let mut conn = redis
+        .get_multiplexed_async_connection_with_config(&patient)
+        .await
+        .unwrap();
+    // What a replica that stops replicating now holds.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("test:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut replica = Vec::new();
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        replica.push((key, dump));
+    }
+
+    // A change the replica never sees.
+    let sample =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappers/samples/trade.json");
+    let tagged = common::mappers_dir().join("tagged_trade.wasm");
+    let push = node.cli(&[
+        "mapper",
+        "push",
+        "binance_trade",
+        tagged.to_str().unwrap(),
+        "--sample",
+        sample.to_str().unwrap(),
+        "--promote",
+    ]);
+    assert!(push.ok, "{push:?}");
+    let runs_v2 = || api(&node, "/api/v1/status")["routes"]["demo-trades"][0] == "binance_trade@2";
+    wait_for("the node on the pushed version", runs_v2);
+    let before = operator_view(&node);
+
+    // Failover to the replica, while another node holds the restore lock for a moment.
+    let mut failover = redis::pipe();
+    failover.atomic().cmd("FLUSHALL").ignore();
+    for (key, dump) in &replica {
+        failover.cmd("RESTORE").arg(key).arg(0).arg(dump).ignore();
+    }
+    failover
+        .cmd("SET")
+        .arg("test:restore:lock")
+        .arg("another-node")
+        .arg("PX")
+        .arg(2000)
+        .ignore();
+    let _: () = failover.query_async(&mut conn).await.unwrap();
+    wait_for("the store reported behind", || {
+        let (status, body) = readyz(&node);
+        assert!(runs_v2(), "the node went back to what the replica holds");
+        status == 200 && body.contains("store: config store went back to revision")
+    });
+    wait_for("the store restored", || {
+        assert!(runs_v2(), "the node went back to what the replica holds");
+        readyz(&node) == (200, "ready\n".to_string())
+    });
+    assert_eq!(
+        operator_view(&node).0,
+        before.0,
+        "the pushed version is listed again"
+    );
+    let history = api(&node, "/api/v1/config/history?limit=1");
+    assert_eq!(history[0]["action"], "store.restore", "{history}");
+    assert_eq!(
+        node.metric("wsgate_store_restores_total{result=\"restored\"}"),
+        1.0
+    );
 }

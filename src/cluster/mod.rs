@@ -82,8 +82,12 @@ impl Cluster {
             keys,
             peer_id: settings.peer_id.clone(),
             registry: registry.clone(),
-            store,
             check_every: settings.heartbeat * 2,
+            settle: settings.ttl + settings.heartbeat,
+            health: store.health(),
+            // A peer that starts finds the others' heartbeats in place.
+            serving_since: tokio::time::Instant::now().checked_sub(settings.ttl * 2),
+            store,
         };
         tokio::spawn(negotiator.run(stop.clone()));
         Ok(Cluster {

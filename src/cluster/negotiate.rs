@@ -42,6 +42,14 @@ pub struct Negotiator {
     pub store: Arc<dyn ConfigStore>,
     /// How often the stored assignment is checked without an event.
     pub check_every: Duration,
+    /// How long after the store came back (from an outage, or a loss of its data) the peers
+    /// are given to heartbeat again before the live set is trusted: a registry emptied with the
+    /// store lists only the peers that have beaten since, and ownership must not move to them.
+    pub settle: Duration,
+    /// The store's health, and since when it has served.
+    pub health: tokio::sync::watch::Receiver<StoreHealth>,
+    /// Since when the store has served without interruption, as this peer saw it.
+    pub serving_since: Option<tokio::time::Instant>,
 }
 
 impl Negotiator {
@@ -80,7 +88,18 @@ impl Negotiator {
 
     /// Whether the config store is unreachable or empty, as the store last saw itself.
     fn store_away(&self) -> bool {
-        *self.store.health().borrow() != StoreHealth::Serving
+        *self.health.borrow() != StoreHealth::Serving
+    }
+
+    /// Whether the live set can be trusted: the store has served for [`settle`](Self::settle).
+    fn settled(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.store_away() {
+            self.serving_since = None;
+            return false;
+        }
+        let since = *self.serving_since.get_or_insert(now);
+        now - since >= self.settle
     }
 
     /// Ensures the group, claims stalled events, reads new ones (blocking briefly), handles
@@ -140,8 +159,13 @@ impl Negotiator {
         Ok(())
     }
 
-    /// Writes the assignment for the live peers if it differs from the stored one.
+    /// Writes the assignment for the live peers if it differs from the stored one. Until the
+    /// store has served for [`settle`](Self::settle) nothing is written; the next check does it.
     async fn rebalance(&mut self, reason: &str) -> anyhow::Result<()> {
+        if !self.settled() {
+            tracing::debug!(reason, "not rebalancing until the peers have heartbeaten again");
+            return Ok(());
+        }
         let live = self.registry.live().await?;
         if live.is_empty() {
             return Ok(());

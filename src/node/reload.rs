@@ -28,9 +28,11 @@ pub(super) async fn run(
         .lost_leases()
         .expect("the reload loop is the only reader");
     loop {
-        // A revision announced before this loop first ran counts too.
+        // A revision announced before this loop first ran counts too. A lower one means the
+        // store lost changes this node runs: the node keeps running them while the restorer
+        // writes them back (under a higher revision, which is then applied).
         let mut announced = *announcements.borrow_and_update();
-        if announced == current.revision {
+        if announced <= current.revision {
             tokio::select! {
                 changed = announcements.changed() => if changed.is_err() { break },
                 Some(lost) = lost_leases.recv() => {
@@ -43,7 +45,7 @@ pub(super) async fn run(
                 _ = stop.cancelled() => break,
             }
             announced = *announcements.borrow_and_update();
-            if announced == current.revision {
+            if announced <= current.revision {
                 continue;
             }
         }

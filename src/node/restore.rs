@@ -1,8 +1,9 @@
-//! Self-healing of the config store: while it is unreachable or empty the node says so (in
-//! `/readyz`, `wsgate_config_store_up` and one log line, repeated at most every
+//! Self-healing of the config store: while it is unreachable, empty or behind the node says so
+//! (in `/readyz`, `wsgate_config_store_up` and one log line, repeated at most every
 //! [`REMIND_EVERY`]); when it comes back empty (a Redis restarted without its data, or failed
-//! over to an empty replica), one node, elected through the store itself, writes back the state
-//! the nodes run, and the others check that it is what they run.
+//! over to an empty replica) or at a lower revision than the node runs (a replica that was
+//! behind), one node, elected through the store itself, writes back the state the nodes run,
+//! and the others check that it is what they run.
 //!
 //! What comes back: the config version the nodes run (with its routes' owners, so ownership is
 //! unchanged) and the earlier versions the restoring node kept, the whole mapper registry
@@ -48,50 +49,67 @@ pub(super) struct Restorer {
     pub reseed_keys: Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>,
 }
 
+/// The audit action of a restore.
+const RESTORE_ACTION: &str = "store.restore";
+/// How many of the newest audit entries are searched for a restore.
+const RECENT_ENTRIES: usize = 16;
+/// How far the nodes' clocks may disagree, when a node tells a restore during its outage from an
+/// older one.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// One spell of the store being away or empty.
 struct Outage {
     since: Instant,
+    /// When it began, in ms since the epoch (to compare with the restore entry's time).
+    since_ms: u64,
     last_said: Instant,
-    /// Whether the store was seen empty (not only unreachable).
-    emptied: bool,
+    /// Whether the store was seen to lose state (empty, or behind), not only unreachable.
+    lost: bool,
     /// Whether this node wrote it back.
     restored: bool,
 }
 
 impl Restorer {
-    /// Follows the store's health until `stop`.
+    /// Follows the store's health and revision until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let mut health = self.store.health();
+        let mut revisions = self.store.watch();
         let mut outage: Option<Outage> = None;
         // API keys live in the store alone: how many there were is what a loss takes.
         let mut api_keys = 0;
         let mut count_keys = tokio::time::interval(COUNT_KEYS_EVERY);
         loop {
             let seen = health.borrow_and_update().clone();
-            match &seen {
-                StoreHealth::Serving => {
+            let stored = *revisions.borrow_and_update();
+            let problem = match &seen {
+                StoreHealth::Serving => self.behind(stored),
+                StoreHealth::Unreachable(why) => {
+                    Some((format!("config store unreachable: {why}"), false))
+                }
+                StoreHealth::Empty => Some((
+                    "config store is empty: restoring it from what the nodes run".to_string(),
+                    true,
+                )),
+            };
+            match problem {
+                None => {
                     if let Some(ended) = outage.take() {
                         self.recovered(ended).await;
                     }
                 }
-                StoreHealth::Unreachable(why) => {
-                    self.away(&mut outage, &format!("config store unreachable: {why}"));
-                }
-                StoreHealth::Empty => {
-                    self.away(
-                        &mut outage,
-                        "config store is empty: restoring it from what the nodes run",
-                    );
+                Some((problem, lost)) => {
+                    self.away(&mut outage, &problem, lost);
                     let outage = outage.as_mut().expect("set by away");
-                    outage.emptied = true;
-                    if !outage.restored {
+                    outage.lost |= lost;
+                    if lost && !outage.restored {
                         outage.restored = self.try_restore(api_keys).await;
                     }
                 }
             }
-            let serving = seen == StoreHealth::Serving;
+            let serving = outage.is_none();
             tokio::select! {
                 changed = health.changed() => if changed.is_err() { return },
+                changed = revisions.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(RETRY_EVERY), if !serving => {}
                 _ = count_keys.tick(), if serving => {
                     if let Ok(count) = self.store.api_key_count().await {
@@ -104,16 +122,25 @@ impl Restorer {
         }
     }
 
+    /// The problem when the store's revision `stored` is below the one this node runs: it lost
+    /// changes (a failover to a replica that was behind).
+    fn behind(&self, stored: u64) -> Option<(String, bool)> {
+        let ran = self.image.load().as_ref()?.revision;
+        (stored < ran).then(|| {
+            let problem = format!(
+                "config store went back to revision {stored} (the node runs {ran}): restoring what the nodes run"
+            );
+            (problem, true)
+        })
+    }
+
     /// Reports the store away (`/readyz`, the gauge) and says so in the log once, then at most
     /// every [`REMIND_EVERY`].
-    fn away(&self, outage: &mut Option<Outage>, problem: &str) {
+    fn away(&self, outage: &mut Option<Outage>, problem: &str, lost: bool) {
         self.metrics.config_store_up.set(0);
-        let changed = {
-            let mut current = self.admin.store_problem.lock();
-            let changed = current.as_deref() != Some(problem);
-            *current = Some(problem.to_string());
-            changed
-        };
+        *self.admin.store_problem.lock() = Some(problem.to_string());
+        // Said again when the store, away so far, turns out to have lost its state.
+        let changed = outage.as_ref().is_some_and(|o| lost && !o.lost);
         let now = Instant::now();
         match outage {
             None => {
@@ -123,8 +150,9 @@ impl Restorer {
                 );
                 *outage = Some(Outage {
                     since: now,
+                    since_ms: crate::util::now_ms(),
                     last_said: now,
-                    emptied: false,
+                    lost: false,
                     restored: false,
                 });
             }
@@ -142,7 +170,18 @@ impl Restorer {
         self.metrics.config_store_up.set(1);
         *self.admin.store_problem.lock() = None;
         let took = outage.since.elapsed();
-        if !outage.emptied || outage.restored {
+        if outage.restored {
+            return tracing::info!(?took, "the config store is back");
+        }
+        // Another node may have restored it before this one saw it empty.
+        let restored_meanwhile = match self.store.audit(RECENT_ENTRIES).await {
+            Ok(newest) => newest.iter().any(|entry| {
+                entry.action == RESTORE_ACTION
+                    && entry.at_ms + CLOCK_SKEW.as_millis() as u64 >= outage.since_ms
+            }),
+            Err(_) => false,
+        };
+        if !outage.lost && !restored_meanwhile {
             return tracing::info!(?took, "the config store is back");
         }
         let Some(image) = self.image.load_full() else {
@@ -236,8 +275,9 @@ impl Restorer {
                 );
                 true
             }
-            // Someone seeded or restored it meanwhile.
-            Ok(None) => true,
+            // Another node restored it (or an operator seeded it) meanwhile: once the store is
+            // seen serving, this node checks what it holds.
+            Ok(None) => false,
             Err(e) => {
                 self.count("failed");
                 tracing::warn!(error = %e, "cannot restore the config store; trying again");

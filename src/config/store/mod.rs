@@ -50,8 +50,9 @@ pub struct AuditEntry {
     pub at_ms: u64,
     /// Who (the operator's name from the admin API, or the node for automatic changes).
     pub who: String,
-    /// What: `config.apply`, `config.rollback`, `mapper.push`, `mapper.promote`,
-    /// `mapper.rollback`, `key.create`, `key.revoke`.
+    /// What: `config.seed`, `config.apply`, `config.rollback`, `cluster.rebalance`,
+    /// `mapper.push`, `mapper.promote`, `mapper.rollback`, `key.create`, `key.revoke`, or
+    /// `store.restore` (a node wrote back a store that lost its state).
     pub action: String,
     /// What it changed: `config`, the mapper's name, or `key:<api key>`.
     pub subject: String,
@@ -243,12 +244,12 @@ pub trait ConfigStore: Send + Sync + 'static {
         async { Ok(false) }.boxed()
     }
 
-    /// Writes `image` back into an empty store, atomically and only while it holds no config:
-    /// every config version of the image, the mapper registry and the revision (above the
-    /// image's), with one `store.restore` audit entry by `who` whose `after` is `summary`
-    /// (modules are stored first, with [`put_module`](Self::put_module)). Returns the new
-    /// revision, or `None` when the store held a config (another node restored it, or an
-    /// operator seeded it).
+    /// Writes `image` back into a store that lost it, atomically and only while the store holds
+    /// no config or is at a lower revision than the image (a replica that was behind): every
+    /// config version of the image, its mapper registry and a revision above the image's, with
+    /// one `store.restore` audit entry by `who` whose `after` is `summary` (modules are stored
+    /// first). Returns the new revision, or `None` when the store was not behind (another node
+    /// restored it).
     fn restore<'a>(
         &'a self,
         _image: &'a StoreImage,

@@ -10,22 +10,23 @@ use redis::Script;
 use super::redis::{invoke, query, to_json, Keys};
 use super::{StoreError, StoreImage};
 
-/// Writes an image back if the store holds no config.
+/// Writes an image back if the store holds no config or is behind the image's revision.
 /// KEYS: version, versions, audit, audit seq, revision, mappers, restore lock.
-/// ARGV: current version, audit head, summary, lowest revision, channel, number of configs,
+/// ARGV: current version, audit head, summary, image revision + 1, channel, number of configs,
 /// then (version, config) pairs, then (mapper name, metadata) pairs.
-/// Returns the new revision, or 0 when the store held a config.
+/// Returns the new revision, or 0 when the store held a config at least as new as the image.
 static RESTORE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local behind = (tonumber(redis.call('GET', KEYS[5]) or '0') or 0) < tonumber(ARGV[4]) - 1
+if redis.call('EXISTS', KEYS[1]) == 1 and not behind then return 0 end
 local i = 7
 for _ = 1, tonumber(ARGV[6]) do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 while i <= #ARGV do
-  redis.call('HSETNX', KEYS[6], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -61,7 +62,8 @@ pub(super) async fn lead(
 }
 
 /// Stores the image's modules, then its configs, registry and a revision above the image's, with
-/// the audit entry `head` + `summary`, if the store still holds no config.
+/// the audit entry `head` + `summary`, if the store still holds no config or an older revision
+/// than the image (what the image holds replaces what the store holds under the same names).
 pub(super) async fn restore(
     conn: &ConnectionManager,
     keys: &Keys,
@@ -96,7 +98,9 @@ pub(super) async fn restore(
         .arg(&keys.channel)
         .arg(image.configs.len());
     for versioned in &image.configs {
-        script.arg(versioned.version).arg(to_json(&versioned.config)?);
+        script
+            .arg(versioned.version)
+            .arg(to_json(&versioned.config)?);
     }
     for (name, meta) in &image.mappers {
         script.arg(name).arg(to_json(meta)?);
