@@ -104,8 +104,8 @@ struct ServeArgs {
         default_value = "target/mapper-cache"
     )]
     mapper_cache_dir: PathBuf,
-    /// Bytes of compiled mappers kept in memory besides those running routes use; the least
-    /// recently used are evicted beyond it.
+    /// Bytes of compiled mapper code kept in memory; beyond it the least recently used versions
+    /// no route runs are evicted (versions in use are kept even past it).
     #[arg(long, env = "WSGATE_MAPPER_CACHE_MEMORY", default_value_t = mapper::DEFAULT_CACHE_MEMORY_BYTES)]
     mapper_cache_memory: u64,
     /// Bytes of compiled mappers kept in --mapper-cache-dir; the least recently used are

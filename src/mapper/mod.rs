@@ -52,7 +52,8 @@ pub struct MapperLimits {
     pub max_outputs_per_event: usize,
     /// Largest payload one output may carry.
     pub max_output_bytes: usize,
-    /// Compiled code the cache keeps in memory, in bytes, besides what running routes use.
+    /// Compiled code the cache keeps in memory, in bytes; only versions in use (held by running
+    /// routes) are kept beyond it.
     pub cache_memory_bytes: u64,
     /// Compiled code the cache keeps on disk (with a cache directory), in bytes.
     pub cache_disk_bytes: u64,
