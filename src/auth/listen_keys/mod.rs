@@ -215,5 +215,35 @@ pub mod conformance {
         assert_eq!(store.get(&brief).await.unwrap(), None, "expired");
         let brief: Vec<Arc<str>> = vec![Arc::from(brief.as_str())];
         assert_eq!(store.states(&brief).await.unwrap(), [KeyState::Gone]);
+
+        // Written back after a loss: a key still due to live comes back as it was; a revoked or
+        // expired one does not, and one the store holds is left alone.
+        let dave = owner("dave", Some("127.0.0.3"));
+        let expires_at_ms = crate::util::now_ms() + 600_000;
+        let lost = ListenKey {
+            key: Arc::from(generate_token().as_str()),
+            owner: dave.clone(),
+            expires_at_ms,
+        };
+        assert!(store.restore(&lost).await.unwrap());
+        let back = store.get(&lost.key).await.unwrap().expect("written back");
+        assert_eq!(back.owner, dave);
+        assert!(back.expires_at_ms.abs_diff(expires_at_ms) < 5_000);
+        let again = store.open(&dave, &generate_token(), hour).await.unwrap();
+        assert_eq!(*again, *lost.key, "the scope's active key again");
+        assert!(store.restore(&lost).await.unwrap(), "alive already");
+        let revoked = ListenKey {
+            key: Arc::from(first.as_str()),
+            owner: alice.clone(),
+            expires_at_ms,
+        };
+        assert!(!store.restore(&revoked).await.unwrap(), "revoked");
+        let expired = ListenKey {
+            expires_at_ms: crate::util::now_ms() - 1,
+            key: Arc::from(generate_token().as_str()),
+            owner: dave,
+        };
+        assert!(!store.restore(&expired).await.unwrap(), "expired");
+        assert_eq!(store.get(&expired.key).await.unwrap(), None);
     }
 }
