@@ -163,7 +163,10 @@ impl Negotiator {
     /// store has served for [`settle`](Self::settle) nothing is written; the next check does it.
     async fn rebalance(&mut self, reason: &str) -> anyhow::Result<()> {
         if !self.settled() {
-            tracing::debug!(reason, "not rebalancing until the peers have heartbeaten again");
+            tracing::debug!(
+                reason,
+                "not rebalancing until the peers have heartbeaten again"
+            );
             return Ok(());
         }
         let live = self.registry.live().await?;

@@ -245,7 +245,13 @@ impl Restorer {
         let started = Instant::now();
         let lost_modules = image.missing_modules();
         let lost_versions = image.missing_config_versions();
-        let summary = summary(&self.node_id, &image, &lost_modules, lost_versions, api_keys);
+        let summary = summary(
+            &self.node_id,
+            &image,
+            &lost_modules,
+            lost_versions,
+            api_keys,
+        );
         let who = format!("node:{}", self.node_id);
         match self.store.restore(&image, &who, summary).await {
             Ok(Some(revision)) => {

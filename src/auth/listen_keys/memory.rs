@@ -162,7 +162,10 @@ impl ListenKeyStore for MemoryListenKeys {
         let alive = {
             let mut state = self.state.lock();
             let held = state.alive(&key.key, now).is_some();
-            let revoked = state.revoked.get(&*key.key).is_some_and(|until| *until > now);
+            let revoked = state
+                .revoked
+                .get(&*key.key)
+                .is_some_and(|until| *until > now);
             if !held && !revoked && key.expires_at_ms > now {
                 let scope = key.owner.scope();
                 state
