@@ -21,5 +21,8 @@ pub const INTERNAL: u16 = 1011;
 pub const LISTEN_KEY_EXPIRED: u16 = 4001;
 /// The listen key the connection was opened with was revoked (terminal).
 pub const LISTEN_KEY_REVOKED: u16 = 4002;
+/// A config change removed every stream the connection held (terminal: the same URL or
+/// subscription is refused until the operator declares the streams again).
+pub const STREAM_REMOVED: u16 = 4003;
 /// Slow consumer: the client did not read fast enough; reconnect with backoff.
 pub const SLOW_CONSUMER: u16 = 4100;

@@ -15,6 +15,7 @@ mod memory;
 mod redis;
 mod redis_keys;
 mod redis_restore;
+mod redis_watch;
 mod restore;
 
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@
 //! | `Prevision`           | string | the store revision, INCR'd by every accepted change of config or mappers |
 //! | `Papi_keys`           | hash   | API key → [`ApiKeyRecord`] JSON (no secret)                  |
 //! | `Papi_key_secrets`    | hash   | API key → its HMAC secret (HSETNX when the key is created)   |
+//! | `Prestore:lock`       | string | the node writing back a store that lost its state (SET NX PX) |
 //!
 //! Channel `Pconfig_update` carries the new revision after every accepted change.
 //!
@@ -29,13 +30,13 @@
 //! # Watching
 //!
 //! A background task subscribes to `Pconfig_update` and, since messages published while it is
-//! disconnected are lost, also reads `Prevision` every [`POLL_EVERY`]. Both only trigger a read
-//! of `Prevision`, whose value is what [`ConfigStore::watch`] receivers see. The task reconnects
-//! with capped exponential backoff, keeps the last value while Redis is away, and stops when the
-//! store is dropped. Against a Redis that comes back empty (no persistence) receivers keep the
-//! last value until the store is seeded again, then see the re-seeded revision (lower: the value
-//! is whatever is stored, not a maximum), so nodes reload. The store's own writes are also shown
-//! to local receivers at once, without waiting for the round trip.
+//! disconnected are lost, also reads `Prevision` and `Pconfig:version` every second.
+//! The revision read is what [`ConfigStore::watch`] receivers see (whatever is stored: lower
+//! than before when the store lost changes); whether Redis answered and holds a config is what
+//! [`ConfigStore::health`] receivers see. The task reconnects with capped exponential backoff,
+//! keeps the last revision while Redis is away or empty, and stops when the store is dropped.
+//! The store's own writes are also shown to local receivers at once, without waiting for the
+//! round trip. Writing a lost state back is in `redis_restore`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
@@ -43,13 +44,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use futures_util::FutureExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, RedisError, Script};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::redis_watch::{watch_revisions, Watched};
 use super::{redis_keys, redis_restore};
 use super::{
     ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, StoreHealth, StoreImage,
@@ -58,17 +60,10 @@ use super::{
 use crate::config::GatewayConfig;
 use crate::util::now_ms;
 
-/// How often the watcher reads the revision (and whether the store still holds a config) even
-/// without an announcement.
-const POLL_EVERY: Duration = Duration::from_secs(1);
-/// The watcher's first reconnection delay; doubled after every failure up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The watcher's longest reconnection delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// How long connecting (and subscribing) may take.
+/// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one command may take.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Seeds version 1 unless a config exists.
 /// KEYS: version, versions, audit, audit seq, revision. ARGV: config, audit head, channel.
@@ -572,117 +567,4 @@ pub(super) async fn invoke<T: FromRedisValue>(
         .invoke_async(&mut conn.clone())
         .await
         .map_err(unavailable)
-}
-
-/// What the watcher keeps up to date: the newest revision and the store's health.
-struct Watched {
-    conn: ConnectionManager,
-    keys: Arc<Keys>,
-    announce: Arc<watch::Sender<u64>>,
-    health: Arc<watch::Sender<StoreHealth>>,
-}
-
-impl Watched {
-    /// Reads the store revision into `announce`, and whether the store answers and holds a
-    /// config into `health`.
-    async fn refresh(&self) {
-        let cmd = redis::cmd("MGET")
-            .arg(&self.keys.revision)
-            .arg(&self.keys.version)
-            .clone();
-        let health = match query::<(Option<u64>, Option<u64>)>(&self.conn, &cmd).await {
-            Ok((Some(revision), Some(_))) => {
-                self.announce
-                    .send_if_modified(|seen| std::mem::replace(seen, revision) != revision);
-                StoreHealth::Serving
-            }
-            // Empty (a Redis restarted without its data): receivers keep the last revision
-            // until the store is restored or seeded.
-            Ok(_) => StoreHealth::Empty,
-            Err(error) => {
-                tracing::debug!(%error, "config store: cannot read the revision");
-                StoreHealth::Unreachable(error.to_string())
-            }
-        };
-        self.health.send_if_modified(|seen| {
-            let changed = *seen != health;
-            *seen = health;
-            changed
-        });
-    }
-}
-
-/// Keeps the watched values current until `stop` is cancelled: reads them on every
-/// announcement and every [`POLL_EVERY`], resubscribing with capped backoff.
-async fn watch_revisions(client: Client, watched: Watched, stop: CancellationToken) {
-    let keys = Arc::clone(&watched.keys);
-    let refresh = || watched.refresh();
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let subscribed = match stop.run_until_cancelled(subscribe(&client, &keys)).await {
-            None => return,
-            Some(subscribed) => subscribed,
-        };
-        let (mut sink, mut messages) = match subscribed {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::debug!(%error, ?backoff, "config store: cannot subscribe, retrying");
-                // The command connection may still work; a change is then seen anyway.
-                let wait = async {
-                    refresh().await;
-                    tokio::time::sleep(backoff).await;
-                };
-                if stop.run_until_cancelled(wait).await.is_none() {
-                    return;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-        };
-        backoff = BACKOFF_MIN;
-        // Announcements made while unsubscribed are lost: the first tick, immediate, reads the
-        // revision now.
-        let mut poll = tokio::time::interval(POLL_EVERY);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let alive = async {
-                tokio::select! {
-                    message = messages.next() => {
-                        refresh().await;
-                        message.is_some()
-                    }
-                    _ = poll.tick() => {
-                        refresh().await;
-                        let ping = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>());
-                        matches!(ping.await, Ok(Ok(_)))
-                    }
-                }
-            };
-            match stop.run_until_cancelled(alive).await {
-                None => return,
-                Some(true) => {}
-                Some(false) => {
-                    tracing::debug!("config store: subscription lost, resubscribing");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// A pub/sub connection subscribed to the store's announcements.
-async fn subscribe(client: &Client, keys: &Keys) -> Result<(PubSubSink, PubSubStream), RedisError> {
-    let connect = async {
-        let (mut sink, messages) = client.get_async_pubsub().await?.split();
-        sink.subscribe(&keys.channel).await?;
-        Ok((sink, messages))
-    };
-    tokio::time::timeout(CONNECT_TIMEOUT, connect)
-        .await
-        .unwrap_or_else(|_| {
-            Err(RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connecting to Redis timed out",
-            )))
-        })
 }

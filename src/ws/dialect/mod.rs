@@ -143,7 +143,7 @@ pub trait Conversation: Send + 'static {
     /// A config change removed streams the connection held: it no longer holds `removed` (in
     /// the order it held them), and gets none of their events, even if they are declared again.
     /// `Some` ends the connection. By default nothing is said, and a connection left with no
-    /// stream at all is closed with [`STREAM_REMOVED`] ([`Link::holds_nothing`]).
+    /// stream at all is closed with [`close::STREAM_REMOVED`] ([`Link::holds_nothing`]).
     fn on_streams_removed(
         &mut self,
         _removed: &[Arc<str>],
@@ -152,11 +152,6 @@ pub trait Conversation: Send + 'static {
         link.holds_nothing().then(Closing::streams_removed)
     }
 }
-
-/// Close code of a connection left with no stream because a config change removed its streams:
-/// terminal (the gateway's 4000–4099 band, see [`close`]), since the same URL or subscription is
-/// refused until the operator declares the streams again.
-pub const STREAM_REMOVED: u16 = 4003;
 
 /// The upgrade request a dialect routes.
 pub struct Handshake<'a> {
@@ -313,9 +308,9 @@ impl Closing {
         }
     }
 
-    /// [`STREAM_REMOVED`], "Stream removed", without notice.
+    /// [`close::STREAM_REMOVED`], "Stream removed", without notice.
     pub fn streams_removed() -> Self {
-        Closing::new(STREAM_REMOVED, "Stream removed")
+        Closing::new(close::STREAM_REMOVED, "Stream removed")
     }
 
     /// The same close, preceded by `notice`.
