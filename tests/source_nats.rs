@@ -11,7 +11,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use common::nats::NatsServer;
 use common::trades::match_event;
-use common::{Client, Gateway};
+use common::{wait_for, Client, Gateway};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -368,4 +368,38 @@ async fn jetstream_survives_a_broker_restart_without_loss_or_duplicates() {
         gateway.metric("wsgate_messages_dropped_total{reason=\"duplicate\"}")
     );
     assert_eq!(settled_consumer(&js).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_core_source_that_cannot_log_in_is_not_up() {
+    let server = NatsServer::with_user("wsgate", "right");
+    let at = |password: &str| format!("nats://wsgate:{password}@127.0.0.1:{}", server.port());
+    let refused = Gateway::start_unready(config(&at("wrong"), None), &[]);
+    wait_for("the refused login reported", || {
+        let (status, body) = refused.http_get("/readyz").unwrap();
+        status == 503 && body.contains("source nats-md: nats refused the credentials")
+    });
+    assert_eq!(refused.metric("wsgate_source_up{"), 0.0);
+
+    let accepted = Gateway::start_with(config(&at("right"), None), &[]);
+    wait_for("the source up with the right password", || {
+        accepted.metric("wsgate_source_up{") == 1.0
+            && accepted.http_get("/readyz").unwrap() == (200, "ready\n".to_string())
+    });
+    // A server that is not there at all: not up either.
+    let mut gone = NatsServer::new();
+    gone.stop();
+    let unreached = Gateway::start_unready(config(&gone.url(), None), &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, body) = unreached.http_get("/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("source nats-md: connecting to nats"),
+        "{body}"
+    );
+
+    // Still refused, and still saying so.
+    let (status, body) = refused.http_get("/readyz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("nats refused the credentials"), "{body}");
 }

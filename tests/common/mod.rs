@@ -96,6 +96,23 @@ impl Gateway {
 
     /// Like [`start_with`](Self::start_with), loading mappers from `mappers`.
     pub fn start_in(config: Value, args: &[&str], mappers: &std::path::Path) -> Gateway {
+        // An HTTPS admin listener is not probed over plain HTTP: its ready line is enough.
+        let probe_admin = !args.contains(&"--admin-tls-cert");
+        Gateway::spawn(config, args, mappers, probe_admin)
+    }
+
+    /// Like [`start_with`](Self::start_with), waiting only for the node's listeners, not for
+    /// `/readyz` to answer 200 (for a node that is meant to be unready).
+    pub fn start_unready(config: Value, args: &[&str]) -> Gateway {
+        Gateway::spawn(config, args, &mappers_dir(), false)
+    }
+
+    fn spawn(
+        config: Value,
+        args: &[&str],
+        mappers: &std::path::Path,
+        probe_admin: bool,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("gateway.json");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
@@ -125,8 +142,6 @@ impl Gateway {
             admin: unbound,
             _dir: dir,
         };
-        // An HTTPS admin listener is not probed over plain HTTP: its ready line is enough.
-        let probe_admin = !args.contains(&"--admin-tls-cert");
         gateway.wait_ready(Duration::from_secs(60), probe_admin);
         gateway
     }

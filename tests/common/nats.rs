@@ -29,16 +29,28 @@ pub struct NatsServer {
     port: Option<u16>,
     dir: tempfile::TempDir,
     starts: usize,
+    /// The one user and password clients must log in with, if any.
+    user: Option<(String, String)>,
 }
 
 impl NatsServer {
     /// Starts a server with JetStream on a random port and waits until it accepts clients.
     pub fn new() -> NatsServer {
+        NatsServer::started(None)
+    }
+
+    /// Like [`new`](Self::new), accepting only clients that log in as `user` with `password`.
+    pub fn with_user(user: &str, password: &str) -> NatsServer {
+        NatsServer::started(Some((user.to_string(), password.to_string())))
+    }
+
+    fn started(user: Option<(String, String)>) -> NatsServer {
         let mut server = NatsServer {
             child: None,
             port: None,
             dir: tempfile::tempdir().expect("temporary directory"),
             starts: 0,
+            user,
         };
         server.start();
         server
@@ -79,7 +91,11 @@ impl NatsServer {
         let log_path = self.log_path();
         let log = std::fs::File::create(&log_path).unwrap();
         let port = self.port.map_or("-1".to_string(), |p| p.to_string());
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some((user, password)) = &self.user {
+            command.args(["--user", user, "--pass", password]);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&store)
             .args(["-n", &format!("wsgate-test-{}", std::process::id())])

@@ -34,7 +34,14 @@ impl NatsSource {
             queue_group = %self.queue_group,
             "nats core subscriptions open"
         );
-        feed.health().set_up();
+        // Subscribing needs no answer from the server, so it succeeds before the client has
+        // connected (or while its login is refused): up only once connected; the connection's
+        // events say when.
+        if client.connection_state() == async_nats::connection::State::Connected {
+            feed.health().set_up();
+        } else {
+            feed.health().set_down("connecting to nats");
+        }
         let mut messages = futures_util::stream::select_all(subscriptions);
         loop {
             let first = tokio::select! {

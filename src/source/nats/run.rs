@@ -40,6 +40,15 @@ impl NatsSource {
                 match &event {
                     Event::Connected => drop(link.send(Link::Up)),
                     Event::Disconnected => drop(link.send(Link::Down("nats disconnected"))),
+                    // Refused at login (a client error from the connector), or later.
+                    Event::ServerError(async_nats::ServerError::AuthorizationViolation) => {
+                        drop(link.send(Link::Down(REFUSED)))
+                    }
+                    Event::ClientError(async_nats::ClientError::Other(e))
+                        if e.contains("authorization violation") =>
+                    {
+                        drop(link.send(Link::Down(REFUSED)))
+                    }
                     _ => {}
                 }
                 let name = name.clone();
@@ -124,6 +133,9 @@ pub(super) fn backoff(base: Duration, attempts: usize) -> Duration {
     let jitter = rand::rng().random_range(0.75..1.25);
     delay.mul_f64(jitter).min(MAX_BACKOFF)
 }
+
+/// Why the source is down while the server refuses its credentials.
+const REFUSED: &str = "nats refused the credentials";
 
 fn log_event(name: &str, event: Event) {
     match event {
