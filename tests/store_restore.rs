@@ -455,3 +455,24 @@ async fn a_store_that_went_back_in_time_gets_what_the_nodes_run() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn an_embedded_node_counts_its_api_keys_too() {
+    let node = Gateway::start(&["--admin-token", TEST_TOKEN]);
+    let listed = |node: &Gateway| {
+        api(node, "/api/v1/keys")["keys"]
+            .as_array()
+            .expect("a list of keys")
+            .len() as f64
+    };
+    let demo = listed(&node);
+    assert!(demo > 0.0, "the demo accounts' keys");
+    wait_for("the demo keys counted", || {
+        node.metric("wsgate_api_keys ") == demo
+    });
+    accounts::create_key(&node, "carol", "user-stream");
+    wait_for("the new key counted", || {
+        node.metric("wsgate_api_keys ") == demo + 1.0
+    });
+    assert_eq!(node.metric("wsgate_config_store_up "), 1.0);
+}

@@ -78,6 +78,7 @@ impl Restorer {
         // API keys live in the store alone: how many there were is what a loss takes.
         let mut api_keys = 0;
         let mut count_keys = tokio::time::interval(COUNT_KEYS_EVERY);
+        let mut health_reported = true;
         loop {
             let seen = health.borrow_and_update().clone();
             let stored = *revisions.borrow_and_update();
@@ -108,7 +109,10 @@ impl Restorer {
             }
             let serving = outage.is_none();
             tokio::select! {
-                changed = health.changed() => if changed.is_err() { return },
+                // A store that cannot lose its state (in memory) reports no health.
+                changed = health.changed(), if health_reported => {
+                    health_reported = changed.is_ok();
+                }
                 changed = revisions.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(RETRY_EVERY), if !serving => {}
                 _ = count_keys.tick(), if serving => {

@@ -262,6 +262,11 @@ impl ConfigStore for MemoryStore {
         async move { Ok(keys) }.boxed()
     }
 
+    fn api_key_count(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let count = self.state.lock().api_keys.len();
+        async move { Ok(count) }.boxed()
+    }
+
     fn api_key<'a>(
         &'a self,
         key: &'a str,
