@@ -11,23 +11,12 @@ use common::proxy::StallingProxy;
 use common::redis::RedisServer;
 use common::trades::expect_trades;
 use common::{wait_for, Gateway};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const WS_PATH: &str = "/stream?streams=btcusdt@trade";
 
-/// One `redis_stream` datasource reading key `trades` of the Redis at `url`, mapped to
-/// `btcusdt@trade`; the cluster assigns its owner.
 fn config(url: &str) -> Value {
-    json!({
-        "vars": {},
-        "datasource": [{"version": 1, "type": "redis_stream", "name": "trades",
-                        "properties": {"url": url, "streams": ["trades"], "block_ms": 100}}],
-        "topics": [{"version": 1, "topic": "{symbol}@trade", "vars": {"symbol": ["btcusdt"]},
-                    "auth": "public"}],
-        "routes": [{"id": "trades", "version": 1, "data_source": "trades", "upstream": ["trades"],
-                    "mappings": [{"mapper": "binance_trade", "fanout_topic": "md.{symbol}.trade",
-                                  "ws_topic": "{symbol}@trade"}]}]
-    })
+    common::trades::redis_stream_config(url)
 }
 
 async fn produce(data: &RedisServer, ids: std::ops::RangeInclusive<u64>) {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -311,24 +310,7 @@ fn compiled_sizes_of_the_shipped_mappers() {
 
 /// A POST to the admin API (token `TEST_TOKEN`): status and body.
 fn post(gateway: &common::Gateway, path: &str, body: &Value) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(gateway.admin).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let body = body.to_string();
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        gateway.admin,
-        common::TEST_TOKEN,
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (status, body) = common::split_response(&response);
-    (status, body.to_string())
+    common::admin_send(gateway.admin, "POST", path, body)
 }
 
 /// What a run of [`push_versions`] saw.

@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -175,24 +174,7 @@ impl Node {
 
     /// `method path` with a JSON body on the admin API.
     fn send(&self, method: &str, path: &str, body: &Value) -> (u16, String) {
-        let mut stream = TcpStream::connect(self.admin).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let body = body.to_string();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.admin,
-            common::TEST_TOKEN,
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (status, body) = common::split_response(&response);
-        (status, body.to_string())
+        common::admin_send(self.admin, method, path, body)
     }
 
     fn cli(&self, args: &[&str]) -> common::CliOutput {

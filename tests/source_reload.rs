@@ -70,11 +70,7 @@ fn with_redis_streams(url: &str, streams: &[&str], upstream: &[&str]) -> Value {
 }
 
 fn apply(gateway: &Gateway, config: &Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.json");
-    std::fs::write(&file, config.to_string()).unwrap();
-    let out = gateway.cli(&["config", "apply", file.to_str().unwrap()]);
-    assert!(out.ok, "{out:?}");
+    gateway.apply_config(config)
 }
 
 /// The config the store holds now (`wsgate config get`), entry versions included: what an

@@ -18,19 +18,8 @@ const WS_PATH: &str = "/stream?streams=btcusdt@trade";
 /// How long the nodes may take from an empty store to a restored one, as documented.
 const RESTORE_BOUND: Duration = Duration::from_secs(5);
 
-/// One `redis_stream` datasource reading key `trades` of the Redis at `url`, mapped to
-/// `btcusdt@trade`; the cluster assigns its owner.
 fn config(url: &str) -> Value {
-    json!({
-        "vars": {},
-        "datasource": [{"version": 1, "type": "redis_stream", "name": "trades",
-                        "properties": {"url": url, "streams": ["trades"], "block_ms": 100}}],
-        "topics": [{"version": 1, "topic": "{symbol}@trade", "vars": {"symbol": ["btcusdt"]},
-                    "auth": "public"}],
-        "routes": [{"id": "trades", "version": 1, "data_source": "trades", "upstream": ["trades"],
-                    "mappings": [{"mapper": "binance_trade", "fanout_topic": "md.{symbol}.trade",
-                                  "ws_topic": "{symbol}@trade"}]}]
-    })
+    common::trades::redis_stream_config(url)
 }
 
 /// `GET path` on the operator API: the JSON body.
@@ -44,6 +33,23 @@ fn api(gateway: &Gateway, path: &str) -> Value {
 fn operator_view(gateway: &Gateway) -> (String, Value) {
     let list = gateway.cli(&["mapper", "list"]);
     (list.stdout, api(gateway, "/api/v1/config"))
+}
+
+/// Pushes `tagged_trade` as the next version of `binance_trade` through `gateway`, promoted.
+fn push_tagged_trade(gateway: &Gateway) {
+    let sample =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappers/samples/trade.json");
+    let tagged = common::mappers_dir().join("tagged_trade.wasm");
+    let push = gateway.cli(&[
+        "mapper",
+        "push",
+        "binance_trade",
+        tagged.to_str().unwrap(),
+        "--sample",
+        sample.to_str().unwrap(),
+        "--promote",
+    ]);
+    assert!(push.ok, "{push:?}");
 }
 
 /// `/readyz`: status and body.
@@ -185,19 +191,7 @@ async fn three_nodes_restore_an_emptied_store_while_clients_stream() {
     }
 
     // A promote after the restore reaches every node, and the owner maps with it.
-    let sample =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappers/samples/trade.json");
-    let tagged = common::mappers_dir().join("tagged_trade.wasm");
-    let push = nodes[2].cli(&[
-        "mapper",
-        "push",
-        "binance_trade",
-        tagged.to_str().unwrap(),
-        "--sample",
-        sample.to_str().unwrap(),
-        "--promote",
-    ]);
-    assert!(push.ok, "{push:?}");
+    push_tagged_trade(&nodes[2]);
     let revision = api(&nodes[2], "/api/v1/status")["revision"].clone();
     let owner = nodes
         .iter()
@@ -403,19 +397,7 @@ async fn a_store_that_went_back_in_time_gets_what_the_nodes_run() {
     }
 
     // A change the replica never sees.
-    let sample =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mappers/samples/trade.json");
-    let tagged = common::mappers_dir().join("tagged_trade.wasm");
-    let push = node.cli(&[
-        "mapper",
-        "push",
-        "binance_trade",
-        tagged.to_str().unwrap(),
-        "--sample",
-        sample.to_str().unwrap(),
-        "--promote",
-    ]);
-    assert!(push.ok, "{push:?}");
+    push_tagged_trade(&node);
     let runs_v2 = || api(&node, "/api/v1/status")["routes"]["demo-trades"][0] == "binance_trade@2";
     wait_for("the node on the pushed version", runs_v2);
     let before = operator_view(&node);

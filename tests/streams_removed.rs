@@ -21,11 +21,7 @@ fn notice() -> Value {
 }
 
 fn apply(gateway: &Gateway, config: &Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("config.json");
-    std::fs::write(&file, config.to_string()).unwrap();
-    let out = gateway.cli(&["config", "apply", file.to_str().unwrap()]);
-    assert!(out.ok, "{out:?}");
+    gateway.apply_config(config)
 }
 
 /// The stored config with the `{symbol}@trade` topic's entry passed through `edit` (the entry

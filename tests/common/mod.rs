@@ -197,6 +197,15 @@ impl Gateway {
         run_cli(self.admin, args)
     }
 
+    /// `wsgate config apply` of `config` through this gateway; must succeed.
+    pub fn apply_config(&self, config: &Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(&file, config.to_string()).unwrap();
+        let out = self.cli(&["config", "apply", file.to_str().unwrap()]);
+        assert!(out.ok, "{out:?}");
+    }
+
     /// The value of a metric line starting with `prefix` (e.g. `wsgate_connections `).
     pub fn metric(&self, prefix: &str) -> f64 {
         let (_, body) = self.http_get("/metrics").expect("metrics");
@@ -309,6 +318,27 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
 /// A plain HTTP/1.0 GET with a bearer token.
 pub fn http_get_auth(addr: SocketAddr, path: &str, token: &str) -> std::io::Result<(u16, String)> {
     http_request(addr, path, &format!("Authorization: Bearer {token}\r\n"))
+}
+
+/// `method path` with a JSON `body` on the admin API at `admin` (token `TEST_TOKEN`), waiting up
+/// to a minute for the answer (a push compiles): status and body.
+pub fn admin_send(admin: SocketAddr, method: &str, path: &str, body: &Value) -> (u16, String) {
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {admin}\r\nAuthorization: Bearer {TEST_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (status, body) = split_response(&response);
+    (status, body.to_string())
 }
 
 fn http_request(addr: SocketAddr, path: &str, headers: &str) -> std::io::Result<(u16, String)> {

@@ -21,6 +21,21 @@ pub fn match_event(id: u64) -> String {
     .to_string()
 }
 
+/// One `redis_stream` datasource reading key `trades` of the Redis at `url`, mapped by
+/// `binance_trade` to `btcusdt@trade` (fanout `md.btcusdt.trade`); a cluster assigns its owner.
+pub fn redis_stream_config(url: &str) -> serde_json::Value {
+    json!({
+        "vars": {},
+        "datasource": [{"version": 1, "type": "redis_stream", "name": "trades",
+                        "properties": {"url": url, "streams": ["trades"], "block_ms": 100}}],
+        "topics": [{"version": 1, "topic": "{symbol}@trade", "vars": {"symbol": ["btcusdt"]},
+                    "auth": "public"}],
+        "routes": [{"id": "trades", "version": 1, "data_source": "trades", "upstream": ["trades"],
+                    "mappings": [{"mapper": "binance_trade", "fanout_topic": "md.{symbol}.trade",
+                                  "ws_topic": "{symbol}@trade"}]}]
+    })
+}
+
 /// Appends the `match` events of trades `ids` to stream `trades` of the Redis at `url`.
 pub async fn produce(url: &str, ids: std::ops::RangeInclusive<u64>) {
     let client = redis::Client::open(url).unwrap();
