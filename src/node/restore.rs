@@ -57,6 +57,14 @@ const RECENT_ENTRIES: usize = 16;
 /// older one.
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
+/// What is wrong with the store, as `/readyz` says it.
+enum Problem {
+    /// It cannot be reached (or does not answer): nothing to do but wait.
+    Away(String),
+    /// It lost state the nodes run (empty, or behind): to be restored.
+    Lost(String),
+}
+
 /// One spell of the store being away or empty.
 struct Outage {
     since: Instant,
@@ -85,11 +93,10 @@ impl Restorer {
             let problem = match &seen {
                 StoreHealth::Serving => self.behind(stored),
                 StoreHealth::Unreachable(why) => {
-                    Some((format!("config store unreachable: {why}"), false))
+                    Some(Problem::Away(format!("config store unreachable: {why}")))
                 }
-                StoreHealth::Empty => Some((
+                StoreHealth::Empty => Some(Problem::Lost(
                     "config store is empty: restoring it from what the nodes run".to_string(),
-                    true,
                 )),
             };
             match problem {
@@ -98,12 +105,14 @@ impl Restorer {
                         self.recovered(ended).await;
                     }
                 }
-                Some((problem, lost)) => {
-                    self.away(&mut outage, &problem, lost);
+                Some(problem) => {
+                    self.away(&mut outage, &problem);
                     let outage = outage.as_mut().expect("set by away");
-                    outage.lost |= lost;
-                    if lost && !outage.restored {
-                        outage.restored = self.try_restore(api_keys).await;
+                    if let Problem::Lost(_) = problem {
+                        outage.lost = true;
+                        if !outage.restored {
+                            outage.restored = self.try_restore(api_keys).await;
+                        }
                     }
                 }
             }
@@ -128,23 +137,25 @@ impl Restorer {
 
     /// The problem when the store's revision `stored` is below the one this node runs: it lost
     /// changes (a failover to a replica that was behind).
-    fn behind(&self, stored: u64) -> Option<(String, bool)> {
+    fn behind(&self, stored: u64) -> Option<Problem> {
         let ran = self.image.load().as_ref()?.revision;
         (stored < ran).then(|| {
-            let problem = format!(
+            Problem::Lost(format!(
                 "config store went back to revision {stored} (the node runs {ran}): restoring what the nodes run"
-            );
-            (problem, true)
+            ))
         })
     }
 
     /// Reports the store away (`/readyz`, the gauge) and says so in the log once, then at most
     /// every [`REMIND_EVERY`].
-    fn away(&self, outage: &mut Option<Outage>, problem: &str, lost: bool) {
+    fn away(&self, outage: &mut Option<Outage>, problem: &Problem) {
+        // Said again when the store, away so far, turns out to have lost its state.
+        let changed =
+            matches!(problem, Problem::Lost(_)) && outage.as_ref().is_some_and(|o| !o.lost);
+        let (Problem::Away(text) | Problem::Lost(text)) = problem;
+        let problem = text.as_str();
         self.metrics.config_store_up.set(0);
         *self.admin.store_problem.lock() = Some(problem.to_string());
-        // Said again when the store, away so far, turns out to have lost its state.
-        let changed = outage.as_ref().is_some_and(|o| lost && !o.lost);
         let now = Instant::now();
         match outage {
             None => {
