@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use wsgate::config::store::{
     ApiKeyRecord, ConfigStore, KeyKind, MapperManifest, MapperMeta, MapperVersionMeta, MemoryStore,
-    Permission, RedisStore, StoreError, Versioned,
+    Permission, RedisStore, StoreError, Versioned, MAX_AUDIT_ENTRIES,
 };
 use wsgate::config::GatewayConfig;
 use wsgate::util::now_ms;
@@ -159,7 +159,28 @@ conformance!(
     mappers_are_compare_and_set,
     revision_and_watch_follow_accepted_changes,
     api_keys_are_compare_and_set_and_secrets_stay_out_of_the_audit,
+    the_audit_log_keeps_its_newest_entries,
 );
+
+async fn the_audit_log_keeps_its_newest_entries(store: &dyn ConfigStore) {
+    let meta = mapper("busy", 1, 1);
+    let mut revision = 0;
+    for _ in 0..MAX_AUDIT_ENTRIES + 3 {
+        revision = store
+            .update_mapper(revision, meta.clone(), "dave", "mapper.promote")
+            .await
+            .unwrap();
+    }
+    let kept = store.audit(MAX_AUDIT_ENTRIES + 100).await.unwrap();
+    assert_eq!(kept.len(), MAX_AUDIT_ENTRIES, "the oldest dropped");
+    let newest = &kept[0];
+    assert_eq!(newest.subject, "busy");
+    assert_eq!(
+        kept[MAX_AUDIT_ENTRIES - 1].seq,
+        newest.seq + 1 - MAX_AUDIT_ENTRIES as u64,
+        "numbering goes on"
+    );
+}
 
 async fn apply_stores_a_new_version(store: &dyn ConfigStore) {
     let original = store.current().await.unwrap();

@@ -12,14 +12,14 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::{ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, Versioned};
+use super::{
+    ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, Versioned, MAX_AUDIT_ENTRIES,
+};
 use crate::config::GatewayConfig;
 use crate::util::now_ms;
 
 /// Config versions kept (the current one and those before it).
 pub const MAX_CONFIG_VERSIONS: usize = 1_000;
-/// Audit entries kept.
-pub const MAX_AUDIT_ENTRIES: usize = 10_000;
 
 struct State {
     /// The newest config versions, oldest first; never empty.

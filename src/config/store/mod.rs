@@ -33,6 +33,9 @@ pub use restore::{StoreHealth, StoreImage};
 
 use super::GatewayConfig;
 
+/// Audit entries a store keeps: the newest, the oldest dropped (numbering goes on).
+pub const MAX_AUDIT_ENTRIES: usize = 10_000;
+
 /// One stored version of the config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Versioned {

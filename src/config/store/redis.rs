@@ -8,7 +8,7 @@
 //! |-----------------------|--------|--------------------------------------------------------------|
 //! | `Pconfig:version`     | string | the current config version; absent while the store is empty  |
 //! | `Pconfig:versions`    | hash   | config version → that version's [`GatewayConfig`] JSON, for every version ever stored |
-//! | `Paudit`              | list   | [`AuditEntry`] JSON, newest first (LPUSH)                    |
+//! | `Paudit`              | list   | [`AuditEntry`] JSON, newest first (LPUSH), the newest [`MAX_AUDIT_ENTRIES`] |
 //! | `Paudit:seq`          | string | the last audit sequence number (INCR)                        |
 //! | `Pmodule:<sha256>`    | string | a mapper module's bytes, by lowercase hex SHA-256 (SET NX)   |
 //! | `Pmappers`            | hash   | mapper name → [`MapperMeta`] JSON; its fields are the set of names |
@@ -55,7 +55,7 @@ use super::redis_watch::{watch_revisions, Watched};
 use super::{redis_keys, redis_restore};
 use super::{
     ApiKeyRecord, AuditEntry, ConfigStore, MapperMeta, StoreError, StoreHealth, StoreImage,
-    Versioned,
+    Versioned, MAX_AUDIT_ENTRIES,
 };
 use crate::config::GatewayConfig;
 use crate::util::now_ms;
@@ -68,18 +68,19 @@ pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Seeds version 1 unless a config exists.
 /// KEYS: version, versions, audit, audit seq, revision. ARGV: config, audit head, channel.
 static SEED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&audited(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[2], '1', ARGV[1])
 redis.call('SET', KEYS[1], '1')
 local seq = redis.call('INCR', KEYS[4])
 redis.call('LPUSH', KEYS[3], '{"seq":' .. seq .. ARGV[2] .. '0,"after_version":1,"before":null,"after":' .. ARGV[1] .. '}')
+redis.call('LTRIM', KEYS[3], 0, AUDIT_LAST)
 local rev = redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', ARGV[3], rev)
 return rev
 "#,
-    )
+    ))
 });
 
 /// Stores a config version if the current one is the one it replaces.
@@ -87,7 +88,7 @@ return rev
 /// ARGV: replaces, config, audit head, channel.
 /// Returns `{1, version, revision}`, or `{0, actual}` when stale.
 static APPLY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&audited(
         r#"
 local actual = tonumber(redis.call('GET', KEYS[1]) or '0')
 if actual == nil then return redis.error_reply('stored config version is not a number') end
@@ -99,11 +100,12 @@ redis.call('HSET', KEYS[2], tostring(version), ARGV[2])
 redis.call('SET', KEYS[1], tostring(version))
 local seq = redis.call('INCR', KEYS[4])
 redis.call('LPUSH', KEYS[3], '{"seq":' .. seq .. ARGV[3] .. tostring(actual) .. ',"after_version":' .. tostring(version) .. ',"before":' .. before .. ',"after":' .. ARGV[2] .. '}')
+redis.call('LTRIM', KEYS[3], 0, AUDIT_LAST)
 local rev = redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', ARGV[4], rev)
 return {1, version, rev}
 "#,
-    )
+    ))
 });
 
 /// Stores a mapper's metadata if its stored revision is the one it replaces.
@@ -111,7 +113,7 @@ return {1, version, rev}
 /// ARGV: name, replaces, metadata, audit head, promoted after, channel.
 /// Returns `{1, record revision, store revision}`, or `{0, actual}` when stale.
 static UPDATE_MAPPER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&audited(
         r#"
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 local actual, promoted, before = 0, 0, 'null'
@@ -127,11 +129,12 @@ if actual ~= tonumber(ARGV[2]) then return {0, actual} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 local seq = redis.call('INCR', KEYS[3])
 redis.call('LPUSH', KEYS[2], '{"seq":' .. seq .. ARGV[4] .. tostring(promoted) .. ',"after_version":' .. ARGV[5] .. ',"before":' .. before .. ',"after":' .. ARGV[3] .. '}')
+redis.call('LTRIM', KEYS[2], 0, AUDIT_LAST)
 local rev = redis.call('INCR', KEYS[4])
 redis.call('PUBLISH', ARGV[6], rev)
 return {1, actual + 1, rev}
 "#,
-    )
+    ))
 });
 
 /// The store's key names.
@@ -522,6 +525,12 @@ impl ConfigStore for RedisStore {
         }
         .boxed()
     }
+}
+
+/// `lua` with `AUDIT_LAST` replaced by the index of the last audit entry kept: every script that
+/// appends to the audit log trims it to [`MAX_AUDIT_ENTRIES`].
+pub(super) fn audited(lua: &str) -> String {
+    lua.replace("AUDIT_LAST", &(MAX_AUDIT_ENTRIES - 1).to_string())
 }
 
 /// The audit entry's JSON from `at_ms` up to `"before_version":`; the scripts complete it.

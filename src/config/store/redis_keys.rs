@@ -16,7 +16,7 @@ use super::{ApiKeyRecord, StoreError};
 /// ARGV: key, replaces, record, audit head, secret ('' for none).
 /// Returns `{1, record revision}`, or `{0, actual}` when stale.
 static PUT_KEY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&super::redis::audited(
         r#"
 local stored = redis.call('HGET', KEYS[1], ARGV[1])
 local actual, before = 0, 'null'
@@ -32,9 +32,10 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[5]) end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('LPUSH', KEYS[3], '{"seq":' .. seq .. ARGV[4] .. tostring(actual) .. ',"after_version":' .. tostring(actual + 1) .. ',"before":' .. before .. ',"after":' .. ARGV[3] .. '}')
+redis.call('LTRIM', KEYS[3], 0, AUDIT_LAST)
 return {1, actual + 1}
 "#,
-    )
+    ))
 });
 
 /// Every key's record.

@@ -16,7 +16,7 @@ use super::{StoreError, StoreImage};
 /// then (version, config) pairs, then (mapper name, metadata) pairs.
 /// Returns the new revision, or 0 when the store held a config at least as new as the image.
 static RESTORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&super::redis::audited(
         r#"
 local behind = (tonumber(redis.call('GET', KEYS[5]) or '0') or 0) < tonumber(ARGV[4]) - 1
 if redis.call('EXISTS', KEYS[1]) == 1 and not behind then return 0 end
@@ -32,6 +32,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 local seq = redis.call('INCR', KEYS[4])
 redis.call('LPUSH', KEYS[3], '{"seq":' .. seq .. ARGV[2] .. '0,"after_version":' .. ARGV[1] .. ',"before":null,"after":' .. ARGV[3] .. '}')
+redis.call('LTRIM', KEYS[3], 0, AUDIT_LAST)
 local rev = tonumber(ARGV[4])
 local stored = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
 if stored >= rev then rev = stored + 1 end
@@ -40,7 +41,7 @@ redis.call('DEL', KEYS[7])
 redis.call('PUBLISH', ARGV[5], rev)
 return rev
 "#,
-    )
+    ))
 });
 
 /// Takes the restore lock for `who` unless another node holds it.
