@@ -29,8 +29,8 @@ pub struct AdminState {
     pub readiness: Readiness,
     /// Why the bus does not work end to end, if it does not (cluster mode).
     pub bus_problem: parking_lot::Mutex<Option<String>>,
-    /// Why the config store cannot be used, if it cannot (unreachable, or empty): the node
-    /// keeps serving what it runs, listed as degraded.
+    /// Why the config store cannot be used, if it cannot (unreachable, empty, or behind what the
+    /// node runs): the node keeps serving what it runs, listed as degraded.
     pub store_problem: parking_lot::Mutex<Option<String>>,
 }
 
