@@ -216,22 +216,24 @@ async fn three_nodes_restore_an_emptied_store_while_clients_stream() {
     }
 }
 
+/// The arguments of a node `node-a` with its store in Redis at `url` (prefix `test:`).
+fn redis_store_args(url: &str) -> [&str; 8] {
+    [
+        "--redis",
+        url,
+        "--redis-prefix",
+        "test:",
+        "--node-id",
+        "node-a",
+        "--admin-token",
+        TEST_TOKEN,
+    ]
+}
+
 /// An embedded node with its store in Redis at `url` (prefix `test:`), streaming account events
 /// from `nats`.
 fn account_node(url: &str, nats: &str) -> Gateway {
-    Gateway::start_with(
-        accounts::config(nats),
-        &[
-            "--redis",
-            url,
-            "--redis-prefix",
-            "test:",
-            "--node-id",
-            "node-a",
-            "--admin-token",
-            TEST_TOKEN,
-        ],
-    )
+    Gateway::start_with(accounts::config(nats), &redis_store_args(url))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -362,16 +364,8 @@ async fn readyz_says_degraded_while_the_store_is_empty_and_held_listen_keys_surv
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_went_back_in_time_gets_what_the_nodes_run() {
     let store = RedisServer::new();
-    let node = Gateway::start(&[
-        "--redis",
-        &store.url(),
-        "--redis-prefix",
-        "test:",
-        "--node-id",
-        "node-a",
-        "--admin-token",
-        TEST_TOKEN,
-    ]);
+    let url = store.url();
+    let node = Gateway::start(&redis_store_args(&url));
     let redis = redis::Client::open(store.url()).unwrap();
     // The failover below moves every module the store holds (tens of megabytes).
     let patient =
