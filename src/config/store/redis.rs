@@ -169,7 +169,7 @@ impl Keys {
         }
     }
 
-    pub(super) fn module(&self, hash: &str) -> String {
+    fn module(&self, hash: &str) -> String {
         format!("{}{hash}", self.module_prefix)
     }
 }
@@ -514,6 +514,9 @@ impl ConfigStore for RedisStore {
         summary: serde_json::Value,
     ) -> BoxFuture<'a, Result<Option<u64>, StoreError>> {
         async move {
+            for (hash, bytes) in &image.modules {
+                self.put_module(hash, bytes.clone()).await?;
+            }
             let head = audit_head(who, "store.restore", "store");
             let restored =
                 redis_restore::restore(&self.conn, &self.keys, image, &head, &summary).await?;

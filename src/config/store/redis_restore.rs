@@ -62,9 +62,10 @@ pub(super) async fn lead(
     Ok(taken.is_some())
 }
 
-/// Stores the image's modules, then its configs, registry and a revision above the image's, with
-/// the audit entry `head` + `summary`, if the store still holds no config or an older revision
-/// than the image (what the image holds replaces what the store holds under the same names).
+/// Stores the image's configs, registry and a revision above the image's, with the audit entry
+/// `head` + `summary`, if the store still holds no config or an older revision than the image
+/// (what the image holds replaces what the store holds under the same names). The image's
+/// modules must be stored first.
 pub(super) async fn restore(
     conn: &ConnectionManager,
     keys: &Keys,
@@ -75,14 +76,6 @@ pub(super) async fn restore(
     let current = image
         .current()
         .ok_or_else(|| StoreError::Unavailable("nothing to restore: no config".into()))?;
-    for (hash, bytes) in &image.modules {
-        let cmd = redis::cmd("SET")
-            .arg(keys.module(hash))
-            .arg(bytes.as_ref())
-            .arg("NX")
-            .clone();
-        query::<()>(conn, &cmd).await?;
-    }
     let mut script = RESTORE.prepare_invoke();
     script
         .key(&keys.version)
