@@ -91,6 +91,16 @@ pub struct Metrics {
     pub api_keys: IntGauge,
     /// Subscriptions dropped because a config change removed their stream.
     pub subscriptions_removed: IntCounter,
+    /// Flow-control actions on slow or rate-limited subscribers, by reason (`coalesced`,
+    /// `dropped`, `closed`) and stream.
+    pub slow_consumer: IntCounterVec,
+    /// Events replayed to resuming clients, by where they came from (`ring`, `jetstream`).
+    pub resume_replayed: IntCounterVec,
+    /// Resumes, by outcome (`replayed`: every missed event was replayed; `resync`: some were
+    /// beyond retention and the client was told; `live`: nothing was missed).
+    pub resumes: IntCounterVec,
+    /// Depth snapshots served over REST, by result (`ok`, `unknown_symbol`, `unavailable`).
+    pub depth_snapshots: IntCounterVec,
     /// Bytes held by the compiled-mapper cache, by tier (`memory`, `disk`).
     pub mapper_cache_bytes: IntGaugeVec,
     /// Entries of the compiled-mapper cache, by tier (`memory`, `disk`).
@@ -298,6 +308,35 @@ impl Metrics {
                 "Subscriptions dropped because a config change removed their stream",
             )
             .unwrap(),
+            slow_consumer: IntCounterVec::new(
+                Opts::new(
+                    "slow_consumer_total",
+                    "Flow-control actions on slow or rate-limited subscribers, by reason and stream",
+                ),
+                &["reason", "stream"],
+            )
+            .unwrap(),
+            resume_replayed: IntCounterVec::new(
+                Opts::new(
+                    "resume_replayed_total",
+                    "Events replayed to resuming clients, by where they came from",
+                ),
+                &["from"],
+            )
+            .unwrap(),
+            resumes: IntCounterVec::new(
+                Opts::new("resumes_total", "Stream resumes, by outcome"),
+                &["outcome"],
+            )
+            .unwrap(),
+            depth_snapshots: IntCounterVec::new(
+                Opts::new(
+                    "depth_snapshots_total",
+                    "Depth snapshots served over REST, by result",
+                ),
+                &["result"],
+            )
+            .unwrap(),
             mapper_cache_bytes: IntGaugeVec::new(
                 Opts::new(
                     "mapper_cache_bytes",
@@ -378,6 +417,10 @@ impl Metrics {
         r.register(Box::new(self.api_keys.clone())).unwrap();
         r.register(Box::new(self.subscriptions_removed.clone()))
             .unwrap();
+        r.register(Box::new(self.slow_consumer.clone())).unwrap();
+        r.register(Box::new(self.resume_replayed.clone())).unwrap();
+        r.register(Box::new(self.resumes.clone())).unwrap();
+        r.register(Box::new(self.depth_snapshots.clone())).unwrap();
         r.register(Box::new(self.mapper_cache_bytes.clone()))
             .unwrap();
         r.register(Box::new(self.mapper_cache_entries.clone()))
