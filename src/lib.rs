@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod auth;
+pub mod book;
 pub mod bus;
 pub mod cli;
 pub mod cluster;

@@ -22,6 +22,7 @@ use super::NodeSettings;
 use crate::admin::{AdminState, Readiness};
 use crate::auth::listen_keys::{ListenKeyStore, MemoryListenKeys, RedisListenKeys};
 use crate::auth::{Accounts, DelegatedKeys, KeyLookup, StoreKeys};
+use crate::book::{self, Books};
 use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
 use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
 use crate::config::secrets::redact_text;
@@ -273,6 +274,23 @@ pub async fn open_trading(
         backend,
         settings: settings.trade.clone(),
     })
+}
+
+/// The node's order books ([`crate::book`]). A cluster member (`--nats`) answers other nodes'
+/// snapshot requests for the books it keeps and asks them for the others, over a connection of
+/// its own to the cluster's NATS.
+pub async fn open_books(settings: &NodeSettings, metrics: &Metrics) -> anyhow::Result<Books> {
+    let served = metrics.depth_snapshots.clone();
+    let Some(url) = &settings.nats else {
+        return Ok(Books::new(served, None));
+    };
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("wsgate {} books", settings.node_id))
+        .retry_on_initial_connect()
+        .connect(url.as_str())
+        .await
+        .with_context(|| format!("connecting to the bus at {} for books", redact_text(url)))?;
+    Ok(Books::new(served, Some(book::cluster::Link::new(client))))
 }
 
 /// The account services over `store`: API keys from it, listen keys in memory alone or in the

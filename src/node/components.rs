@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backends::Membership;
 use super::state::{Desired, ResolvedMapper};
+use crate::book::Books;
 use crate::bus::Bus;
 use crate::cluster::Tenure;
 use crate::config::{Auth, Datasource, Mapping, Route, StreamSpec};
@@ -77,6 +78,8 @@ pub struct Components {
     lost_receiver: Option<async_mpsc::UnboundedReceiver<LostLease>>,
     /// Sources started so far.
     starts: u64,
+    /// The order books the routes' diff-depth outputs feed.
+    books: Books,
 }
 
 impl Components {
@@ -87,9 +90,11 @@ impl Components {
         bus: Arc<dyn Bus>,
         metrics: Arc<Metrics>,
         membership: Arc<dyn Membership>,
+        books: Books,
     ) -> Self {
         let (lost_leases, lost_receiver) = async_mpsc::unbounded_channel();
         Components {
+            books,
             membership,
             lost_leases,
             lost_receiver: Some(lost_receiver),
@@ -153,6 +158,7 @@ impl Components {
                 tracing::info!(dropped, "streams removed: their subscriptions dropped");
             }
             self.streams = Arc::clone(&desired.snapshot.streams);
+            self.books.declare(self.streams.keys().map(|name| &**name));
         }
         for name in restart {
             let running = self.sources.remove(&name).expect("listed above");
@@ -296,7 +302,7 @@ impl Components {
                 },
                 mappings,
                 streams: Arc::clone(&self.streams),
-                bus: Arc::clone(&self.bus),
+                bus: self.books.observe(Arc::clone(&self.bus), &datasource.name),
                 metrics: Arc::clone(&self.metrics),
                 sequences: self.sequences.clone(),
                 poison_log: LogLimit::per_sec(10),
@@ -367,6 +373,8 @@ impl Components {
         for sequences in joined {
             self.sequences.extend(sequences);
         }
+        // Whoever runs the source next starts its books afresh, from its first update id.
+        self.books.source_stopped(&running.datasource.name);
         health.set_down("stopped");
     }
 

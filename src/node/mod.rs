@@ -180,6 +180,7 @@ pub async fn start(
     let services = Services {
         accounts: backends::open_accounts(&settings, &store).await?,
         trading: backends::open_trading(&settings, &trade_stop).await?,
+        books: backends::open_books(&settings, &metrics).await?,
     };
     let mut variants = FrameVariants::new();
     let dialects = dialects(&mut variants, &services);
@@ -205,6 +206,7 @@ pub async fn start(
         Arc::clone(&backends.bus),
         Arc::clone(&metrics),
         Arc::clone(&membership),
+        services.books.clone(),
     );
     components.apply(&desired).await?;
 

@@ -29,6 +29,7 @@ use super::frame::{self, FrameError};
 use super::subscriptions::{Catalog, Planned};
 use super::{Hangup, WsSettings};
 use crate::auth::Accounts;
+use crate::book::Books;
 use crate::hub::{FrameVariant, FrameVariants};
 use crate::trade::Trading;
 
@@ -38,7 +39,11 @@ pub use link::{Link, Replier};
 /// account and trading services.
 pub fn standard(variants: &mut FrameVariants, services: &Services) -> Dialects {
     Dialects::default()
-        .with(binance::MarketStreams::new(variants, &services.accounts))
+        .with(binance::MarketStreams::new(
+            variants,
+            &services.accounts,
+            &services.books,
+        ))
         .with(binance_api::WsApi::new(
             variants,
             &services.accounts,
@@ -46,13 +51,16 @@ pub fn standard(variants: &mut FrameVariants, services: &Services) -> Dialects {
         ))
 }
 
-/// What a node offers its dialects besides the hub: accounts and the trade backend.
+/// What a node offers its dialects besides the hub: accounts, the trade backend and the order
+/// books.
 #[derive(Clone)]
 pub struct Services {
     /// API keys and listen keys.
     pub accounts: Accounts,
     /// Where trade actions go.
     pub trading: Trading,
+    /// The order books kept from the node's diff-depth outputs (depth snapshots).
+    pub books: Books,
 }
 
 /// A client protocol, as the listener sees it: which connect URLs are its own.

@@ -3,10 +3,12 @@
 //! `GET_PROPERTY` with Binance's exact replies and error texts, raw or combined events in
 //! milliseconds or microseconds, server pings, and `serverShutdown` before a planned close; and
 //! the legacy user-data flow (§5.1): listen keys over `/api/v3/userDataStream`, opened in the
-//! same connect URLs as streams ([`user_data`]).
+//! same connect URLs as streams ([`user_data`]); and the order book snapshot
+//! `GET /api/v3/depth` from the gateway's own books ([`depth_api`]).
 
 pub mod control;
 mod conversation;
+pub mod depth_api;
 pub mod envelope;
 mod listen_key_api;
 pub mod url;
@@ -20,6 +22,7 @@ use http::StatusCode;
 
 use super::{Connect, Dialect, Handshake, Heartbeat, HttpAnswer, HttpRequest, Refusal, Serving};
 use crate::auth::Accounts;
+use crate::book::Books;
 use crate::config::is_stream_name;
 use crate::hub::FrameVariants;
 use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
@@ -35,19 +38,22 @@ pub struct MarketStreams {
     /// Shared by every connection's conversation (one pointer each).
     shared: Arc<Shared>,
     listen_key_api: ListenKeyApi,
+    /// Where `/api/v3/depth` snapshots come from.
+    books: Books,
 }
 
 impl MarketStreams {
     /// The dialect, with its four event formats registered in `variants`, consulting
-    /// `accounts` for listen keys. Must be called inside a tokio runtime (listen keys held by
-    /// connections are checked by a task of its own).
-    pub fn new(variants: &mut FrameVariants, accounts: &Accounts) -> Self {
+    /// `accounts` for listen keys and `books` for depth snapshots. Must be called inside a
+    /// tokio runtime (listen keys held by connections are checked by a task of its own).
+    pub fn new(variants: &mut FrameVariants, accounts: &Accounts, books: &Books) -> Self {
         MarketStreams {
             shared: Arc::new(Shared {
                 variants: Variants::register(variants),
                 user_data: UserData::start(accounts.clone()),
             }),
             listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings),
+            books: books.clone(),
         }
     }
 
@@ -146,11 +152,15 @@ impl Dialect for MarketStreams {
     }
 
     fn answer<'a>(&'a self, request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
-        (request.path == listen_key_api::PATH).then(|| {
-            self.listen_key_api
-                .answer(&self.shared.user_data, request)
-                .boxed()
-        })
+        match request.path.as_str() {
+            listen_key_api::PATH => Some(
+                self.listen_key_api
+                    .answer(&self.shared.user_data, request)
+                    .boxed(),
+            ),
+            depth_api::PATH => Some(depth_api::answer(&self.books, request).boxed()),
+            _ => None,
+        }
     }
 }
 
