@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-pub use model::{Auth, Datasource, DatasourceKind, GatewayConfig, Mapping, Route, TopicConfig};
+pub use model::{
+    Auth, Datasource, DatasourceKind, GatewayConfig, Mapping, Overflow, Route, TopicConfig,
+};
 pub use template::{Template, TemplateError};
 pub use validate::{is_stream_name, is_subject, validate, ConfigError, MAX_STREAM_NAME};
 
@@ -36,6 +38,8 @@ pub struct StreamSpec {
     pub rate: Option<u32>,
     /// Outbound burst per connection.
     pub burst: Option<u32>,
+    /// What happens to a message a connection cannot take now.
+    pub overflow: Overflow,
 }
 
 /// A mapping's reference to a mapper: `name` (the promoted version) or `name@N` (pinned).

@@ -86,9 +86,66 @@ pub struct TopicConfig {
     /// Outbound burst per connection (token bucket capacity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+    /// What happens to a message a connection cannot take now (over `rate`, or its outbox
+    /// full); unset: the stream kind's default ([`Overflow::default_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<Overflow>,
     /// Who may subscribe.
     #[serde(default)]
     pub auth: Auth,
+}
+
+/// What a stream does with a message a connection cannot take now: over its topic's `rate`,
+/// or with its outbox full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Merge it with the connection's waiting diff-depth event of the stream into one event
+    /// spanning both (`U` of the first, `u` of the last, last write wins per price level).
+    Coalesce,
+    /// Keep only the newest waiting message of the stream.
+    Latest,
+    /// Drop it (counted).
+    Drop,
+    /// Close the connection as a slow consumer (4100 band); it reconnects and resumes.
+    Close,
+}
+
+impl Overflow {
+    /// The default of a stream by its name's kind: diff depth (`<s>@depth`, `<s>@depth@100ms`)
+    /// coalesces; latest-value streams (partial depth, bookTicker, tickers, klines, average and
+    /// mark prices) keep the latest; everything else (trades, user data, unknown kinds) closes,
+    /// since its events must never be lost silently.
+    pub fn default_for(stream: &str) -> Overflow {
+        let kind = stream.split_once('@').map_or("", |(_, kind)| kind);
+        let kind = kind.split('@').next().unwrap_or("");
+        if kind == "depth" {
+            Overflow::Coalesce
+        } else if kind
+            .strip_prefix("depth")
+            .is_some_and(|levels| !levels.is_empty() && levels.bytes().all(|b| b.is_ascii_digit()))
+            || kind.starts_with("kline_")
+            || kind.starts_with("ticker")
+            || matches!(
+                kind,
+                "bookTicker" | "miniTicker" | "avgPrice" | "markPrice" | "arr"
+            )
+        {
+            Overflow::Latest
+        } else {
+            Overflow::Close
+        }
+    }
+
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Coalesce => "coalesce",
+            Overflow::Latest => "latest",
+            Overflow::Drop => "drop",
+            Overflow::Close => "close",
+        }
+    }
 }
 
 /// Access class of a topic.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use super::model::{GatewayConfig, Mapping, Route, TopicConfig};
+use super::model::{GatewayConfig, Mapping, Overflow, Route, TopicConfig};
 use super::template::Template;
 use super::{MapperRef, Snapshot, StreamSpec};
 
@@ -133,6 +133,9 @@ fn expand_topics(config: &GatewayConfig) -> Result<BTreeMap<Arc<str>, StreamSpec
                 auth: topic.auth,
                 rate: topic.rate,
                 burst: topic.burst,
+                overflow: topic
+                    .overflow
+                    .unwrap_or_else(|| Overflow::default_for(&name)),
             };
             if streams.insert(Arc::from(name.as_str()), spec).is_some() {
                 return Err(err(

@@ -5,6 +5,7 @@
 //! [`FrameVariant`] the node's dialects registered, so a message is encoded at most once per
 //! variant no matter how many connections receive it.
 
+pub mod flow;
 mod frames;
 mod lanes;
 pub mod outbox;
@@ -23,6 +24,7 @@ use parking_lot::Mutex;
 use crate::bus::{BusMessage, BusSink};
 use crate::metrics::Metrics;
 
+pub use flow::{Flow, Overflow};
 pub use frames::{Encoder, FrameVariant, FrameVariants};
 use lanes::Lanes;
 pub use outbox::{ConnId, Outbox, Pushed};
@@ -109,6 +111,11 @@ impl Delivery {
         }
     }
 
+    /// The number of frame variants this delivery has room for.
+    pub fn variant_slots(&self) -> usize {
+        self.frames.len()
+    }
+
     /// The frame cached in `slot`, if one was encoded.
     pub fn cached(&self, slot: usize) -> Option<&Bytes> {
         self.frames.get(slot)?.get()
@@ -165,25 +172,29 @@ impl Hub {
         let _ = self.watcher.set(watcher);
     }
 
-    /// Makes exactly `names` subscribable. Existing topics keep their subscribers. A topic no
-    /// longer named is retired ([`Topic::retire`]): its subscribers are dropped, and each
-    /// connection's outbox is told, so the connection drops the stream and its dialect tells
-    /// the client. A stream named again later gets a new topic, which none of them holds.
-    /// Returns the number of subscriptions dropped.
-    pub fn set_streams<'a>(&self, names: impl IntoIterator<Item = &'a Arc<str>>) -> usize {
+    /// Makes exactly `streams` subscribable, each with its [`Flow`]. Existing topics keep their
+    /// subscribers (and take the new flow). A topic no longer named is retired
+    /// ([`Topic::retire`]): its subscribers are dropped, and each connection's outbox is told,
+    /// so the connection drops the stream and its dialect tells the client. A stream named
+    /// again later gets a new topic, which none of them holds. Returns the number of
+    /// subscriptions dropped.
+    pub fn set_streams<'a>(
+        &self,
+        streams: impl IntoIterator<Item = (&'a Arc<str>, Flow)>,
+    ) -> usize {
         let _serialized = self.update.lock();
         let current = self.topics.load_full();
-        let next: HashMap<Arc<str>, Arc<Topic>> = names
+        let next: HashMap<Arc<str>, Arc<Topic>> = streams
             .into_iter()
-            .map(|name| {
+            .map(|(name, flow)| {
                 let topic = current.get(name).cloned().unwrap_or_else(|| {
-                    let gauge = self.metrics.subscriptions.with_label_values(&[&**name]);
                     Arc::new(Topic::watched(
                         Arc::clone(name),
-                        gauge,
+                        &self.metrics,
                         Arc::clone(&self.watcher),
                     ))
                 });
+                topic.set_flow(flow);
                 (Arc::clone(name), topic)
             })
             .collect();
@@ -302,7 +313,7 @@ mod tests {
     async fn publish_reaches_subscribers_of_that_stream_only() {
         let hub = Hub::new(Arc::new(Metrics::new()), 2, FrameVariants::new());
         let names: Vec<Arc<str>> = vec![Arc::from("a@trade"), Arc::from("b@trade")];
-        hub.set_streams(&names);
+        hub.set_streams(crate::hub::flow::unlimited(&names));
         let outboxes: Vec<_> = (0..4).map(|id| Outbox::new(id, 1 << 20)).collect();
         for outbox in &outboxes {
             hub.topic("a@trade").unwrap().subscribe(outbox);
@@ -322,7 +333,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_redelivered_origin_is_not_delivered_again() {
         let hub = Hub::new(Arc::new(Metrics::new()), 2, FrameVariants::new());
-        hub.set_streams(&[Arc::from("a@trade")]);
+        hub.set_streams(crate::hub::flow::unlimited(&[Arc::from("a@trade")]));
         let outbox = Outbox::new(1, 1 << 20);
         hub.topic("a@trade").unwrap().subscribe(&outbox);
         let partition = crate::position::Partition {
@@ -359,10 +370,13 @@ mod tests {
     #[tokio::test]
     async fn set_streams_keeps_existing_subscribers() {
         let hub = Hub::new(Arc::new(Metrics::new()), 1, FrameVariants::new());
-        hub.set_streams(&[Arc::from("a@trade")]);
+        hub.set_streams(crate::hub::flow::unlimited(&[Arc::from("a@trade")]));
         let outbox = Outbox::new(1, 1 << 20);
         hub.topic("a@trade").unwrap().subscribe(&outbox);
-        hub.set_streams(&[Arc::from("a@trade"), Arc::from("c@trade")]);
+        hub.set_streams(crate::hub::flow::unlimited(&[
+            Arc::from("a@trade"),
+            Arc::from("c@trade"),
+        ]));
         assert_eq!(hub.topic("a@trade").unwrap().subscribers(), 1);
         assert!(hub.topic("c@trade").is_some());
     }
@@ -376,7 +390,7 @@ mod tests {
             seen.lock().push(Arc::clone(name))
         }));
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a@trade"), Arc::from("b@trade"));
-        hub.set_streams([&a, &b]);
+        hub.set_streams(crate::hub::flow::unlimited([&a, &b]));
         let both = Outbox::new(1, 1 << 20);
         let only_b = Outbox::new(2, 1 << 20);
         let old_a = hub.topic("a@trade").unwrap();
@@ -385,7 +399,7 @@ mod tests {
         hub.topic("b@trade").unwrap().subscribe(&only_b);
         reported.lock().clear();
 
-        assert_eq!(hub.set_streams([&b]), 1);
+        assert_eq!(hub.set_streams(crate::hub::flow::unlimited([&b])), 1);
         assert!(hub.topic("a@trade").is_none());
         assert!(old_a.is_retired());
         assert_eq!(old_a.subscribers(), 0);
@@ -411,7 +425,7 @@ mod tests {
         assert_eq!(old_a.subscribers(), 0);
 
         // Declared again: a new topic, which nobody holds, and b@trade still flows.
-        hub.set_streams([&a, &b]);
+        hub.set_streams(crate::hub::flow::unlimited([&a, &b]));
         let new_a = hub.topic("a@trade").unwrap();
         assert_ne!(new_a.id(), old_a.id());
         assert_eq!(new_a.subscribers(), 0);

@@ -6,10 +6,13 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
+use governor::Quota;
 use parking_lot::Mutex;
 
+use super::flow::{self, Bucket, Flow, Overflow};
 use super::topic::TopicId;
 use super::Delivery;
 
@@ -21,7 +24,15 @@ pub type ConnId = u64;
 pub enum Pushed {
     /// Queued for the writer.
     Queued,
-    /// The queue was full: the message was dropped and the connection marked as a slow consumer.
+    /// Over the stream's rate limit: held back until the next token (the first held message
+    /// of the stream; later ones are coalesced into it).
+    Held,
+    /// Merged into, or put in place of, an earlier message of the stream not taken yet.
+    Coalesced,
+    /// Dropped by the stream's policy (`drop`).
+    Dropped,
+    /// The queue was full (or the rate exceeded on a stream that closes): the message was
+    /// dropped and the connection marked as a slow consumer.
     Overflowed,
     /// The connection had already overflowed or closed; the message was dropped.
     Refused,
@@ -42,6 +53,8 @@ pub struct Outbox {
     wake_due: AtomicBool,
     /// Topics in `State::removed` the connection has not taken yet.
     removals: AtomicBool,
+    /// A rate-limited stream holds a message back (see [`release_at`](Self::release_at)).
+    holding: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -55,6 +68,21 @@ struct State {
     /// connection's state, for what a config change rarely fills.
     #[allow(clippy::box_collection)]
     removed: Option<Box<Vec<TopicId>>>,
+    /// The token bucket and held message of each rate-limited stream; boxed for the same
+    /// reason, and empty on every connection whose streams are unlimited.
+    #[allow(clippy::box_collection)]
+    limited: Option<Box<Vec<Limited>>>,
+}
+
+/// One rate-limited stream of a connection.
+struct Limited {
+    topic: TopicId,
+    quota: Quota,
+    bucket: Bucket,
+    /// The message over the limit, waiting for a token (coalesced per the stream's policy).
+    held: Option<Arc<Delivery>>,
+    /// When the next token is due.
+    due: Instant,
 }
 
 impl Outbox {
@@ -67,6 +95,7 @@ impl Outbox {
             signalled: AtomicBool::new(false),
             wake_due: AtomicBool::new(false),
             removals: AtomicBool::new(false),
+            holding: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         })
     }
@@ -76,19 +105,50 @@ impl Outbox {
         self.id
     }
 
-    /// Queues `delivery` unless that would exceed the byte limit. The writer is not woken until
-    /// [`wake_if_due`](Self::wake_if_due).
+    /// Queues `delivery` unless that would exceed the byte limit, which makes the connection a
+    /// slow consumer. The writer is not woken until [`wake_if_due`](Self::wake_if_due).
     pub fn push(&self, delivery: &Arc<Delivery>) -> Pushed {
+        self.push_flow(delivery, &Flow::UNLIMITED, 0, None)
+    }
+
+    /// Queues `delivery` of stream `topic` under the stream's `flow`: over its rate limit
+    /// (`now` is given for a limited stream) or with the queue full, the stream's overflow
+    /// policy decides (see [`Pushed`]). The writer is not woken until
+    /// [`wake_if_due`](Self::wake_if_due).
+    pub fn push_flow(
+        &self,
+        delivery: &Arc<Delivery>,
+        flow: &Flow,
+        topic: TopicId,
+        now: Option<Instant>,
+    ) -> Pushed {
         let size = delivery.payload.len();
         let mut state = self.state.lock();
         if state.overflowed || state.closed {
             return Pushed::Refused;
         }
+        if let (Some(quota), Some(now)) = (flow.limit, now) {
+            if let Some(pushed) = state.over_limit(topic, quota, delivery, flow.overflow, now) {
+                drop(state);
+                match pushed {
+                    Pushed::Held => {
+                        // The writer must learn when to come back for it.
+                        self.holding.store(true, Ordering::Release);
+                        self.signal();
+                    }
+                    Pushed::Overflowed => self.signal(),
+                    _ => {}
+                }
+                return pushed;
+            }
+        }
         if state.bytes + size > self.limit_bytes && !state.queue.is_empty() {
-            state.overflowed = true;
+            let pushed = state.absorb(delivery, flow.overflow);
             drop(state);
-            self.signal();
-            return Pushed::Overflowed;
+            if pushed == Pushed::Overflowed {
+                self.signal();
+            }
+            return pushed;
         }
         let was_empty = state.queue.is_empty();
         state.queue.push_back(Arc::clone(delivery));
@@ -119,7 +179,8 @@ impl Outbox {
         }
     }
 
-    /// Moves everything queued to the back of `into`. Returns true if the outbox overflowed.
+    /// Moves everything queued to the back of `into`, then the held messages of rate-limited
+    /// streams whose next token is due. Returns true if the outbox overflowed.
     pub fn take_all(&self, into: &mut VecDeque<Arc<Delivery>>) -> bool {
         let mut state = self.state.lock();
         if into.is_empty() {
@@ -131,7 +192,35 @@ impl Outbox {
             into.append(&mut state.queue);
         }
         state.bytes = 0;
+        if self.holding.load(Ordering::Acquire) {
+            let holding = state.release_due(into, Instant::now());
+            self.holding.store(holding, Ordering::Release);
+        }
         state.overflowed
+    }
+
+    /// When the next held message of a rate-limited stream may go out, if one waits; the
+    /// writer comes back for it then (through [`take_all`](Self::take_all)).
+    pub fn release_at(&self) -> Option<Instant> {
+        if !self.holding.load(Ordering::Acquire) {
+            return None;
+        }
+        let state = self.state.lock();
+        state
+            .limited
+            .iter()
+            .flat_map(|limited| limited.iter())
+            .filter(|l| l.held.is_some())
+            .map(|l| l.due)
+            .min()
+    }
+
+    /// Forgets the rate limit and held message of `topic` (the connection left the stream).
+    pub fn forget_stream(&self, topic: TopicId) {
+        let mut state = self.state.lock();
+        if let Some(limited) = &mut state.limited {
+            limited.retain(|l| l.topic != topic);
+        }
     }
 
     /// True when messages are waiting or the outbox overflowed.
@@ -166,6 +255,9 @@ impl Outbox {
                 return;
             }
             state.removed.get_or_insert_default().push(topic);
+            if let Some(limited) = &mut state.limited {
+                limited.retain(|l| l.topic != topic);
+            }
         }
         self.removals.store(true, Ordering::Release);
         self.interrupt();
@@ -192,6 +284,130 @@ impl Outbox {
         state.queue = VecDeque::new();
         state.bytes = 0;
         state.removed = None;
+        state.limited = None;
+    }
+}
+
+impl State {
+    /// Applies `topic`'s rate limit to `delivery`: `None` when a token lets it through, else
+    /// what the stream's `overflow` policy made of it. While a message of the stream is held,
+    /// later ones join it rather than overtake it.
+    fn over_limit(
+        &mut self,
+        topic: TopicId,
+        quota: Quota,
+        delivery: &Arc<Delivery>,
+        overflow: Overflow,
+        now: Instant,
+    ) -> Option<Pushed> {
+        let limited = self.limited.get_or_insert_default();
+        let at = match limited.iter().position(|l| l.topic == topic) {
+            Some(at) => at,
+            None => {
+                limited.push(Limited {
+                    topic,
+                    quota,
+                    bucket: flow::bucket(quota),
+                    held: None,
+                    due: now,
+                });
+                limited.len() - 1
+            }
+        };
+        let entry = &mut limited[at];
+        if entry.quota != quota {
+            // The config changed the stream's limit: a new, full bucket.
+            entry.quota = quota;
+            entry.bucket = flow::bucket(quota);
+        }
+        if entry.held.is_none() {
+            match flow::take_token(&entry.bucket) {
+                Ok(()) => return None,
+                Err(due) => entry.due = due,
+            }
+        }
+        Some(match (overflow, entry.held.take()) {
+            (Overflow::Close, _) => {
+                self.overflowed = true;
+                Pushed::Overflowed
+            }
+            (Overflow::Drop, held) => {
+                entry.held = held;
+                Pushed::Dropped
+            }
+            (Overflow::Latest | Overflow::Coalesce, None) => {
+                entry.held = Some(Arc::clone(delivery));
+                Pushed::Held
+            }
+            (Overflow::Latest, Some(_)) => {
+                entry.held = Some(Arc::clone(delivery));
+                Pushed::Coalesced
+            }
+            (Overflow::Coalesce, Some(held)) => {
+                match flow::merge_depth(&held.payload, &delivery.payload) {
+                    Some(payload) => {
+                        entry.held = Some(flow::combined(&held, delivery, payload));
+                        Pushed::Coalesced
+                    }
+                    None => {
+                        // Cannot be merged without a gap: the client must reconnect.
+                        self.overflowed = true;
+                        Pushed::Overflowed
+                    }
+                }
+            }
+        })
+    }
+
+    /// Makes room for `delivery` in a full queue by the stream's `overflow` policy: merged into
+    /// (`coalesce`) or put in place of (`latest`) the stream's newest queued message, or
+    /// dropped (`drop`); anything else overflows the queue.
+    fn absorb(&mut self, delivery: &Arc<Delivery>, overflow: Overflow) -> Pushed {
+        if overflow == Overflow::Drop {
+            return Pushed::Dropped;
+        }
+        let same_stream = |queued: &Arc<Delivery>| {
+            Arc::ptr_eq(&queued.stream, &delivery.stream) || queued.stream == delivery.stream
+        };
+        if matches!(overflow, Overflow::Latest | Overflow::Coalesce) {
+            if let Some(at) = self.queue.iter().rposition(same_stream) {
+                let queued = &self.queue[at];
+                let replacement = match overflow {
+                    Overflow::Latest => Some(Arc::clone(delivery)),
+                    _ => flow::merge_depth(&queued.payload, &delivery.payload)
+                        .map(|payload| flow::combined(queued, delivery, payload)),
+                };
+                if let Some(replacement) = replacement {
+                    self.bytes = self.bytes - queued.payload.len() + replacement.payload.len();
+                    self.queue[at] = replacement;
+                    return Pushed::Coalesced;
+                }
+            }
+        }
+        self.overflowed = true;
+        Pushed::Overflowed
+    }
+
+    /// Moves each held message whose stream has a token now to the back of `into`; true while
+    /// some are still held.
+    fn release_due(&mut self, into: &mut VecDeque<Arc<Delivery>>, now: Instant) -> bool {
+        let Some(limited) = &mut self.limited else {
+            return false;
+        };
+        let mut holding = false;
+        for entry in limited.iter_mut().filter(|l| l.held.is_some()) {
+            if entry.due <= now {
+                match flow::take_token(&entry.bucket) {
+                    Ok(()) => {
+                        into.extend(entry.held.take());
+                        continue;
+                    }
+                    Err(due) => entry.due = due,
+                }
+            }
+            holding = true;
+        }
+        holding
     }
 }
 
@@ -265,6 +481,145 @@ mod tests {
         assert!(
             outbox.take_removed().is_empty(),
             "a closed outbox keeps nothing"
+        );
+    }
+
+    fn on(stream: &str, seq: u64, payload: String) -> Arc<Delivery> {
+        Arc::new(Delivery::new(
+            Arc::from(stream),
+            seq,
+            0,
+            0,
+            Bytes::from(payload),
+            0,
+        ))
+    }
+
+    fn depth(first: u64, last: u64, price: &str) -> String {
+        format!(
+            r#"{{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":{first},"u":{last},"b":[["{price}","1"]],"a":[]}}"#
+        )
+    }
+
+    fn seqs(outbox: &Outbox) -> Vec<u64> {
+        let mut taken = VecDeque::new();
+        outbox.take_all(&mut taken);
+        taken.iter().map(|d| d.seq).collect()
+    }
+
+    #[test]
+    fn over_the_rate_a_latest_stream_holds_its_newest_message_until_the_next_token() {
+        let outbox = Outbox::new(1, 1 << 20);
+        let flow = Flow::new(Some(10), Some(2), Overflow::Latest);
+        let now = Some(Instant::now());
+        let pushed: Vec<Pushed> = (1..=5)
+            .map(|seq| outbox.push_flow(&on("s", seq, "{}".into()), &flow, 7, now))
+            .collect();
+        use Pushed::*;
+        assert_eq!(pushed, [Queued, Queued, Held, Coalesced, Coalesced]);
+        assert_eq!(seqs(&outbox), [1, 2], "the burst goes out, the rest waits");
+        let due = outbox.release_at().expect("a message is held");
+        assert!(due > Instant::now());
+        std::thread::sleep(due - Instant::now());
+        assert_eq!(seqs(&outbox), [5], "the newest value, once a token is due");
+        assert_eq!(outbox.release_at(), None);
+        assert_eq!(
+            outbox.push_flow(&on("s", 6, "{}".into()), &flow, 7, Some(Instant::now())),
+            Held,
+            "the bucket is empty again"
+        );
+        outbox.forget_stream(7);
+        assert_eq!(outbox.release_at(), None, "unsubscribed: nothing held");
+    }
+
+    #[test]
+    fn over_the_rate_depth_events_merge_and_a_closing_stream_overflows() {
+        let outbox = Outbox::new(1, 1 << 20);
+        let coalesce = Flow::new(Some(1), Some(1), Overflow::Coalesce);
+        let now = Some(Instant::now());
+        for (seq, (first, last)) in [(1, 1), (2, 3), (4, 6)].into_iter().enumerate() {
+            let d = on("btcusdt@depth", seq as u64 + 1, depth(first, last, "1.0"));
+            outbox.push_flow(&d, &coalesce, 1, now);
+        }
+        let mut taken = VecDeque::new();
+        outbox.take_all(&mut taken);
+        assert_eq!(taken.len(), 1);
+        std::thread::sleep(outbox.release_at().unwrap() - Instant::now());
+        outbox.take_all(&mut taken);
+        let merged: serde_json::Value = serde_json::from_slice(&taken[1].payload).unwrap();
+        assert_eq!(
+            (merged["U"].as_u64(), merged["u"].as_u64()),
+            (Some(2), Some(6))
+        );
+
+        let close = Flow::new(Some(1), Some(1), Overflow::Close);
+        let trades = Outbox::new(2, 1 << 20);
+        assert_eq!(
+            trades.push_flow(&delivery(1), &close, 1, now),
+            Pushed::Queued
+        );
+        assert_eq!(
+            trades.push_flow(&delivery(1), &close, 1, now),
+            Pushed::Overflowed
+        );
+        assert!(trades.take_all(&mut VecDeque::new()), "a slow consumer now");
+
+        let drop = Flow::new(Some(1), Some(1), Overflow::Drop);
+        let dropping = Outbox::new(3, 1 << 20);
+        dropping.push_flow(&delivery(1), &drop, 1, now);
+        assert_eq!(
+            dropping.push_flow(&delivery(1), &drop, 1, now),
+            Pushed::Dropped
+        );
+        assert_eq!(dropping.release_at(), None);
+    }
+
+    #[test]
+    fn a_full_queue_coalesces_by_the_stream_policy_before_it_overflows() {
+        let unlimited = |overflow| Flow::new(None, None, overflow);
+        let outbox = Outbox::new(1, 200);
+        let book = unlimited(Overflow::Coalesce);
+        let ticker = unlimited(Overflow::Latest);
+        assert_eq!(
+            outbox.push_flow(&on("d", 1, depth(1, 1, "1.0")), &book, 1, None),
+            Pushed::Queued
+        );
+        assert_eq!(
+            outbox.push_flow(&on("t", 2, "x".repeat(120)), &ticker, 2, None),
+            Pushed::Queued
+        );
+        // Full: the next depth event merges into the queued one, the ticker replaces its own.
+        assert_eq!(
+            outbox.push_flow(&on("d", 3, depth(2, 4, "2.0")), &book, 1, None),
+            Pushed::Coalesced
+        );
+        assert_eq!(
+            outbox.push_flow(&on("t", 4, "y".repeat(120)), &ticker, 2, None),
+            Pushed::Coalesced
+        );
+        assert_eq!(
+            outbox.push_flow(&on("d", 5, depth(9, 9, "3.0")), &book, 1, None),
+            Pushed::Overflowed,
+            "a gap cannot be merged"
+        );
+        let mut taken = VecDeque::new();
+        assert!(outbox.take_all(&mut taken));
+        assert_eq!(taken.iter().map(|d| d.seq).collect::<Vec<_>>(), [3, 4]);
+        assert!(std::str::from_utf8(&taken[0].payload)
+            .unwrap()
+            .contains(r#""U":1,"u":4"#));
+        assert_eq!(&taken[1].payload[..], "y".repeat(120).as_bytes());
+
+        let dropping = Outbox::new(2, 10);
+        let drop = unlimited(Overflow::Drop);
+        dropping.push_flow(&delivery(20), &drop, 1, None);
+        assert_eq!(
+            dropping.push_flow(&delivery(20), &drop, 1, None),
+            Pushed::Dropped
+        );
+        assert!(
+            !dropping.take_all(&mut VecDeque::new()),
+            "still a good consumer"
         );
     }
 

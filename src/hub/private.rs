@@ -172,6 +172,11 @@ impl Users {
                 Pushed::Queued => counts.queued += 1,
                 Pushed::Overflowed => counts.overflowed += 1,
                 Pushed::Refused => counts.refused += 1,
+                // A private event is pushed unlimited, closing on overflow: never held,
+                // merged or dropped.
+                Pushed::Held | Pushed::Coalesced | Pushed::Dropped => {
+                    unreachable!("private events are never limited")
+                }
             }
             receiver.outbox.wake_if_due();
         }

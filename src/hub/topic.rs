@@ -2,14 +2,18 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 
+use super::flow::Flow;
 use super::outbox::{ConnId, Outbox, Pushed};
 use super::Delivery;
 use crate::bus::Origin;
+use crate::metrics::Metrics;
 use crate::position::Watermarks;
 
 /// Number of subscriber shards per topic.
@@ -24,6 +28,43 @@ pub struct FanOut {
     pub overflowed: usize,
     /// Subscribers that refused it (already overflowed or closing).
     pub refused: usize,
+    /// Subscribers that merged it into, or put it in place of, an earlier message they had
+    /// not taken yet (coalesced).
+    pub coalesced: usize,
+    /// Subscribers whose stream policy dropped it.
+    pub dropped: usize,
+    /// Subscribers over their rate limit that hold it back for later.
+    pub held: usize,
+}
+
+/// A topic's counters of `wsgate_slow_consumer_total`, one per reason.
+struct SlowCounters {
+    coalesced: IntCounter,
+    dropped: IntCounter,
+    closed: IntCounter,
+}
+
+impl SlowCounters {
+    fn of(metrics: &Metrics, stream: &str) -> Self {
+        let counter = |reason| metrics.slow_consumer.with_label_values(&[reason, stream]);
+        SlowCounters {
+            coalesced: counter("coalesced"),
+            dropped: counter("dropped"),
+            closed: counter("closed"),
+        }
+    }
+
+    fn count(&self, counts: &FanOut) {
+        for (counter, n) in [
+            (&self.coalesced, counts.coalesced),
+            (&self.dropped, counts.dropped),
+            (&self.closed, counts.overflowed),
+        ] {
+            if n > 0 {
+                counter.inc_by(n as u64);
+            }
+        }
+    }
 }
 
 /// Tells a topic from every other the process made, a later topic of the same stream included.
@@ -50,24 +91,29 @@ pub struct Topic {
     retired: AtomicBool,
     last_seq: AtomicU64,
     delivered: Mutex<Watermarks<Arc<str>>>,
+    flow: ArcSwap<Flow>,
     gauge: IntGauge,
+    slow: SlowCounters,
     watcher: Arc<OnceLock<InterestWatcher>>,
 }
 
 impl Topic {
-    /// A topic without subscribers; `gauge` tracks its subscriber count.
-    pub fn new(name: Arc<str>, gauge: IntGauge) -> Self {
-        Topic::watched(name, gauge, Arc::new(OnceLock::new()))
+    /// A topic without subscribers or limits, counted in `metrics`.
+    pub fn new(name: Arc<str>, metrics: &Metrics) -> Self {
+        Topic::watched(name, metrics, Arc::new(OnceLock::new()))
     }
 
     /// Like [`new`](Self::new); `watcher`, once set, is told when the first subscriber
     /// arrives and when the last one leaves.
     pub fn watched(
         name: Arc<str>,
-        gauge: IntGauge,
+        metrics: &Metrics,
         watcher: Arc<OnceLock<InterestWatcher>>,
     ) -> Self {
         Topic {
+            gauge: metrics.subscriptions.with_label_values(&[&name]),
+            slow: SlowCounters::of(metrics, &name),
+            flow: ArcSwap::from_pointee(Flow::UNLIMITED),
             id: NEXT_TOPIC_ID.fetch_add(1, Ordering::Relaxed),
             name,
             shards: (0..SHARDS).map(|_| RwLock::new(IndexMap::new())).collect(),
@@ -75,9 +121,20 @@ impl Topic {
             retired: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
             delivered: Mutex::new(Watermarks::new()),
-            gauge,
             watcher,
         }
+    }
+
+    /// Makes `flow` the stream's flow control from its next message on.
+    pub fn set_flow(&self, flow: Flow) {
+        if **self.flow.load() != flow {
+            self.flow.store(Arc::new(flow));
+        }
+    }
+
+    /// The stream's flow control.
+    pub fn flow(&self) -> Flow {
+        **self.flow.load()
     }
 
     /// This topic's identity.
@@ -138,7 +195,11 @@ impl Topic {
 
     /// Removes a subscriber; false if it was not subscribed.
     pub fn unsubscribe(&self, id: ConnId) -> bool {
-        let removed = self.shard(id).write().swap_remove(&id).is_some();
+        let removed = self.shard(id).write().swap_remove(&id);
+        if let Some(outbox) = &removed {
+            outbox.forget_stream(self.id);
+        }
+        let removed = removed.is_some();
         if removed {
             if self.subscribers.fetch_sub(1, Ordering::Relaxed) == 1 {
                 self.interest_changed();
@@ -191,17 +252,24 @@ impl Topic {
     /// elsewhere proceed, and other lanes are never blocked.
     pub fn fan_out(&self, delivery: &Arc<Delivery>, lane: usize, lanes: usize) -> FanOut {
         self.last_seq.fetch_max(delivery.seq, Ordering::Relaxed);
+        let flow = self.flow.load();
+        // Read once per message, and only for a limited stream.
+        let now = flow.limit.map(|_| Instant::now());
         let mut counts = FanOut::default();
         for shard in self.lane_shards(lane, lanes) {
             let subscribers = shard.read();
             for outbox in subscribers.values() {
-                match outbox.push(delivery) {
+                match outbox.push_flow(delivery, &flow, self.id, now) {
                     Pushed::Queued => counts.queued += 1,
+                    Pushed::Held => counts.held += 1,
+                    Pushed::Coalesced => counts.coalesced += 1,
+                    Pushed::Dropped => counts.dropped += 1,
                     Pushed::Overflowed => counts.overflowed += 1,
                     Pushed::Refused => counts.refused += 1,
                 }
             }
         }
+        self.slow.count(&counts);
         counts
     }
 
@@ -225,7 +293,7 @@ mod tests {
 
     #[test]
     fn admit_drops_what_a_feed_already_delivered() {
-        let topic = Topic::new(Arc::from("btcusdt@trade"), IntGauge::new("g", "g").unwrap());
+        let topic = Topic::new(Arc::from("btcusdt@trade"), &Metrics::new());
         let partition = |number| Partition {
             channel: Some(Arc::from("trades")),
             number,
@@ -254,7 +322,7 @@ mod tests {
 
     #[test]
     fn fan_out_reaches_every_subscriber_once() {
-        let topic = Topic::new(Arc::from("btcusdt@trade"), IntGauge::new("g", "g").unwrap());
+        let topic = Topic::new(Arc::from("btcusdt@trade"), &Metrics::new());
         let outboxes: Vec<_> = (0..40).map(|id| Outbox::new(id, 1 << 20)).collect();
         for outbox in &outboxes {
             assert!(topic.subscribe(outbox));
@@ -285,8 +353,9 @@ mod tests {
 
     #[test]
     fn retire_drops_every_subscriber_once_and_refuses_new_ones() {
-        let gauge = IntGauge::new("g", "g").unwrap();
-        let topic = Topic::new(Arc::from("btcusdt@trade"), gauge.clone());
+        let metrics = Metrics::new();
+        let gauge = metrics.subscriptions.with_label_values(&["btcusdt@trade"]);
+        let topic = Topic::new(Arc::from("btcusdt@trade"), &metrics);
         let outboxes: Vec<_> = (0..40).map(|id| Outbox::new(id, 1 << 20)).collect();
         for outbox in &outboxes {
             topic.subscribe(outbox);

@@ -24,7 +24,7 @@ use crate::book::Books;
 use crate::bus::Bus;
 use crate::cluster::Tenure;
 use crate::config::{Auth, Datasource, Mapping, Route, StreamSpec};
-use crate::hub::Hub;
+use crate::hub::{Flow, Hub};
 use crate::mapper::{MapperEngine, MapperInstance};
 use crate::metrics::Metrics;
 use crate::route::{MappingWorker, RouteUpdate, RouteWorker, Sequences, SourceIdentity};
@@ -152,7 +152,7 @@ impl Components {
                 .streams
                 .iter()
                 .filter(|(_, spec)| spec.auth == Auth::Public)
-                .map(|(name, _)| name);
+                .map(|(name, spec)| (name, Flow::new(spec.rate, spec.burst, spec.overflow)));
             let dropped = self.hub.set_streams(public);
             if dropped > 0 {
                 tracing::info!(dropped, "streams removed: their subscriptions dropped");

@@ -214,6 +214,18 @@ impl Session {
                 Ok(blocked) => blocked,
                 Err(_) => return Ending::Dropped,
             };
+            // A rate-limited stream's held message is due at its next token (taken above once
+            // the writer is idle; while it is busy, its socket wakes the loop).
+            if let Some(release) = self
+                .outbox
+                .release_at()
+                .filter(|_| self.writer.data_queue().is_empty())
+                .map(Instant::from_std)
+            {
+                if release < timer.deadline() {
+                    timer.as_mut().reset(release);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = &mut timer => {

@@ -228,20 +228,20 @@ mod tests {
     async fn forget_drops_only_the_retired_topics_streams() {
         let hub = Arc::new(Hub::new(Arc::new(Metrics::new()), 1, FrameVariants::new()));
         let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a@trade"), Arc::from("b@trade"));
-        hub.set_streams([&a, &b]);
+        hub.set_streams(crate::hub::flow::unlimited([&a, &b]));
         let catalog = Catalog::new(&hub, 10, false);
         let outbox = Outbox::new(1, 1 << 20);
         let mut streams = Streams::default();
         let planned = catalog.plan(&streams, vec!["a@trade".into(), "b@trade".into()]);
         streams.add(planned.unwrap(), &outbox);
 
-        hub.set_streams([&b]);
+        hub.set_streams(crate::hub::flow::unlimited([&b]));
         let retired = outbox.take_removed();
         assert_eq!(streams.forget(&retired), [Arc::clone(&a)]);
         assert_eq!(streams.names().collect::<Vec<_>>(), ["b@trade"]);
 
         // Declared and subscribed again: the old topic's notice no longer applies to it.
-        hub.set_streams([&a, &b]);
+        hub.set_streams(crate::hub::flow::unlimited([&a, &b]));
         let planned = catalog.plan(&streams, vec!["a@trade".into()]);
         streams.add(planned.unwrap(), &outbox);
         assert!(streams.forget(&retired).is_empty());
