@@ -154,11 +154,9 @@ impl SymbolSim {
         let half = (sim.gap / 2).max(1);
         sim.add_level(Side::Bid, start_ticks - half);
         sim.add_level(Side::Ask, start_ticks + half);
+        // The levels the market starts with stay in the journals: the first delta of each series
+        // carries them from update id 1, so the deltas alone rebuild the whole book.
         sim.maintain();
-        for series in 0..SERIES {
-            sim.book.drain_journal(series, &mut sim.scratch);
-            sim.published[series] = sim.book.update_id();
-        }
         sim.last_bbo = sim.bbo();
         sim
     }

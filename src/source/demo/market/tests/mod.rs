@@ -231,24 +231,15 @@ fn trade_and_agg_ids_are_contiguous_and_fills_are_on_the_grid() {
 }
 
 /// The book of symbol `i` right after `new`, as a local book in 1e-8 units.
-fn initial_book(m: &DemoMarket, tick: i64, lot: i64, i: usize) -> LocalBook {
-    let (bids, asks, id) = m.book_of(i);
-    LocalBook {
-        bids: bids.iter().map(|&(p, q)| (p * tick, q * lot)).collect(),
-        asks: asks.iter().map(|&(p, q)| (p * tick, q * lot)).collect(),
-        update_id: id as i64,
-    }
-}
-
 #[test]
 fn deltas_chain_and_rebuild_every_snapshot_and_bbo() {
     for depth in [20, 100] {
         let p = props(json!({ "depth_levels": depth, "trades_per_sec": 500 }));
-        let fresh = DemoMarket::new(config(p.clone()), START);
         let (_, events) = run(p, START, 4);
-        for (i, (sym, tick, lot)) in SYMBOLS.into_iter().enumerate() {
+        for (sym, tick, lot) in SYMBOLS {
             for window in [100, 1000] {
-                let mut local = initial_book(&fresh, tick, lot, i);
+                // From an empty book at update id 0: the deltas alone rebuild everything.
+                let mut local = LocalBook::default();
                 let mut last_bbo: Option<J> = None;
                 let mut checked = (0, 0);
                 for e in events.iter().filter(|e| e.symbol == sym) {
@@ -325,18 +316,24 @@ impl J {
 }
 
 #[test]
-fn first_delta_starts_after_the_initial_book() {
+fn the_first_delta_of_each_series_carries_the_initial_book() {
     let p = props(json!({}));
     let fresh = DemoMarket::new(config(p.clone()), START);
     let (_, events) = run(p, START, 2);
-    for (i, (sym, ..)) in SYMBOLS.into_iter().enumerate() {
-        let initial = fresh.book_of(i).2 as i64;
+    for (i, (sym, tick, _)) in SYMBOLS.into_iter().enumerate() {
+        let (bids, asks, initial) = fresh.book_of(i);
         for window in [100, 1000] {
             let first = of_type(&events, sym, "book_delta")
                 .into_iter()
                 .find(|d| d.int("window_ms") == window)
                 .expect("a delta");
-            assert_eq!(first.int("first_update_id"), initial + 1);
+            assert_eq!(first.int("first_update_id"), 1);
+            assert!(first.int("last_update_id") >= initial as i64);
+            // Every starting level is named (with its quantity at the window's end, 0 if gone).
+            for (side, key) in [(&bids, "bids"), (&asks, "asks")] {
+                let named: BTreeSet<i64> = first.levels(key).iter().map(|l| l.0).collect();
+                assert!(side.iter().all(|(p, _)| named.contains(&(p * tick))), "{sym} {key}");
+            }
         }
     }
 }
