@@ -362,6 +362,7 @@ pub fn mapper_output(data: &[u8]) {
                     Err(Misplaced::NoUserId) => {
                         assert!(!output.user_id.as_deref().is_some_and(bus::is_user_id));
                     }
+                    Err(Misplaced::Published) => unreachable!("no stream was taken over"),
                 }
             }
         }

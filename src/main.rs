@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use wsgate::auth::listen_keys::ListenKeySettings;
 use wsgate::auth::DelegatedSettings;
 use wsgate::cli;
+use wsgate::hub::RingLimits;
 use wsgate::mapper::{self, MapperLimits};
 use wsgate::node::{self, AutoRollback, NodeSettings};
 use wsgate::trade::TradeSettings;
@@ -94,6 +95,13 @@ struct ServeArgs {
     /// How long a cluster keeps every fanout message in JetStream for replay (0s: none).
     #[arg(long, env = "WSGATE_REPLAY_RETENTION", default_value = "5m", value_parser = humantime::parse_duration)]
     replay_retention: Duration,
+    /// Payload bytes of each stream's latest messages a node keeps in memory for clients that
+    /// resume (0: no ring; replays then come from the cluster's capture only).
+    #[arg(long, env = "WSGATE_REPLAY_RING_BYTES", default_value_t = RingLimits::default().bytes)]
+    replay_ring_bytes: usize,
+    /// Messages of each stream a node keeps in memory for clients that resume, at most.
+    #[arg(long, env = "WSGATE_REPLAY_RING_MESSAGES", default_value_t = RingLimits::default().messages)]
+    replay_ring_messages: usize,
     /// Bearer token of the admin API (/api/v1); without it the API is disabled.
     #[arg(long, env = "WSGATE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -272,6 +280,10 @@ impl ServeArgs {
             peer_ttl: self.peer_ttl,
             bus_probe_every: self.bus_probe_every,
             replay_retention: self.replay_retention,
+            replay_ring: RingLimits {
+                messages: self.replay_ring_messages,
+                bytes: self.replay_ring_bytes,
+            },
             config_path: self.config.clone(),
             mappers_dir: self.mappers_dir.clone(),
             mapper_cache_dir: (!cache.as_os_str().is_empty()).then(|| cache.clone()),

@@ -5,6 +5,7 @@
 //! [`BusSink`] (the node's hub). Alone, a node uses the in-process [`MemoryBus`], which hands each
 //! published batch straight to the sinks; in a cluster, NATS.
 
+mod capture;
 mod memory;
 mod nats;
 mod origin;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
+pub use capture::Captured;
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
 pub use origin::Origin;
@@ -74,4 +76,16 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Ends a subscription.
     fn unsubscribe(&self, id: SubscriptionId) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// The last message of `stream` the cluster captured for replay on `subject` (its sequence
+    /// number and origin), so that a node that starts publishing a stream another node
+    /// published before continues its numbering; `None` without a capture (the default), or
+    /// when nothing of the stream was captured.
+    fn last_captured<'a>(
+        &'a self,
+        _subject: &'a str,
+        _stream: &'a str,
+    ) -> BoxFuture<'a, Option<BusMessage>> {
+        Box::pin(async { None })
+    }
 }

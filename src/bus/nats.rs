@@ -37,7 +37,9 @@ const MAX_BATCH: usize = 512;
 
 /// A bus over a NATS connection.
 pub struct NatsBus {
-    client: async_nats::Client,
+    pub(super) client: async_nats::Client,
+    /// The JetStream stream capturing the fanout subjects, when the cluster keeps one.
+    pub(super) capture: std::sync::OnceLock<String>,
     subscriptions: Mutex<HashMap<SubscriptionId, JoinHandle<()>>>,
     next_id: AtomicU64,
 }
@@ -47,9 +49,17 @@ impl NatsBus {
     pub fn new(client: async_nats::Client) -> Arc<Self> {
         Arc::new(NatsBus {
             client,
+            capture: std::sync::OnceLock::new(),
             subscriptions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Reads the capture in the JetStream stream `name` from now on: where a stream's numbering
+    /// continues from ([`Bus::last_captured`]) and what is replayed to resuming clients
+    /// ([`NatsBus::replay_capture`]). Set once; later calls are ignored.
+    pub fn use_capture(&self, name: &str) {
+        let _ = self.capture.set(name.to_string());
     }
 
     /// Makes the JetStream stream `name` capture `subjects` (created, or updated to them),
@@ -221,6 +231,14 @@ impl Bus for NatsBus {
         .boxed()
     }
 
+    fn last_captured<'a>(
+        &'a self,
+        subject: &'a str,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Option<BusMessage>> {
+        self.last_in_capture(subject, stream).boxed()
+    }
+
     fn unsubscribe(&self, id: SubscriptionId) -> BoxFuture<'_, Result<(), BusError>> {
         // Dropping the subscriber (with its task) unsubscribes it on the server.
         if let Some(task) = self.subscriptions.lock().remove(&id) {
@@ -257,7 +275,11 @@ fn headers_of(message: &BusMessage) -> HeaderMap {
 
 /// The bus message a NATS message carries; `None` when its headers are not a bus message's.
 fn message_of(message: &async_nats::Message) -> Option<BusMessage> {
-    let headers = message.headers.as_ref()?;
+    decode(message.headers.as_ref()?, &message.payload)
+}
+
+/// The bus message of `headers` and `payload`; `None` when the headers are not a bus message's.
+pub(super) fn decode(headers: &HeaderMap, payload: &bytes::Bytes) -> Option<BusMessage> {
     let text = |name: &str| headers.get(name).map(|v| v.as_str());
     let time = |name: &str| text(name).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
     Some(BusMessage {
@@ -265,7 +287,7 @@ fn message_of(message: &async_nats::Message) -> Option<BusMessage> {
         seq: text(header::SEQ)?.parse().ok()?,
         event_time_us: time(header::EVENT_US),
         published_us: time(header::PUBLISHED_US),
-        payload: message.payload.clone(),
+        payload: payload.clone(),
         user_id: text(header::USER).map(Arc::from),
         origin: text(header::ORIGIN).and_then(parse_origin),
     })

@@ -5,11 +5,13 @@
 //! [`FrameVariant`] the node's dialects registered, so a message is encoded at most once per
 //! variant no matter how many connections receive it.
 
+mod archive;
 pub mod flow;
 mod frames;
 mod lanes;
 pub mod outbox;
 mod private;
+mod ring;
 mod topic;
 
 use std::collections::HashMap;
@@ -24,11 +26,13 @@ use parking_lot::Mutex;
 use crate::bus::{BusMessage, BusSink};
 use crate::metrics::Metrics;
 
+pub use archive::{Archive, Captured, REPLAY_BUFFER};
 pub use flow::{Flow, Overflow};
 pub use frames::{Encoder, FrameVariant, FrameVariants};
 use lanes::Lanes;
 pub use outbox::{ConnId, Outbox, Pushed};
 pub use private::{UserSubscription, Users, Wrap};
+pub use ring::{Ring, RingLimits, RingRead};
 pub use topic::{FanOut, InterestWatcher, Topic, TopicId};
 
 /// One message on its way to every subscriber of its stream.
@@ -139,6 +143,10 @@ pub struct Hub {
     watcher: Arc<OnceLock<InterestWatcher>>,
     variants: FrameVariants,
     users: Users,
+    /// Each topic's replay ring (same keys as `topics`, replaced together).
+    rings: ArcSwap<HashMap<Arc<str>, Arc<Ring>>>,
+    ring_limits: RingLimits,
+    archive: OnceLock<Arc<dyn Archive>>,
 }
 
 impl Hub {
@@ -153,7 +161,33 @@ impl Hub {
             users: Users::new(metrics.subscriptions.with_label_values(&["<private>"])),
             metrics,
             variants,
+            rings: ArcSwap::from_pointee(HashMap::new()),
+            ring_limits: RingLimits::OFF,
+            archive: OnceLock::new(),
         }
+    }
+
+    /// The same hub, keeping the last messages of every stream within `limits` for clients
+    /// that resume ([`ring`](Self::ring)); before any stream is set.
+    pub fn with_replay_ring(mut self, limits: RingLimits) -> Self {
+        self.ring_limits = limits;
+        self
+    }
+
+    /// The replay ring of `stream`, if the node keeps rings and declares the stream.
+    pub fn ring(&self, stream: &str) -> Option<Arc<Ring>> {
+        self.rings.load().get(stream).cloned()
+    }
+
+    /// Reads replays from `archive` when a ring no longer holds what a client missed (set
+    /// once; later calls are ignored).
+    pub fn set_archive(&self, archive: Arc<dyn Archive>) {
+        let _ = self.archive.set(archive);
+    }
+
+    /// The cluster's archive, if this node has one.
+    pub fn archive(&self) -> Option<&Arc<dyn Archive>> {
+        self.archive.get()
     }
 
     /// The frame variants every delivery is cached in.
@@ -203,6 +237,16 @@ impl Hub {
             .filter(|(name, _)| !next.contains_key(*name))
             .map(|(_, topic)| topic)
             .collect();
+        if !self.ring_limits.is_off() {
+            let rings = self.rings.load();
+            let limits = self.ring_limits;
+            let kept = next.keys().map(|name| {
+                let ring = rings.get(name).cloned();
+                let ring = ring.unwrap_or_else(|| Arc::new(Ring::new(limits)));
+                (Arc::clone(name), ring)
+            });
+            self.rings.store(Arc::new(kept.collect()));
+        }
         // Stored first: the interest watcher, told as a retired topic loses its last
         // subscriber, must no longer find it, and no new subscriber may.
         self.topics.store(Arc::new(next));
@@ -225,6 +269,7 @@ impl Hub {
     /// upstream origin was already delivered on its stream (a redelivery) is dropped.
     pub async fn publish_batch(&self, messages: Vec<BusMessage>) {
         let mut batch = Vec::with_capacity(messages.len());
+        let rings = self.rings.load_full();
         for message in messages {
             self.metrics.messages_in.inc();
             if let Some(user) = &message.user_id {
@@ -257,9 +302,17 @@ impl Hub {
                     continue;
                 }
             }
-            if topic.subscribers() > 0 {
-                let delivery = Delivery::of(message, self.variants.len());
-                batch.push((topic, Arc::new(delivery)));
+            // Into the ring first, then checked for subscribers: a connection that subscribes
+            // and then reads the ring finds every message in one or the other.
+            let ring = rings.get(&message.stream);
+            if ring.is_some() || topic.subscribers() > 0 {
+                let delivery = Arc::new(Delivery::of(message, self.variants.len()));
+                if let Some(ring) = ring {
+                    ring.push(&delivery);
+                }
+                if topic.subscribers() > 0 {
+                    batch.push((topic, delivery));
+                }
             }
         }
         if !batch.is_empty() {

@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::archive::CaptureArchive;
 use super::interest::{FanoutRule, Interest};
 use super::NodeSettings;
 use crate::admin::{AdminState, Readiness};
@@ -32,7 +33,7 @@ use crate::config::store::{
 use crate::config::DatasourceKind;
 use crate::config::GatewayConfig;
 use crate::control::mapper_ops;
-use crate::hub::Hub;
+use crate::hub::{Archive, Hub};
 use crate::metrics::Metrics;
 use crate::source::demo::exchange;
 use crate::source::{Consumers, SourceHealth};
@@ -121,6 +122,14 @@ pub async fn open(
         .with_context(|| format!("connecting to the bus at {}", redact_text(nats_url)))?;
     let nats = NatsBus::new(client);
     let bus: Arc<dyn Bus> = Arc::clone(&nats) as Arc<dyn Bus>;
+    // With a capture, streams taken over continue their numbering from it, and resuming
+    // clients are replayed from it on any node.
+    let archive = (!settings.replay_retention.is_zero()).then(|| {
+        nats.use_capture(REPLAY_STREAM);
+        let archive = Arc::new(CaptureArchive::new(Arc::clone(&nats)));
+        hub.set_archive(Arc::clone(&archive) as Arc<dyn Archive>);
+        archive
+    });
     let interest = Interest::start(
         Arc::clone(hub),
         Arc::clone(&bus),
@@ -133,6 +142,7 @@ pub async fn open(
         cluster: Mutex::new(Some(cluster)),
         interest,
         nats,
+        archive,
         retention: settings.replay_retention,
         probe_every: settings.bus_probe_every,
         probe_stop: CancellationToken::new(),
@@ -381,6 +391,8 @@ struct Member {
     leases: Leases,
     interest: Interest,
     nats: Arc<NatsBus>,
+    /// Where resuming clients are replayed from, with a capture.
+    archive: Option<Arc<CaptureArchive>>,
     /// How long JetStream keeps the fanout subjects for replay (zero: not captured).
     retention: Duration,
     probe_every: Duration,
@@ -439,6 +451,9 @@ impl Membership for Member {
 
     fn fanout_rules_changed(&self, rules: &[FanoutRule]) {
         self.interest.set_rules(rules.to_vec());
+        if let Some(archive) = &self.archive {
+            archive.set_rules(rules.to_vec());
+        }
         if self.retention.is_zero() {
             return;
         }

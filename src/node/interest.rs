@@ -73,7 +73,7 @@ impl FanoutRule {
     }
 
     /// The subject this mapping publishes `stream` on, if it can publish that public stream.
-    fn subject(&self, stream: &str) -> Option<String> {
+    pub(crate) fn subject(&self, stream: &str) -> Option<String> {
         if self.private {
             return None;
         }

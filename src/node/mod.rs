@@ -5,6 +5,7 @@
 //! Whether the node is embedded or a cluster member is decided once, in [`backends`]; the
 //! client protocols it speaks are the [`Dialects`] it is started with.
 
+mod archive;
 mod backends;
 mod components;
 mod interest;
@@ -28,7 +29,7 @@ use crate::admin::api::{self, Api, NodeStatus};
 use crate::admin::{self, AdminState};
 use crate::auth::listen_keys::ListenKeySettings;
 use crate::auth::DelegatedSettings;
-use crate::hub::{FrameVariants, Hub};
+use crate::hub::{FrameVariants, Hub, RingLimits};
 use crate::mapper::{MapperEngine, MapperLimits};
 use crate::metrics::Metrics;
 use crate::tls::{CertStore, Reload, TlsFiles};
@@ -69,6 +70,8 @@ pub struct NodeSettings {
     pub bus_probe_every: Duration,
     /// How long JetStream keeps the fanout subjects for replay (zero: no capture).
     pub replay_retention: Duration,
+    /// How much of each stream the node keeps in memory for clients that resume.
+    pub replay_ring: RingLimits,
     /// The config an empty store is seeded with.
     pub config_path: PathBuf,
     /// Directory of mapper modules (`<name>.wasm`) an empty registry is seeded with.
@@ -119,6 +122,7 @@ impl NodeSettings {
             peer_ttl: Duration::from_secs(3),
             bus_probe_every: Duration::from_secs(1),
             replay_retention: Duration::ZERO,
+            replay_ring: RingLimits::default(),
             config_path,
             mappers_dir,
             mapper_cache_dir: None,
@@ -185,7 +189,9 @@ pub async fn start(
     let mut variants = FrameVariants::new();
     let dialects = dialects(&mut variants, &services);
     let lanes = tokio::runtime::Handle::current().metrics().num_workers();
-    let hub = Arc::new(Hub::new(Arc::clone(&metrics), lanes, variants));
+    let hub = Arc::new(
+        Hub::new(Arc::clone(&metrics), lanes, variants).with_replay_ring(settings.replay_ring),
+    );
     let backends = backends::open(&settings, store, &hub, &metrics).await?;
     let membership = backends.membership;
     let resolver = Resolver {

@@ -12,7 +12,7 @@
 
 mod dedup;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,6 +37,20 @@ struct StreamTarget {
     next_seq: u64,
     /// A private stream: each output goes to its user's subject, and must name its user.
     private: bool,
+    /// The origin of the last message another node published on this stream before this one
+    /// took it over: outputs of the same feed up to it were published already (a source that
+    /// resumes from a committed position redelivers them) and are not numbered again.
+    published_through: Option<Origin>,
+}
+
+/// Where a stream taken over from another publisher continues: the last message of it the
+/// cluster captured ([`Bus::last_captured`]).
+#[derive(Debug, Clone, Default)]
+pub struct Continued {
+    /// The sequence number the stream continues from.
+    pub next_seq: u64,
+    /// The origin of that last message, when it had one.
+    pub after: Option<Origin>,
 }
 
 /// Next sequence number per client stream.
@@ -128,6 +142,9 @@ pub enum Misplaced {
     BadOutput(String),
     /// A private stream's output without a valid user id (metric label `no_user_id`).
     NoUserId,
+    /// An output another node already published before this one took the stream over
+    /// (metric label `duplicate`).
+    Published,
 }
 
 impl OutputTargets {
@@ -157,9 +174,32 @@ impl OutputTargets {
         streams: &BTreeMap<Arc<str>, StreamSpec>,
         sequences: &Sequences,
     ) -> Result<Placed, Misplaced> {
+        self.place_continuing(output, None, streams, sequences, &mut |_, _| None)
+    }
+
+    /// Like [`place`](Self::place), for an output of upstream `origin`; a stream seen for the
+    /// first time asks `first_seen` (with its name and subject) where another publisher left
+    /// it, and continues after that when it is further than `sequences`. An output of a feed
+    /// that publisher already published through is [`Misplaced::Published`].
+    pub fn place_continuing(
+        &mut self,
+        output: &Output,
+        origin: Option<&Origin>,
+        streams: &BTreeMap<Arc<str>, StreamSpec>,
+        sequences: &Sequences,
+        first_seen: &mut dyn FnMut(&Arc<str>, &str) -> Option<Continued>,
+    ) -> Result<Placed, Misplaced> {
         let target = self
-            .target(output, streams, sequences)
+            .target(output, streams, sequences, first_seen)
             .map_err(Misplaced::BadOutput)?;
+        if let (Some(through), Some(origin)) = (&target.published_through, origin) {
+            if through.feed == origin.feed {
+                if origin.order <= through.order {
+                    return Err(Misplaced::Published);
+                }
+                target.published_through = None;
+            }
+        }
         // A private output goes to its user's subject; one without a user goes to nobody (never
         // to everyone). A public output's user id means nothing.
         let (subject, user_id) = match (target.private, &output.user_id) {
@@ -187,6 +227,7 @@ impl OutputTargets {
         output: &Output,
         streams: &BTreeMap<Arc<str>, StreamSpec>,
         sequences: &Sequences,
+        first_seen: &mut dyn FnMut(&Arc<str>, &str) -> Option<Continued>,
     ) -> Result<&mut StreamTarget, String> {
         let lookup = |name: &str| {
             output
@@ -207,11 +248,18 @@ impl OutputTargets {
                 .fanout_topic
                 .render(lookup)
                 .map_err(|missing| format!("output lacks topic var `{missing}`"))?;
+            let private = spec.auth == Auth::Private;
+            let handed = sequences.get(stream).copied().unwrap_or(1);
+            let continued = (!private)
+                .then(|| first_seen(stream, &subject))
+                .flatten()
+                .filter(|c| c.next_seq >= handed);
             let target = StreamTarget {
                 stream: Arc::clone(stream),
                 subject: Arc::from(subject),
-                next_seq: sequences.get(stream).copied().unwrap_or(1),
-                private: spec.auth == Auth::Private,
+                next_seq: continued.as_ref().map_or(handed, |c| c.next_seq),
+                private,
+                published_through: continued.and_then(|c| c.after),
             };
             self.targets
                 .insert(self.scratch.clone().into_boxed_str(), target);
@@ -275,6 +323,9 @@ impl RouteWorker {
     ) -> Sequences {
         let mut batches = Vec::new();
         let mut mapped = dedup::Mapped::default();
+        // Streams whose numbering this worker checked against the capture: once each in its
+        // life (mapper swaps hand their numbers on, and nobody else publishes meanwhile).
+        let mut checked: HashSet<Arc<str>> = HashSet::new();
         let duplicates = self
             .metrics
             .messages_dropped
@@ -301,7 +352,7 @@ impl RouteWorker {
                 .filter_map(|event| mapped.admit(event).map(|place| (event, place)))
                 .collect();
             duplicates.inc_by((queued - events.len()) as u64);
-            let messages = self.map(&events, &counters);
+            let messages = self.map(&events, &counters, &runtime, &mut checked);
             drop(events);
             let published =
                 messages.is_empty() || runtime.block_on(self.bus.publish(messages)).is_ok();
@@ -339,7 +390,23 @@ impl RouteWorker {
         &mut self,
         batch: &[(&UpstreamEvent, dedup::Place)],
         counters: &SourceCounters,
+        runtime: &Handle,
+        checked: &mut HashSet<Arc<str>>,
     ) -> Vec<(Arc<str>, BusMessage)> {
+        let bus = &self.bus;
+        // A stream this worker has not published yet may have been published by another node
+        // (the datasource moved here): its numbering continues from the capture.
+        let mut first_seen = |stream: &Arc<str>, subject: &str| {
+            if !checked.insert(Arc::clone(stream)) {
+                return None;
+            }
+            let last = runtime.block_on(bus.last_captured(subject, stream))?;
+            tracing::debug!(%stream, seq = last.seq, "stream numbering continues from the capture");
+            Some(Continued {
+                next_seq: last.seq + 1,
+                after: last.origin,
+            })
+        };
         let events: Vec<bindings::Event> =
             batch.iter().map(|(e, _)| to_wit(e, &self.source)).collect();
         let mut messages = Vec::new();
@@ -382,12 +449,21 @@ impl RouteWorker {
                         feed: Arc::clone(feed),
                         order: order.output(index as u32),
                     });
-                    let placed = match mapping.targets.place(
+                    let placed = match mapping.targets.place_continuing(
                         &output,
+                        origin.as_ref(),
                         &self.streams,
                         &self.sequences,
+                        &mut first_seen,
                     ) {
                         Ok(placed) => placed,
+                        Err(Misplaced::Published) => {
+                            self.metrics
+                                .messages_dropped
+                                .with_label_values(&["duplicate"])
+                                .inc();
+                            continue;
+                        }
                         Err(Misplaced::BadOutput(why)) => {
                             counters.errors.inc();
                             self.metrics
@@ -472,5 +548,107 @@ fn to_wit(event: &UpstreamEvent, source: &SourceIdentity) -> bindings::Event {
         payload: event.payload.to_vec(),
         timestamp_us: event.timestamp_us,
         position: event.position.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overflow, StreamSpec};
+    use crate::position::Order;
+
+    fn streams() -> BTreeMap<Arc<str>, StreamSpec> {
+        let spec = StreamSpec {
+            topic_index: 0,
+            auth: Auth::Public,
+            rate: None,
+            burst: None,
+            overflow: Overflow::default_for("btcusdt@trade"),
+        };
+        BTreeMap::from([(Arc::from("btcusdt@trade"), spec)])
+    }
+
+    fn output() -> Output {
+        Output {
+            topic_vars: vec![("symbol".into(), "btcusdt".into())],
+            user_id: None,
+            payload: "{}".into(),
+        }
+    }
+
+    fn origin(offset: u64) -> Origin {
+        Origin {
+            feed: Arc::from("src//0/r:{symbol}@trade"),
+            order: Order {
+                major: offset,
+                minor: 0,
+                output: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn a_stream_taken_over_continues_its_numbering_and_skips_what_was_published() {
+        let mapping = Mapping {
+            mapper: "m".into(),
+            fanout_topic: "md.{symbol}.trade".into(),
+            ws_topic: "{symbol}@trade".into(),
+            params: BTreeMap::new(),
+        };
+        let mut targets = OutputTargets::new(&mapping).unwrap();
+        let (streams, sequences) = (streams(), Sequences::new());
+        let mut asked = Vec::new();
+        let mut first_seen = |stream: &Arc<str>, subject: &str| {
+            asked.push(format!("{stream} {subject}"));
+            Some(Continued {
+                next_seq: 101,
+                after: Some(origin(50)),
+            })
+        };
+        // The source redelivers offsets 49 and 50: the other node published them already.
+        for offset in [49, 50] {
+            let placed = targets.place_continuing(
+                &output(),
+                Some(&origin(offset)),
+                &streams,
+                &sequences,
+                &mut first_seen,
+            );
+            assert!(matches!(placed, Err(Misplaced::Published)), "{offset}");
+        }
+        for (offset, seq) in [(51, 101), (52, 102)] {
+            let placed = targets
+                .place_continuing(
+                    &output(),
+                    Some(&origin(offset)),
+                    &streams,
+                    &sequences,
+                    &mut first_seen,
+                )
+                .unwrap();
+            assert_eq!(placed.seq, seq);
+        }
+        assert_eq!(asked, ["btcusdt@trade md.btcusdt.trade"], "looked up once");
+    }
+
+    #[test]
+    fn numbers_handed_over_win_over_an_older_capture() {
+        let mapping = Mapping {
+            mapper: "m".into(),
+            fanout_topic: "md.{symbol}.trade".into(),
+            ws_topic: "{symbol}@trade".into(),
+            params: BTreeMap::new(),
+        };
+        let mut targets = OutputTargets::new(&mapping).unwrap();
+        let sequences = Sequences::from([(Arc::from("btcusdt@trade"), 500)]);
+        let placed = targets
+            .place_continuing(&output(), None, &streams(), &sequences, &mut |_, _| {
+                Some(Continued {
+                    next_seq: 300,
+                    after: None,
+                })
+            })
+            .unwrap();
+        assert_eq!(placed.seq, 500);
     }
 }

@@ -11,6 +11,7 @@ mod hangup;
 mod keepalive;
 mod proxy_protocol;
 mod rate;
+pub mod resume;
 mod server;
 mod session;
 pub mod subscriptions;

@@ -20,11 +20,12 @@ use super::dialect::{Cause, Closing, Connect, Conversation, Link};
 use super::frame::{self, ClientFrame, FrameReader};
 use super::keepalive::{Beat, Keepalive};
 use super::rate::MessageRate;
+use super::resume::Resumes;
 use super::subscriptions::Streams;
 use super::transport::Transport;
 use super::writer::Writer;
 use super::{Hangup, UserFeeds, WsContext};
-use crate::hub::{FrameVariant, Outbox};
+use crate::hub::{FrameVariant, Outbox, REPLAY_BUFFER};
 use crate::util::now_us;
 
 /// Bytes read from the socket per `read` call (on the stack, not kept per connection).
@@ -72,6 +73,7 @@ pub struct Opening {
     streams: Streams,
     connect: Connect,
     ticket: Ticket,
+    resumes: Option<Box<Resumes>>,
 }
 
 impl Opening {
@@ -79,7 +81,13 @@ impl Opening {
     pub fn new(ctx: &WsContext, mut connect: Connect, ticket: Ticket) -> Self {
         let outbox = Outbox::new(ctx.next_connection_id(), ctx.settings.outbox_bytes);
         let mut streams = Streams::default();
+        let resume = connect.streams.take_resume();
         streams.add(std::mem::take(&mut connect.streams), &outbox);
+        // Subscribed first: what the replay does not hold reaches the connection live.
+        let mut resumes = None;
+        if let Some(resume) = resume {
+            Resumes::start_all(&mut resumes, &ctx.hub, &ctx.metrics, resume);
+        }
         if let Some(hangup) = &connect.hangup {
             hangup.attach(&outbox);
         }
@@ -88,6 +96,7 @@ impl Opening {
             streams,
             connect,
             ticket,
+            resumes,
         }
     }
 
@@ -114,6 +123,8 @@ pub struct Session {
     expires: Instant,
     hangup: Option<Arc<Hangup>>,
     feeds: Option<Arc<UserFeeds>>,
+    /// Streams being resumed (boxed: most connections never resume).
+    resumes: Option<Box<Resumes>>,
     /// The connection's place among the node's (and its address's) connections.
     _ticket: Ticket,
 }
@@ -131,6 +142,7 @@ impl Session {
             streams,
             connect,
             ticket,
+            resumes,
         } = opening;
         Session {
             outbox,
@@ -151,6 +163,7 @@ impl Session {
             expires: started + settings.max_lifetime,
             hangup: connect.hangup,
             feeds: None,
+            resumes,
             _ticket: ticket,
             ctx,
         }
@@ -206,10 +219,22 @@ impl Session {
             if let Some(ending) = self.on_streams_removed() {
                 return ending;
             }
-            if self.writer.data_queue().is_empty() && self.outbox.take_all(self.writer.data_queue())
-            {
-                return self.close_for(Cause::SlowConsumer);
+            if let Some(resumes) = &mut self.resumes {
+                self.writer.data_queue().append(resumes.ready());
             }
+            if self.writer.data_queue().is_empty() {
+                if self.outbox.take_all(self.writer.data_queue()) {
+                    return self.close_for(Cause::SlowConsumer);
+                }
+                if let Some(resumes) = &mut self.resumes {
+                    resumes.take_live(self.writer.data_queue());
+                    if resumes.is_idle() {
+                        self.resumes = None;
+                    }
+                }
+            }
+            let reading = self.resumes.as_ref().is_some_and(|r| r.reading())
+                && self.writer.data_queue().len() < REPLAY_BUFFER;
             let blocked = match self.flush_now() {
                 Ok(blocked) => blocked,
                 Err(_) => return Ending::Dropped,
@@ -256,6 +281,14 @@ impl Session {
                     }
                 }
                 _ = self.outbox.ready() => {}
+                (i, captured) = poll_fn(|cx| match self.resumes.as_mut() {
+                    Some(resumes) => resumes.poll_archive(cx),
+                    None => std::task::Poll::Pending,
+                }), if reading => {
+                    if let Some(resumes) = &mut self.resumes {
+                        resumes.on_archive(i, captured);
+                    }
+                }
             }
         }
     }
@@ -312,6 +345,9 @@ impl Session {
             return None;
         }
         let removed = self.streams.forget(&retired);
+        if let Some(resumes) = &mut self.resumes {
+            resumes.forget(&removed);
+        }
         if removed.is_empty() {
             // Unsubscribed meanwhile: nothing to tell.
             return None;
@@ -421,6 +457,7 @@ impl Session {
             keepalive: &mut self.keepalive,
             feeds: &mut self.feeds,
             hangup: &mut self.hangup,
+            resumes: &mut self.resumes,
         };
         handle(self.conversation.as_mut(), &mut link)
     }

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::resume::ResumeFrom;
 use crate::hub::{Hub, Outbox, Topic, TopicId, UserSubscription};
 
 /// Why a subscription was refused; nothing of its batch was subscribed. Each dialect says it in
@@ -54,7 +55,10 @@ impl<'a> Catalog<'a> {
         if current.len() + added.len() > self.max_streams {
             return Err(SubscribeError::TooMany);
         }
-        Ok(Planned(added))
+        Ok(Planned {
+            streams: added,
+            resume: None,
+        })
     }
 
     /// Adds to `planned` a private subscription (a user's events, under a name unique on the
@@ -74,10 +78,10 @@ impl<'a> Catalog<'a> {
         {
             return Ok(());
         }
-        if current.len() + planned.0.len() + 1 > self.max_streams {
+        if current.len() + planned.streams.len() + 1 > self.max_streams {
             return Err(SubscribeError::TooMany);
         }
-        planned.0.push(Stream::User(Box::new(UserStream {
+        planned.streams.push(Stream::User(Box::new(UserStream {
             hub: Arc::clone(self.hub),
             subscription,
         })));
@@ -85,13 +89,36 @@ impl<'a> Catalog<'a> {
     }
 }
 
-/// Streams checked against the catalog, not subscribed yet.
+/// Streams checked against the catalog, not subscribed yet, and the positions some of them
+/// resume from.
 #[derive(Default)]
-pub struct Planned(Vec<Stream>);
+pub struct Planned {
+    streams: Vec<Stream>,
+    resume: Option<ResumeFrom>,
+}
 
 impl Planned {
-    fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(Stream::name)
+    /// The planned streams' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.streams.iter().map(Stream::name)
+    }
+
+    /// Resumes the planned streams of `resume` once they are subscribed (the positions of
+    /// streams not planned, e.g. already held, are left out: those flow live already).
+    pub fn resume_from(&mut self, mut resume: ResumeFrom) {
+        resume.positions.retain(|(name, _)| {
+            self.streams
+                .iter()
+                .any(|s| matches!(s, Stream::Live(topic) if **topic.name() == **name))
+        });
+        if !resume.positions.is_empty() {
+            self.resume = Some(resume);
+        }
+    }
+
+    /// The resume positions, taken out (subscribing does not start them).
+    pub fn take_resume(&mut self) -> Option<ResumeFrom> {
+        self.resume.take()
     }
 }
 
@@ -172,14 +199,14 @@ impl Streams {
 
     /// Subscribes `outbox` to the planned streams.
     pub fn add(&mut self, planned: Planned, outbox: &Arc<Outbox>) {
-        for stream in &planned.0 {
+        for stream in &planned.streams {
             stream.subscribe(outbox);
         }
         if self.held.is_empty() {
             // A connection's first streams keep the planned list as it is (sized to fit).
-            self.held = planned.0;
+            self.held = planned.streams;
         } else {
-            self.held.extend(planned.0);
+            self.held.extend(planned.streams);
         }
     }
 

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use crate::hub::{Delivery, FrameVariant, Outbox};
 use crate::util::now_us;
 use crate::ws::keepalive::Keepalive;
+use crate::ws::resume::{ResumeFrom, Resumes};
 use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
 use crate::ws::user_feeds::UserFeeds;
 use crate::ws::writer::Writer;
@@ -26,6 +27,7 @@ pub struct Link<'a> {
     pub(crate) keepalive: &'a mut Keepalive,
     pub(crate) feeds: &'a mut Option<Arc<UserFeeds>>,
     pub(crate) hangup: &'a mut Option<Arc<Hangup>>,
+    pub(crate) resumes: &'a mut Option<Box<Resumes>>,
 }
 
 /// Sends a connection's own frames from anywhere, later (e.g. the answer to a request that
@@ -68,14 +70,37 @@ impl Link<'_> {
         Ok(())
     }
 
+    /// Like [`subscribe`](Self::subscribe), then resumes the streams of `resume` it added
+    /// after the positions given (see [`crate::ws::resume`]): what the client missed is
+    /// replayed before their live events, or announced with the dialect's notice.
+    pub fn subscribe_resuming(
+        &mut self,
+        names: Vec<String>,
+        resume: ResumeFrom,
+    ) -> Result<(), SubscribeError> {
+        let mut planned = self.plan(names)?;
+        planned.resume_from(resume);
+        let resume = planned.take_resume();
+        self.streams.add(planned, self.outbox);
+        if let Some(resume) = resume {
+            let ctx = self.ctx;
+            Resumes::start_all(self.resumes, &ctx.hub, &ctx.metrics, resume);
+        }
+        Ok(())
+    }
+
     /// Checks what [`subscribe`](Self::subscribe) would add, without subscribing.
     pub fn plan(&self, names: Vec<String>) -> Result<Planned, SubscribeError> {
         self.ctx.catalog().plan(self.streams, names)
     }
 
-    /// Unsubscribes the connection from each of `names` it holds.
+    /// Unsubscribes the connection from each of `names` it holds (ending their resumes).
     pub fn unsubscribe(&mut self, names: &[String]) {
         self.streams.remove(names, self.outbox);
+        if let Some(resumes) = self.resumes.as_mut() {
+            let names: Vec<Arc<str>> = names.iter().map(|n| Arc::from(n.as_str())).collect();
+            resumes.forget(&names);
+        }
     }
 
     /// The connection's streams, in the order they were subscribed.

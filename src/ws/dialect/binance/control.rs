@@ -3,6 +3,10 @@
 //!
 //! Binance's texts are serde_json's own error messages, so requests are parsed with serde into a
 //! struct of the same shape, which reproduces them byte for byte.
+//!
+//! The gateway's resume additions: the `resume` property (`SET_PROPERTY ["resume",true]`,
+//! `GET_PROPERTY ["resume"]`), and `"resumeFrom":{"<stream>":<seq>,…}` beside a SUBSCRIBE's
+//! params (replay each of those streams after the last sequence number the client received).
 
 use serde::Deserialize;
 
@@ -18,6 +22,9 @@ pub type RequestId = Box<RawValue>;
 pub enum Request {
     /// Add streams.
     Subscribe(Vec<String>),
+    /// Add streams, replaying some of them after the sequence numbers given (each one of the
+    /// streams added).
+    SubscribeResuming(Vec<String>, Vec<(String, u64)>),
     /// Remove streams.
     Unsubscribe(Vec<String>),
     /// List current streams.
@@ -26,6 +33,10 @@ pub enum Request {
     SetCombined(bool),
     /// Read the `combined` property.
     GetCombined,
+    /// Set the `resume` property (sequence numbers in the combined wrapper).
+    SetResume(bool),
+    /// Read the `resume` property.
+    GetResume,
 }
 
 /// A request that failed, with the reply that says why.
@@ -43,6 +54,15 @@ impl RequestError {
     /// True for errors after which the connection is closed (invalid JSON).
     pub fn closes_connection(&self) -> bool {
         self.code == 3
+    }
+
+    /// Code 2 with `text` as it is (already `Invalid request: …`).
+    pub fn invalid_text(id: &RequestId, text: &str) -> Self {
+        RequestError {
+            id: Some(id.get().to_string()),
+            code: 2,
+            msg: text.to_string(),
+        }
     }
 
     fn invalid(id: &RequestId, msg: impl Into<String>) -> Self {
@@ -69,7 +89,14 @@ struct Envelope {
     method: Method,
     #[serde(default)]
     params: Option<Vec<Value>>,
+    #[serde(default, rename = "resumeFrom")]
+    resume_from: Option<Value>,
 }
+
+/// The error for a `resumeFrom` that is not an object of streams of the request to unsigned
+/// sequence numbers, or beside another method than SUBSCRIBE.
+pub const INVALID_RESUME_FROM: &str =
+    "Invalid request: resumeFrom must map streams of params to sequence numbers";
 
 #[derive(Deserialize)]
 struct IdOnly {
@@ -108,8 +135,21 @@ pub fn parse(text: &str) -> Result<(Request, RequestId), RequestError> {
         });
     };
     let params = envelope.params.unwrap_or_default();
+    if envelope.resume_from.is_some() && !matches!(envelope.method, Method::SUBSCRIBE) {
+        return Err(RequestError::invalid_text(&id, INVALID_RESUME_FROM));
+    }
     let request = match envelope.method {
-        Method::SUBSCRIBE => Request::Subscribe(stream_params(&id, params)?),
+        Method::SUBSCRIBE => {
+            let streams = stream_params(&id, params)?;
+            match envelope.resume_from {
+                None => Request::Subscribe(streams),
+                Some(value) => {
+                    let positions = positions(&value, &streams)
+                        .ok_or_else(|| RequestError::invalid_text(&id, INVALID_RESUME_FROM))?;
+                    Request::SubscribeResuming(streams, positions)
+                }
+            }
+        }
         Method::UNSUBSCRIBE => Request::Unsubscribe(stream_params(&id, params)?),
         Method::LIST_SUBSCRIPTIONS => {
             if !params.is_empty() {
@@ -118,8 +158,11 @@ pub fn parse(text: &str) -> Result<(Request, RequestId), RequestError> {
             Request::ListSubscriptions
         }
         Method::SET_PROPERTY => {
-            property_name(&id, &params, 2)?;
+            let property = property_name(&id, &params, 2)?;
             match params.get(1) {
+                Some(Value::Bool(value)) if property == Property::Resume => {
+                    Request::SetResume(*value)
+                }
                 Some(Value::Bool(value)) => Request::SetCombined(*value),
                 _ => {
                     return Err(RequestError {
@@ -130,10 +173,10 @@ pub fn parse(text: &str) -> Result<(Request, RequestId), RequestError> {
                 }
             }
         }
-        Method::GET_PROPERTY => {
-            property_name(&id, &params, 1)?;
-            Request::GetCombined
-        }
+        Method::GET_PROPERTY => match property_name(&id, &params, 1)? {
+            Property::Combined => Request::GetCombined,
+            Property::Resume => Request::GetResume,
+        },
     };
     Ok((request, id))
 }
@@ -161,21 +204,48 @@ fn stream_params(id: &RequestId, params: Vec<Value>) -> Result<Vec<String>, Requ
         .collect()
 }
 
-fn property_name(id: &RequestId, params: &[Value], expected: usize) -> Result<(), RequestError> {
+/// `{"<stream>":<seq>,…}` over streams of `streams`, as pairs in the object's order.
+fn positions(value: &Value, streams: &[String]) -> Option<Vec<(String, u64)>> {
+    let Value::Object(map) = value else {
+        return None;
+    };
+    map.iter()
+        .map(|(stream, seq)| {
+            let seq = seq.as_u64()?;
+            streams.contains(stream).then(|| (stream.clone(), seq))
+        })
+        .collect()
+}
+
+/// The connection properties a client may set and read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Property {
+    /// Binance's `combined`.
+    Combined,
+    /// The gateway's `resume`.
+    Resume,
+}
+
+fn property_name(
+    id: &RequestId,
+    params: &[Value],
+    expected: usize,
+) -> Result<Property, RequestError> {
     let Some(Value::String(name)) = params.first() else {
         return Err(RequestError::invalid(id, "property name must be a string"));
     };
     if params.len() > expected {
         return Err(RequestError::invalid(id, "too many parameters"));
     }
-    if name != "combined" {
-        return Err(RequestError {
+    match name.as_str() {
+        "combined" => Ok(Property::Combined),
+        "resume" => Ok(Property::Resume),
+        _ => Err(RequestError {
             id: Some(id.get().to_string()),
             code: 0,
             msg: "Unknown property".into(),
-        });
+        }),
     }
-    Ok(())
 }
 
 /// `{"result":<result>,"id":<id>}`; `result` is JSON text.
@@ -206,6 +276,11 @@ pub fn stream_removed_json(stream: &str) -> String {
         "{{\"error\":{{\"code\":2,\"msg\":\"{INVALID_STREAM}\"}},\"id\":null,\"stream\":{stream}}}"
     )
 }
+
+/// The error for `resume` (or `resumeFrom`) on a connection without the combined wrapper, and
+/// for turning the wrapper off while resume is on: the sequence number rides in the wrapper.
+pub const RESUME_NEEDS_COMBINED: &str =
+    "Invalid request: resume needs the combined format (SET_PROPERTY combined true first)";
 
 /// Binance's text for a stream it does not serve.
 pub const INVALID_STREAM: &str = "Invalid request: invalid stream";
@@ -332,6 +407,39 @@ mod tests {
             err(r#"{"method":"LIST_SUBSCRIPTIONS","params":["x"],"id":5}"#),
             r#"{"error":{"code":2,"msg":"Invalid request: too many parameters"},"id":5}"#
         );
+    }
+
+    #[test]
+    fn resume_is_a_property_and_resume_from_rides_on_subscribe() {
+        let (r, _) = parse(r#"{"method":"SET_PROPERTY","params":["resume",true],"id":1}"#).unwrap();
+        assert_eq!(r, Request::SetResume(true));
+        let (r, _) = parse(r#"{"method":"GET_PROPERTY","params":["resume"],"id":2}"#).unwrap();
+        assert_eq!(r, Request::GetResume);
+        let (r, _) = parse(
+            r#"{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@trade"],"resumeFrom":{"btcusdt@trade":123},"id":3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::SubscribeResuming(
+                vec!["btcusdt@trade".into(), "ethusdt@trade".into()],
+                vec![("btcusdt@trade".into(), 123)]
+            )
+        );
+        assert_eq!(
+            err(r#"{"method":"SET_PROPERTY","params":["resume","yes"],"id":4}"#),
+            r#"{"error":{"code":1,"msg":"Invalid value type: expected Boolean"},"id":4}"#
+        );
+        let refused = r#"{"error":{"code":2,"msg":"Invalid request: resumeFrom must map streams of params to sequence numbers"},"id":5}"#;
+        for bad in [
+            r#"{"method":"SUBSCRIBE","params":["a@trade"],"resumeFrom":{"b@trade":1},"id":5}"#,
+            r#"{"method":"SUBSCRIBE","params":["a@trade"],"resumeFrom":{"a@trade":-1},"id":5}"#,
+            r#"{"method":"SUBSCRIBE","params":["a@trade"],"resumeFrom":{"a@trade":"1"},"id":5}"#,
+            r#"{"method":"SUBSCRIBE","params":["a@trade"],"resumeFrom":["a@trade",1],"id":5}"#,
+            r#"{"method":"UNSUBSCRIBE","params":["a@trade"],"resumeFrom":{"a@trade":1},"id":5}"#,
+        ] {
+            assert_eq!(err(bad), refused, "{bad}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::util::now_us;
 use crate::ws::close;
 use crate::ws::dialect::{Cause, Closing, Conversation, Link};
 use crate::ws::frame;
+use crate::ws::resume::ResumeFrom;
 
 /// What every connection of the dialect shares.
 pub struct Shared {
@@ -55,6 +56,12 @@ impl MarketConversation {
             shared,
             peer,
         }
+    }
+
+    /// Turns sequence numbers in the combined wrapper on or off.
+    fn set_resume(&mut self, resume: bool, link: &mut Link<'_>) {
+        self.format.seq = resume;
+        link.set_variant(self.shared.variants.of(self.format));
     }
 
     /// Subscribes listen keys: looked up by a task, which answers the request.
@@ -124,6 +131,37 @@ impl MarketConversation {
                 }
                 Ok(Some("null".into()))
             }
+            Request::SubscribeResuming(names, positions) => {
+                if !self.format.combined {
+                    return Err(invalid(control::RESUME_NEEDS_COMBINED));
+                }
+                let (streams, keys) =
+                    split(names).ok_or_else(|| invalid(control::INVALID_STREAM))?;
+                // A stream listed in resumeFrom is a stream, never a listen key.
+                if positions.iter().any(|(p, _)| !streams.contains(p)) {
+                    return Err(invalid(control::INVALID_RESUME_FROM));
+                }
+                let resume = ResumeFrom {
+                    positions,
+                    notice: Format::resync_notice,
+                };
+                self.set_resume(true, link);
+                link.subscribe_resuming(streams, resume)
+                    .map_err(|e| invalid(subscribe_error(&e)))?;
+                if keys.is_empty() {
+                    return Ok(Some("null".into()));
+                }
+                self.subscribe_keys(keys, id, link);
+                Ok(None)
+            }
+            Request::SetResume(resume) => {
+                if resume && !self.format.combined {
+                    return Err(invalid(control::RESUME_NEEDS_COMBINED));
+                }
+                self.set_resume(resume, link);
+                Ok(Some("null".into()))
+            }
+            Request::GetResume => Ok(Some(self.format.seq.to_string())),
             Request::ListSubscriptions => {
                 let mut names: Vec<String> = link.streams().map(str::to_string).collect();
                 names.extend(link.private_names().iter().map(|n| n.to_string()));
@@ -132,6 +170,9 @@ impl MarketConversation {
                 ))
             }
             Request::SetCombined(combined) => {
+                if !combined && self.format.seq {
+                    return Err(invalid(control::RESUME_NEEDS_COMBINED));
+                }
                 self.format.combined = combined;
                 link.set_variant(self.shared.variants.of(self.format));
                 Ok(Some("null".into()))

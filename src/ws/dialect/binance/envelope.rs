@@ -1,6 +1,8 @@
 //! How Binance market-stream connections receive events: raw or combined
 //! (`{"stream":..,"data":..}`), with times in milliseconds or microseconds, and the
-//! `serverShutdown` notice (`reference/binance-protocol.md` §1, §4).
+//! `serverShutdown` notice (`reference/binance-protocol.md` §1, §4); and, for connections that
+//! opted into resume (a gateway addition), combined with the stream's sequence number
+//! (`{"stream":..,"data":..,"seq":..}`).
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -15,14 +17,17 @@ pub struct Format {
     pub combined: bool,
     /// Microsecond times.
     pub micros: bool,
+    /// The stream's sequence number in the combined wrapper (`"seq"`): a resuming connection.
+    pub seq: bool,
 }
 
 /// The hub's frame variant of each format: a delivery is encoded once per format in use.
 #[derive(Debug, Clone, Copy)]
-pub struct Variants([FrameVariant; 4]);
+pub struct Variants([FrameVariant; 6]);
 
 impl Variants {
-    /// Registers the four formats' variants.
+    /// Registers the six formats' variants (the four of Binance, and combined with sequence
+    /// numbers in both time units).
     pub fn register(variants: &mut FrameVariants) -> Self {
         Variants([
             variants.register("binance/raw", |d| {
@@ -37,24 +42,77 @@ impl Variants {
             variants.register("binance/combined-us", |d| {
                 Format::of(true, true).encode_delivery(d)
             }),
+            variants.register("binance/combined-seq", |d| {
+                Format::of(true, false).with_seq(true).encode_delivery(d)
+            }),
+            variants.register("binance/combined-seq-us", |d| {
+                Format::of(true, true).with_seq(true).encode_delivery(d)
+            }),
         ])
     }
 
-    /// The variant of `format`.
+    /// The variant of `format` (sequence numbers only ever travel combined).
     pub fn of(&self, format: Format) -> FrameVariant {
+        if format.seq && format.combined {
+            return self.0[4 + usize::from(format.micros)];
+        }
         self.0[usize::from(format.combined) | (usize::from(format.micros) << 1)]
     }
 }
 
 impl Format {
-    /// The format with these wrapper and time unit choices.
+    /// The format with these wrapper and time unit choices, without sequence numbers.
     pub const fn of(combined: bool, micros: bool) -> Format {
-        Format { combined, micros }
+        Format {
+            combined,
+            micros,
+            seq: false,
+        }
+    }
+
+    /// The same format, with or without sequence numbers in the combined wrapper.
+    pub const fn with_seq(mut self, seq: bool) -> Format {
+        self.seq = seq;
+        self
     }
 
     /// Encodes a delivery as a text frame in this format.
     pub fn encode_delivery(self, delivery: &Delivery) -> Bytes {
+        if self.seq && self.combined {
+            return self.encode_numbered(delivery);
+        }
         self.encode(&delivery.stream, &delivery.payload, delivery.event_time_us)
+    }
+
+    /// `{"stream":..,"data":..,"seq":..}`.
+    fn encode_numbered(self, delivery: &Delivery) -> Bytes {
+        let micro_payload;
+        let payload = if self.micros {
+            micro_payload = to_microseconds(&delivery.payload, delivery.event_time_us);
+            &micro_payload[..]
+        } else {
+            &delivery.payload[..]
+        };
+        let seq = delivery.seq.to_string();
+        frame::text(&[
+            b"{\"stream\":\"",
+            delivery.stream.as_bytes(),
+            b"\",\"data\":",
+            payload,
+            b",\"seq\":",
+            seq.as_bytes(),
+            b"}",
+        ])
+    }
+
+    /// The notice that a resuming connection missed events of `stream` that are no longer
+    /// kept: `{"stream":"btcusdt@trade","resync":{"from":124,"next":1000}}`, where `from` is
+    /// the first sequence number it asked for and `next` the one that follows the notice.
+    pub fn resync_notice(stream: &str, from: u64, next: u64) -> Bytes {
+        let stream = serde_json::to_string(stream).expect("strings serialize");
+        let text =
+            format!("{{\"stream\":{stream},\"resync\":{{\"from\":{from},\"next\":{next}}}}}");
+        frame::text(&[text.as_bytes()])
     }
 
     /// Encodes `payload` of `stream` as a text frame in this format.
@@ -137,17 +195,9 @@ mod tests {
     #[test]
     fn formats_wrap_and_scale() {
         let payload = br#"{"e":"trade","E":1700000000123,"T":1700000000120,"p":"1.0"}"#;
-        let raw = Format {
-            combined: false,
-            micros: false,
-        }
-        .encode("x@trade", payload, 0);
+        let raw = Format::of(false, false).encode("x@trade", payload, 0);
         assert_eq!(&raw[2..], payload);
-        let combined = Format {
-            combined: true,
-            micros: false,
-        }
-        .encode("x@trade", payload, 0);
+        let combined = Format::of(true, false).encode("x@trade", payload, 0);
         assert_eq!(
             &combined[2..],
             br#"{"stream":"x@trade","data":{"e":"trade","E":1700000000123,"T":1700000000120,"p":"1.0"}}"#
@@ -162,6 +212,41 @@ mod tests {
     }
 
     #[test]
+    fn a_resuming_connection_gets_the_sequence_in_the_wrapper() {
+        let delivery = Delivery::new(
+            std::sync::Arc::from("x@trade"),
+            123,
+            1_700_000_000_123_456,
+            0,
+            bytes::Bytes::from_static(br#"{"e":"trade","E":1700000000123,"t":7}"#),
+            0,
+        );
+        let frame = Format::of(true, false)
+            .with_seq(true)
+            .encode_delivery(&delivery);
+        assert_eq!(
+            &frame[2..],
+            br#"{"stream":"x@trade","data":{"e":"trade","E":1700000000123,"t":7},"seq":123}"#
+        );
+        let micros = Format::of(true, true)
+            .with_seq(true)
+            .encode_delivery(&delivery);
+        assert_eq!(
+            &micros[2..],
+            br#"{"stream":"x@trade","data":{"e":"trade","E":1700000000123456,"t":7},"seq":123}"#
+        );
+        // A raw connection never carries a sequence number.
+        let raw = Format::of(false, false)
+            .with_seq(true)
+            .encode_delivery(&delivery);
+        assert_eq!(&raw[2..], br#"{"e":"trade","E":1700000000123,"t":7}"#);
+        assert_eq!(
+            &Format::resync_notice("x@trade", 124, 1000)[2..],
+            br#"{"stream":"x@trade","resync":{"from":124,"next":1000}}"#
+        );
+    }
+
+    #[test]
     fn kline_times_are_scaled() {
         let payload = br#"{"e":"kline","E":2,"k":{"t":1000,"T":1999,"i":"1s"}}"#;
         assert_eq!(
@@ -172,17 +257,9 @@ mod tests {
 
     #[test]
     fn server_shutdown_in_both_formats() {
-        let raw = Format {
-            combined: false,
-            micros: false,
-        }
-        .server_shutdown(1_770_123_456_789_000);
+        let raw = Format::of(false, false).server_shutdown(1_770_123_456_789_000);
         assert_eq!(&raw[2..], br#"{"e":"serverShutdown","E":1770123456789}"#);
-        let combined = Format {
-            combined: true,
-            micros: false,
-        }
-        .server_shutdown(1_770_123_456_789_000);
+        let combined = Format::of(true, false).server_shutdown(1_770_123_456_789_000);
         assert_eq!(
             &combined[2..],
             br#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}"#

@@ -25,6 +25,7 @@ use crate::auth::Accounts;
 use crate::book::Books;
 use crate::config::is_stream_name;
 use crate::hub::FrameVariants;
+use crate::ws::resume::ResumeFrom;
 use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
 use crate::ws::Hangup;
 use conversation::{MarketConversation, Shared};
@@ -70,10 +71,7 @@ impl MarketStreams {
         if !target.streams.iter().all(|name| looks_like_stream(name)) {
             return Err(invalid(control::INVALID_STREAM));
         }
-        let format = Format {
-            combined: target.combined,
-            micros: target.micros,
-        };
+        let format = Format::of(target.combined, target.micros).with_seq(target.resume);
         let mut listen_keys = Vec::with_capacity(target.listen_keys.len());
         for key in &target.listen_keys {
             listen_keys.push(self.shared.user_data.open(key, handshake.peer).await?);
@@ -82,6 +80,12 @@ impl MarketStreams {
             .catalog
             .plan(&Streams::default(), target.streams)
             .map_err(|e| invalid(subscribe_error(&e)))?;
+        if !target.resume_from.is_empty() {
+            streams.resume_from(ResumeFrom {
+                positions: target.resume_from,
+                notice: Format::resync_notice,
+            });
+        }
         let hangup = self.hold(&listen_keys, format, serving, &mut streams)?;
         Ok(Connect {
             conversation: Box::new(MarketConversation::new(
@@ -140,7 +144,11 @@ impl Dialect for MarketStreams {
         async move {
             match url::parse_target(handshake.path, handshake.query) {
                 Err(TargetError::NotFound) => None,
-                Err(e @ TargetError::BadTimeUnit) => Some(Err(Refusal::new(
+                Err(
+                    e @ (TargetError::BadTimeUnit
+                    | TargetError::BadResume
+                    | TargetError::BadResumeFrom),
+                ) => Some(Err(Refusal::new(
                     StatusCode::BAD_REQUEST,
                     -1100,
                     e.to_string(),

@@ -1,5 +1,8 @@
 //! Binance market-stream connect URLs: `/ws/<stream>…`, `/stream?streams=…`, `timeUnit`
-//! (`reference/binance-protocol.md` §1).
+//! (`reference/binance-protocol.md` §1); and the gateway's resume parameters on `/stream`:
+//! `resume=true` (sequence numbers in the combined wrapper) and
+//! `resumeFrom=<stream>:<seq>/<stream>:<seq>` (replay each stream after the last sequence
+//! number the client received; implies `resume=true`).
 
 use percent_encoding::percent_decode_str;
 
@@ -17,6 +20,10 @@ pub struct ConnectTarget {
     pub streams: Vec<String>,
     /// Listen keys whose owners' events to subscribe at once.
     pub listen_keys: Vec<String>,
+    /// Sequence numbers in the combined wrapper (`resume=true`, or `resumeFrom`).
+    pub resume: bool,
+    /// Streams to replay after the last sequence number the client received, in `streams`.
+    pub resume_from: Vec<(String, u64)>,
 }
 
 /// Why a connect URL was refused.
@@ -28,6 +35,13 @@ pub enum TargetError {
     /// `timeUnit` has a value other than MILLISECOND or MICROSECOND.
     #[error("Invalid timeUnit")]
     BadTimeUnit,
+    /// `resume` is not `true` or `false`, or asked on a raw (`/ws`) endpoint, whose events
+    /// have no wrapper to carry a sequence number.
+    #[error("Invalid resume: sequence numbers need the combined endpoint /stream")]
+    BadResume,
+    /// `resumeFrom` is not `<stream>:<seq>/…` over streams of `streams`.
+    #[error("Invalid resumeFrom: expected <stream>:<seq>/... over streams in streams")]
+    BadResumeFrom,
 }
 
 /// Parses a request target: `/ws`, `/ws/`, `/ws/<stream>[/<stream>..]`, `/ws/0`, `/stream`,
@@ -74,10 +88,42 @@ pub fn parse_target(path: &str, query: Option<&str>) -> Result<ConnectTarget, Ta
                     _ => return Err(TargetError::BadTimeUnit),
                 }
             }
+            "resume" => {
+                target.resume |= match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(TargetError::BadResume),
+                }
+            }
+            "resumeFrom" => {
+                target.resume_from = parse_positions(&value).ok_or(TargetError::BadResumeFrom)?;
+                target.resume = true;
+            }
             _ => {}
         }
     }
+    if target.resume && !target.combined {
+        return Err(TargetError::BadResume);
+    }
+    let unknown = |(stream, _): &(String, u64)| !target.streams.contains(stream);
+    if target.resume_from.iter().any(unknown) {
+        return Err(TargetError::BadResumeFrom);
+    }
     Ok(target)
+}
+
+/// Parses `<stream>:<seq>/<stream>:<seq>…` (each stream once); `None` when malformed.
+pub fn parse_positions(value: &str) -> Option<Vec<(String, u64)>> {
+    let mut positions: Vec<(String, u64)> = Vec::new();
+    for item in value.split('/').filter(|s| !s.is_empty()) {
+        let (stream, seq) = item.rsplit_once(':')?;
+        let seq: u64 = seq.parse().ok()?;
+        if !looks_like_stream(stream) || positions.iter().any(|(s, _)| s == stream) {
+            return None;
+        }
+        positions.push((stream.to_string(), seq));
+    }
+    (!positions.is_empty()).then_some(positions)
 }
 
 fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
@@ -127,10 +173,61 @@ mod tests {
                 micros: true,
                 streams: vec!["a@trade".into(), "b@depth".into()],
                 listen_keys: Vec::new(),
+                resume: false,
+                resume_from: Vec::new(),
             }
         );
         assert!(target("/ws/x@trade", Some("timeUnit=microsecond")).micros);
         assert!(!target("/ws", Some("timeUnit=MILLISECOND")).micros);
+    }
+
+    #[test]
+    fn resume_from_names_positions_of_the_streams() {
+        let t = target(
+            "/stream",
+            Some("streams=btcusdt@trade/ethusdt@trade&resumeFrom=btcusdt%40trade:123/ethusdt@trade:0"),
+        );
+        assert!(t.resume && t.combined);
+        assert_eq!(
+            t.resume_from,
+            [
+                ("btcusdt@trade".to_string(), 123),
+                ("ethusdt@trade".to_string(), 0)
+            ]
+        );
+        assert!(target("/stream", Some("streams=a@trade&resume=true")).resume);
+        assert!(!target("/stream", Some("streams=a@trade&resume=false")).resume);
+        assert!(target("/stream", Some("streams=a@trade"))
+            .resume_from
+            .is_empty());
+    }
+
+    #[test]
+    fn malformed_resume_parameters_are_refused() {
+        let refused = |query: &str| parse_target("/stream", Some(query)).unwrap_err();
+        for query in [
+            "streams=a@trade&resumeFrom=a@trade",
+            "streams=a@trade&resumeFrom=a@trade:x",
+            "streams=a@trade&resumeFrom=a@trade:-1",
+            "streams=a@trade&resumeFrom=a@trade:1/a@trade:2",
+            "streams=a@trade&resumeFrom=b@trade:1",
+            "streams=a@trade&resumeFrom=",
+            "streams=a@trade&resumeFrom=nonsense:1",
+        ] {
+            assert_eq!(refused(query), TargetError::BadResumeFrom, "{query}");
+        }
+        assert_eq!(
+            refused("streams=a@trade&resume=yes"),
+            TargetError::BadResume
+        );
+        assert_eq!(
+            parse_target("/ws/a@trade", Some("resume=true")),
+            Err(TargetError::BadResume)
+        );
+        assert_eq!(
+            parse_target("/ws/a@trade", Some("resumeFrom=a@trade:5")),
+            Err(TargetError::BadResume)
+        );
     }
 
     #[test]
