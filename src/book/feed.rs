@@ -45,4 +45,12 @@ impl Bus for Feed {
     fn unsubscribe(&self, id: SubscriptionId) -> BoxFuture<'_, Result<(), BusError>> {
         self.bus.unsubscribe(id)
     }
+
+    fn last_captured<'a>(
+        &'a self,
+        subject: &'a str,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Option<BusMessage>> {
+        self.bus.last_captured(subject, stream)
+    }
 }

@@ -209,8 +209,13 @@ impl Books {
 
     /// Symbols whose book this node keeps.
     pub fn kept(&self) -> Vec<String> {
-        let mut symbols: Vec<String> =
-            self.inner.kept.read().keys().map(|s| s.to_string()).collect();
+        let mut symbols: Vec<String> = self
+            .inner
+            .kept
+            .read()
+            .keys()
+            .map(|s| s.to_string())
+            .collect();
         symbols.sort();
         symbols
     }
@@ -245,7 +250,12 @@ mod tests {
     fn diff_depth_streams_are_told_from_the_others() {
         assert_eq!(diff_depth_symbol("btcusdt@depth"), Some("btcusdt"));
         assert_eq!(diff_depth_symbol("btcusdt@depth@100ms"), Some("btcusdt"));
-        for other in ["btcusdt@depth20", "btcusdt@depth5@100ms", "@depth", "btcusdt@trade"] {
+        for other in [
+            "btcusdt@depth20",
+            "btcusdt@depth5@100ms",
+            "@depth",
+            "btcusdt@trade",
+        ] {
             assert_eq!(diff_depth_symbol(other), None, "{other}");
         }
     }

@@ -275,7 +275,10 @@ mod tests {
             Applied::Continued
         );
         let snapshot = book.snapshot(10).unwrap();
-        assert_eq!((snapshot.last_update_id, snapshot.bids), (7, levels(&[("5", "3")])));
+        assert_eq!(
+            (snapshot.last_update_id, snapshot.bids),
+            (7, levels(&[("5", "3")]))
+        );
     }
 
     #[test]

@@ -138,10 +138,16 @@ mod tests {
         assert_eq!((parsed.symbol.as_str(), parsed.limit), ("BTCUSDT", 100));
         assert_eq!(parsed.stream_symbol(), "btcusdt");
         assert_eq!(parse(Some("limit=5&symbol=BTCUSDT")).unwrap().limit, 5);
-        assert_eq!(parse(Some("symbol=BTCUSDT&limit=5000")).unwrap().limit, 5000);
+        assert_eq!(
+            parse(Some("symbol=BTCUSDT&limit=5000")).unwrap().limit,
+            5000
+        );
         assert_eq!(parse(Some("symbol=BTCUSDT&limit=")).unwrap().limit, 100);
         // Past the largest limit, Binance answers the largest.
-        assert_eq!(parse(Some("symbol=BTCUSDT&limit=5001")).unwrap().limit, 5000);
+        assert_eq!(
+            parse(Some("symbol=BTCUSDT&limit=5001")).unwrap().limit,
+            5000
+        );
         let huge = "symbol=BTCUSDT&limit=99999999999999999999";
         assert_eq!(parse(Some(huge)).unwrap().limit, 5000);
     }
@@ -177,7 +183,12 @@ mod tests {
 
     #[test]
     fn a_bad_limit_is_refused_as_binance_does() {
-        for query in ["limit=abc", "limit=-5", "limit=1.5", "limit=123456789012345678901"] {
+        for query in [
+            "limit=abc",
+            "limit=-5",
+            "limit=1.5",
+            "limit=123456789012345678901",
+        ] {
             let (status, code, msg) = error(&format!("symbol=BTCUSDT&{query}"));
             assert_eq!((status, code), (StatusCode::BAD_REQUEST, -1100), "{query}");
             assert_eq!(

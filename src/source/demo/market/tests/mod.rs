@@ -332,7 +332,10 @@ fn the_first_delta_of_each_series_carries_the_initial_book() {
             // Every starting level is named (with its quantity at the window's end, 0 if gone).
             for (side, key) in [(&bids, "bids"), (&asks, "asks")] {
                 let named: BTreeSet<i64> = first.levels(key).iter().map(|l| l.0).collect();
-                assert!(side.iter().all(|(p, _)| named.contains(&(p * tick))), "{sym} {key}");
+                assert!(
+                    side.iter().all(|(p, _)| named.contains(&(p * tick))),
+                    "{sym} {key}"
+                );
             }
         }
     }
