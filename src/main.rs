@@ -173,6 +173,11 @@ struct ServeArgs {
     /// Outbound bytes queued per connection before it is closed as a slow consumer (4100).
     #[arg(long, env = "WSGATE_OUTBOX_BYTES", default_value_t = 4 * 1024 * 1024)]
     outbox_bytes: usize,
+    /// The kernel's send buffer per client socket (SO_SNDBUF; the kernel doubles it). Unset,
+    /// the kernel sizes it, up to megabytes a slow reader's stale messages can sit in; small,
+    /// a slow reader's backlog stays in the outbox, where its streams' overflow policies apply.
+    #[arg(long, env = "WSGATE_SOCKET_SEND_BUFFER")]
+    socket_send_buffer: Option<usize>,
     /// Bytes of replies (answers, pongs) queued per connection before it is closed as a slow
     /// consumer: bounds what a client that sends requests and never reads can make the node hold.
     #[arg(long, env = "WSGATE_REPLY_BYTES", default_value_t = 256 * 1024)]
@@ -301,6 +306,7 @@ impl ServeArgs {
                 max_streams: self.max_streams,
                 messages_per_sec: self.messages_per_sec,
                 outbox_bytes: self.outbox_bytes,
+                socket_send_buffer: self.socket_send_buffer,
                 reply_bytes: self.reply_bytes,
                 admission: self.edge.admission(),
                 accept_unknown_streams: self.accept_unknown_streams,

@@ -368,6 +368,40 @@ mod tests {
     }
 
     #[test]
+    fn overflow_defaults_by_stream_kind_and_can_be_set() {
+        use super::super::model::Overflow::*;
+        for (stream, expected) in [
+            ("btcusdt@depth", Coalesce),
+            ("btcusdt@depth@100ms", Coalesce),
+            ("btcusdt@depth20@100ms", Latest),
+            ("btcusdt@depth5", Latest),
+            ("btcusdt@bookTicker", Latest),
+            ("btcusdt@kline_1m", Latest),
+            ("btcusdt@ticker", Latest),
+            ("btcusdt@ticker_1h", Latest),
+            ("!miniTicker@arr", Latest),
+            ("btcusdt@miniTicker", Latest),
+            ("btcusdt@trade", Close),
+            ("btcusdt@aggTrade", Close),
+            ("btcusdt@depthX", Close),
+            ("userData", Close),
+        ] {
+            assert_eq!(Overflow::default_for(stream), expected, "{stream}");
+        }
+        let snapshot = validate(sample(), &all_mappers).unwrap();
+        assert!(snapshot.streams.values().all(|spec| spec.overflow == Close));
+        let mut config = sample();
+        config.topics[0].overflow = Some(Drop);
+        let snapshot = validate(config, &all_mappers).unwrap();
+        assert!(snapshot.streams.values().all(|spec| spec.overflow == Drop));
+        let e = GatewayConfig::from_json(
+            r#"{"topics": [{"version": 1, "topic": "a@trade", "overflow": "sometimes"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `sometimes`"), "{e}");
+    }
+
+    #[test]
     fn topic_without_values_is_named() {
         let mut config = sample();
         config.topics[0].topic = "{symbol}@kline_{interval}".into();

@@ -177,6 +177,14 @@ pub fn combined(older: &Delivery, newer: &Delivery, payload: Bytes) -> Arc<Deliv
     ))
 }
 
+/// `names` without limits, closing on overflow (tests).
+#[cfg(test)]
+pub(crate) fn unlimited<'a>(
+    names: impl IntoIterator<Item = &'a Arc<str>>,
+) -> impl Iterator<Item = (&'a Arc<str>, Flow)> {
+    names.into_iter().map(|name| (name, Flow::UNLIMITED))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,12 +261,4 @@ mod tests {
         let due = take_token(&bucket).unwrap_err();
         assert!(due > Instant::now(), "the next token is in the future");
     }
-}
-
-/// `names` without limits, closing on overflow (tests).
-#[cfg(test)]
-pub(crate) fn unlimited<'a>(
-    names: impl IntoIterator<Item = &'a Arc<str>>,
-) -> impl Iterator<Item = (&'a Arc<str>, Flow)> {
-    names.into_iter().map(|name| (name, Flow::UNLIMITED))
 }

@@ -223,6 +223,12 @@ impl Outbox {
         }
     }
 
+    /// True once a message could not be queued nor absorbed: the connection is a slow
+    /// consumer, whatever its writer still holds.
+    pub fn overflowed(&self) -> bool {
+        self.state.lock().overflowed
+    }
+
     /// True when messages are waiting or the outbox overflowed.
     pub fn has_news(&self) -> bool {
         let state = self.state.lock();

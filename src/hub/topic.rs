@@ -7,7 +7,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounterVec, IntGauge};
 
 use super::flow::Flow;
 use super::outbox::{ConnId, Outbox, Pushed};
@@ -37,31 +37,32 @@ pub struct FanOut {
     pub held: usize,
 }
 
-/// A topic's counters of `wsgate_slow_consumer_total`, one per reason.
+/// A topic's share of `wsgate_slow_consumer_total`: its stream's series, by reason.
 struct SlowCounters {
-    coalesced: IntCounter,
-    dropped: IntCounter,
-    closed: IntCounter,
+    counters: IntCounterVec,
+    stream: Arc<str>,
 }
 
 impl SlowCounters {
-    fn of(metrics: &Metrics, stream: &str) -> Self {
-        let counter = |reason| metrics.slow_consumer.with_label_values(&[reason, stream]);
+    fn of(metrics: &Metrics, stream: &Arc<str>) -> Self {
         SlowCounters {
-            coalesced: counter("coalesced"),
-            dropped: counter("dropped"),
-            closed: counter("closed"),
+            counters: metrics.slow_consumer.clone(),
+            stream: stream.clone(),
         }
     }
 
+    /// Counts a fan-out's flow-control actions. A stream's series appear with its first
+    /// action, so a config of thousands of streams does not export thousands of zeros.
     fn count(&self, counts: &FanOut) {
-        for (counter, n) in [
-            (&self.coalesced, counts.coalesced),
-            (&self.dropped, counts.dropped),
-            (&self.closed, counts.overflowed),
+        for (reason, n) in [
+            ("coalesced", counts.coalesced),
+            ("dropped", counts.dropped),
+            ("closed", counts.overflowed),
         ] {
             if n > 0 {
-                counter.inc_by(n as u64);
+                self.counters
+                    .with_label_values(&[reason, &self.stream])
+                    .inc_by(n as u64);
             }
         }
     }

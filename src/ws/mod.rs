@@ -53,6 +53,10 @@ pub struct WsSettings {
     pub messages_per_sec: usize,
     /// Outbound bytes queued per connection before it counts as a slow consumer.
     pub outbox_bytes: usize,
+    /// The kernel's send buffer per client socket (`SO_SNDBUF`); `None` leaves the kernel's
+    /// autotuning, which on a slow reader can grow to megabytes of stale data that flow control
+    /// never sees.
+    pub socket_send_buffer: Option<usize>,
     /// Bytes of replies (answers, pongs, notices) queued per connection before it counts as a
     /// slow consumer: a client that sends requests and never reads is closed at this bound.
     pub reply_bytes: usize,
@@ -78,6 +82,7 @@ impl Default for WsSettings {
             max_streams: 1024,
             messages_per_sec: 5,
             outbox_bytes: 4 * 1024 * 1024,
+            socket_send_buffer: None,
             reply_bytes: 256 * 1024,
             accept_unknown_streams: false,
             api_messages_per_sec: 200,

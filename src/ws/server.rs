@@ -79,6 +79,9 @@ async fn handle_connection(
 ) {
     let mut stream = stream;
     let _ = stream.set_nodelay(true);
+    if let Some(bytes) = ctx.settings.socket_send_buffer {
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+    }
     let mut peer = canonical(peer.ip());
     let deadline = Instant::now() + ctx.settings.admission.handshake_timeout;
     if ctx.admission.expects_proxy_header(peer) {

@@ -280,7 +280,13 @@ impl Session {
                         return Ending::Dropped;
                     }
                 }
-                _ = self.outbox.ready() => {}
+                _ = self.outbox.ready() => {
+                    // An overflow while the writer still holds data (a socket that takes
+                    // nothing) is seen here, not only when the writer next takes the outbox.
+                    if self.outbox.overflowed() {
+                        return self.close_for(Cause::SlowConsumer);
+                    }
+                }
                 (i, captured) = poll_fn(|cx| match self.resumes.as_mut() {
                     Some(resumes) => resumes.poll_archive(cx),
                     None => std::task::Poll::Pending,
