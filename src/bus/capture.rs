@@ -52,9 +52,7 @@ impl NatsBus {
     /// The last captured message of `stream` on `subject` (see [`super::Bus::last_captured`]).
     pub(super) async fn last_in_capture(&self, subject: &str, stream: &str) -> Option<BusMessage> {
         for attempt in 1..=LOOKUP_ATTEMPTS {
-            let Some(capture) = self.capture_stream().await else {
-                return None;
-            };
+            let capture = self.capture_stream().await?;
             match capture.get_last_raw_message_by_subject(subject).await {
                 Ok(raw) => {
                     let message = message_of(&raw)?;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod accounts;
+pub mod haproxy;
 pub mod kafka;
 pub mod nats;
 pub mod proxy;
