@@ -20,18 +20,7 @@ rounds=${5:-3}
 source bench/scripts/fanout-workload.sh
 fanout_workload "$connections" "$rate"
 
-run() {
-  local label=$1 binary=$2
-  echo "== round $round: $label ($binary, $config) =="
-  "$binary" serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
-      --config "$config" --mappers-dir target/mappers 2>/dev/null &
-  local gateway=$!
-  wait_port 9100
-  "${bench[@]}" --url ws://127.0.0.1:9100 --gateway-pid "$gateway" || true
-  kill "$gateway"; wait "$gateway" 2>/dev/null || true
-}
-
 for round in $(seq "$rounds"); do
-  run before "$before"
-  run after "$after"
+  bench_round before "$before" "$config"
+  bench_round after "$after" "$config"
 done

@@ -21,18 +21,7 @@ unlimited=$(mktemp --suffix=.json)
 trap 'rm -f "$unlimited"' EXIT
 jq '.topics |= map(del(.rate, .burst))' "$config" > "$unlimited"
 
-run() {
-  local label=$1 file=$2
-  echo "== round $round: $label ($file) =="
-  ./target/release/wsgate serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
-      --config "$file" --mappers-dir target/mappers 2>/dev/null &
-  local gateway=$!
-  wait_port 9100
-  "${bench[@]}" --url ws://127.0.0.1:9100 --gateway-pid "$gateway" || true
-  kill "$gateway"; wait "$gateway" 2>/dev/null || true
-}
-
 for round in $(seq "$rounds"); do
-  run limits-on "$config"
-  run limits-off "$unlimited"
+  bench_round limits-on target/release/wsgate "$config"
+  bench_round limits-off target/release/wsgate "$unlimited"
 done

@@ -1,7 +1,9 @@
 # The fan-out workload shared by bench-fanout.sh and bench-compare.sh (sourced, not run):
 # `fanout_workload CONNECTIONS RATE` sets `bench` (the wsgate-bench command: every connection
 # takes the five @trade streams) and `config` (bench/config/trades-RATE.json, or idle.json with
-# no traffic for RATE=idle); `wait_port PORT` waits until something listens on 127.0.0.1:PORT.
+# no traffic for RATE=idle); `wait_port PORT` waits until something listens on 127.0.0.1:PORT;
+# `bench_round LABEL BINARY CONFIG` runs one round: BINARY serving CONFIG on 127.0.0.1:9100
+# under `bench`, its summary line labelled LABEL (and the caller's `$round`).
 
 wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
 
@@ -18,4 +20,15 @@ fanout_workload() {
   else
     config=bench/config/trades-$rate.json
   fi
+}
+
+bench_round() {
+  local label=$1 binary=$2 file=$3
+  echo "== round ${round:-1}: $label ($binary, $file) =="
+  "$binary" serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
+      --config "$file" --mappers-dir target/mappers 2>/dev/null &
+  local gateway=$!
+  wait_port 9100
+  "${bench[@]}" --url ws://127.0.0.1:9100 --gateway-pid "$gateway" || true
+  kill "$gateway"; wait "$gateway" 2>/dev/null || true
 }

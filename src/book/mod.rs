@@ -224,7 +224,6 @@ impl Books {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn counter() -> IntCounterVec {
         IntCounterVec::new(prometheus::Opts::new("served", "served"), &["result"]).unwrap()
@@ -235,15 +234,7 @@ mod tests {
             "e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": first, "u": last,
             "b": [[bid, "1.0"]], "a": [],
         });
-        BusMessage {
-            stream: Arc::from(stream),
-            seq: 1,
-            event_time_us: 0,
-            published_us: 0,
-            payload: Bytes::from(payload.to_string()),
-            user_id: None,
-            origin: None,
-        }
+        BusMessage::for_tests(stream, 1, payload.to_string())
     }
 
     #[test]

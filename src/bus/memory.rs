@@ -104,15 +104,7 @@ mod tests {
     }
 
     fn message(stream: &str, seq: u64) -> BusMessage {
-        BusMessage {
-            stream: Arc::from(stream),
-            seq,
-            event_time_us: 0,
-            published_us: 0,
-            payload: Bytes::from_static(b"{}"),
-            user_id: None,
-            origin: None,
-        }
+        BusMessage::for_tests(stream, seq, Bytes::from_static(b"{}"))
     }
 
     #[tokio::test]

@@ -42,6 +42,22 @@ pub struct BusMessage {
     pub origin: Option<Origin>,
 }
 
+#[cfg(test)]
+impl BusMessage {
+    /// A public message of `stream` numbered `seq`, carrying `payload` (unit tests).
+    pub(crate) fn for_tests(stream: &str, seq: u64, payload: impl Into<Bytes>) -> BusMessage {
+        BusMessage {
+            stream: Arc::from(stream),
+            seq,
+            event_time_us: 0,
+            published_us: 0,
+            payload: payload.into(),
+            user_id: None,
+            origin: None,
+        }
+    }
+}
+
 /// Why the bus refused a publish or subscribe.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {

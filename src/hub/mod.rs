@@ -334,15 +334,7 @@ mod tests {
     use std::time::Duration;
 
     fn message(stream: &str, seq: u64) -> BusMessage {
-        BusMessage {
-            stream: Arc::from(stream),
-            seq,
-            event_time_us: 0,
-            published_us: 0,
-            payload: Bytes::from_static(b"{\"x\":1}"),
-            user_id: None,
-            origin: None,
-        }
+        BusMessage::for_tests(stream, seq, Bytes::from_static(b"{\"x\":1}"))
     }
 
     /// The sequence numbers delivered to `outbox` once `count` have arrived (lanes may hand

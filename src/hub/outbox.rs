@@ -310,6 +310,8 @@ impl State {
         let at = match limited.iter().position(|l| l.topic == topic) {
             Some(at) => at,
             None => {
+                // Exactly one more: a connection keeps this for every limited stream it takes.
+                limited.reserve_exact(1);
                 limited.push(Limited {
                     topic,
                     quota,
@@ -578,6 +580,20 @@ mod tests {
             Pushed::Dropped
         );
         assert_eq!(dropping.release_at(), None);
+    }
+
+    #[test]
+    fn a_limited_stream_costs_its_connections_one_small_entry() {
+        let size = std::mem::size_of::<Limited>();
+        assert!(size <= 96, "{size} bytes per limited stream and connection");
+        let outbox = Outbox::new(1, 1 << 20);
+        let flow = Flow::new(Some(100), Some(100), Overflow::Close);
+        for topic in 1..=5 {
+            outbox.push_flow(&delivery(10), &flow, topic, Some(Instant::now()));
+        }
+        let state = outbox.state.lock();
+        let limited = state.limited.as_ref().unwrap();
+        assert_eq!((limited.len(), limited.capacity()), (5, 5));
     }
 
     #[test]

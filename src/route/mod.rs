@@ -568,6 +568,17 @@ mod tests {
         BTreeMap::from([(Arc::from("btcusdt@trade"), spec)])
     }
 
+    /// The targets of a mapping to `{symbol}@trade` on `md.{symbol}.trade`.
+    fn trade_targets() -> OutputTargets {
+        let mapping = Mapping {
+            mapper: "m".into(),
+            fanout_topic: "md.{symbol}.trade".into(),
+            ws_topic: "{symbol}@trade".into(),
+            params: BTreeMap::new(),
+        };
+        OutputTargets::new(&mapping).unwrap()
+    }
+
     fn output() -> Output {
         Output {
             topic_vars: vec![("symbol".into(), "btcusdt".into())],
@@ -589,13 +600,7 @@ mod tests {
 
     #[test]
     fn a_stream_taken_over_continues_its_numbering_and_skips_what_was_published() {
-        let mapping = Mapping {
-            mapper: "m".into(),
-            fanout_topic: "md.{symbol}.trade".into(),
-            ws_topic: "{symbol}@trade".into(),
-            params: BTreeMap::new(),
-        };
-        let mut targets = OutputTargets::new(&mapping).unwrap();
+        let mut targets = trade_targets();
         let (streams, sequences) = (streams(), Sequences::new());
         let mut asked = Vec::new();
         let mut first_seen = |stream: &Arc<str>, subject: &str| {
@@ -633,13 +638,7 @@ mod tests {
 
     #[test]
     fn numbers_handed_over_win_over_an_older_capture() {
-        let mapping = Mapping {
-            mapper: "m".into(),
-            fanout_topic: "md.{symbol}.trade".into(),
-            ws_topic: "{symbol}@trade".into(),
-            params: BTreeMap::new(),
-        };
-        let mut targets = OutputTargets::new(&mapping).unwrap();
+        let mut targets = trade_targets();
         let sequences = Sequences::from([(Arc::from("btcusdt@trade"), 500)]);
         let placed = targets
             .place_continuing(&output(), None, &streams(), &sequences, &mut |_, _| {

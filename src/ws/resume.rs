@@ -401,15 +401,7 @@ mod tests {
     }
 
     fn message(seq: u64) -> BusMessage {
-        BusMessage {
-            stream: Arc::from("a@trade"),
-            seq,
-            event_time_us: 0,
-            published_us: 0,
-            payload: Bytes::from_static(b"{}"),
-            user_id: None,
-            origin: None,
-        }
+        BusMessage::for_tests("a@trade", seq, Bytes::from_static(b"{}"))
     }
 
     fn live(seqs: impl IntoIterator<Item = u64>) -> VecDeque<Arc<Delivery>> {
