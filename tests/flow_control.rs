@@ -307,11 +307,7 @@ async fn a_trade_reader_that_stops_is_closed_with_4100_and_the_others_keep_their
     // readers that keep up are never held back, and only the stalled one overflows.
     let mut config = shipped_config();
     config["datasource"][0]["properties"]["trades_per_sec"] = json!(400);
-    for topic in config["topics"].as_array_mut().unwrap() {
-        let topic = topic.as_object_mut().unwrap();
-        topic.remove("rate");
-        topic.remove("burst");
-    }
+    without_rate_limits(&mut config);
     let gateway = Gateway::start_with(config, &["--outbox-bytes", "65536"]);
     let all: Vec<String> = ["btc", "eth", "sol", "bnb", "xrp"]
         .iter()

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{
-    collect_stream, mappers_dir, next_json, shipped_config, wait_for, CliOutput, Gateway,
+    collect_stream, mappers_dir, next_json, shipped_config, wait_for, without_rate_limits,
+    CliOutput, Gateway,
 };
 use serde_json::{json, Value};
 
@@ -266,6 +267,8 @@ async fn bad_mappers_are_refused_and_nothing_is_stored() {
 /// with only the trade route.
 fn busy_trades_config(takers_per_symbol: u32, params: Value) -> Value {
     let mut config = shipped_config();
+    // Thousands of trades a second: past the shipped per-connection limit.
+    without_rate_limits(&mut config);
     config["datasource"][0]["properties"] = json!({
         "trades_per_sec": takers_per_symbol,
         "book_updates_per_sec": 1,

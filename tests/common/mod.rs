@@ -46,6 +46,16 @@ pub fn shipped_config() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Removes every topic's `rate` and `burst`: for workloads past the shipped config's limits
+/// (1,000 trades a second per connection) whose tests are not about them.
+pub fn without_rate_limits(config: &mut Value) {
+    for topic in config["topics"].as_array_mut().unwrap() {
+        let topic = topic.as_object_mut().unwrap();
+        topic.remove("rate");
+        topic.remove("burst");
+    }
+}
+
 /// A gateway process, killed when dropped.
 pub struct Gateway {
     child: Option<Child>,
