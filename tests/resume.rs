@@ -1,7 +1,8 @@
 //! Resume after reconnect: a client that opted into sequence numbers (`resume=true`) and comes
 //! back with `resumeFrom` gets every event it missed exactly once, in order, from the node's
 //! ring or from the cluster's JetStream capture, on the same node or another one; what is no
-//! longer kept is announced with a resync notice, never skipped silently.
+//! longer kept (past the ring, or past the capture's retention) is announced with a resync
+//! notice, never skipped silently.
 
 mod common;
 
@@ -311,6 +312,51 @@ fn wait_in_hub(gateway: &Gateway, messages: u64) {
     wait_for("the messages in the hub", || {
         gateway.metric("wsgate_messages_in_total") == messages as f64
     });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_from_beyond_the_capture_gets_a_resync_notice_on_another_node() {
+    let redis = RedisServer::new();
+    let nats = NatsServer::new();
+    let config = redis_stream_config(&redis.url());
+    // The capture keeps two seconds.
+    let nodes: Vec<Gateway> = ["node-a", "node-b"]
+        .iter()
+        .map(|id| {
+            let args = ["--replay-retention", "2s"];
+            Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), id, &args)
+        })
+        .collect();
+    let at = owner(&nodes);
+    let mut client = nodes[at]
+        .connect(&format!("/stream?streams={STREAM}&resume=true"))
+        .await;
+    wait_for("the owner's bus subscription", || {
+        nodes[at].metric("wsgate_bus_subscriptions ") == 1.0
+    });
+    produce(&redis.url(), 1..=10).await;
+    assert_eq!(take(&mut client, 10).await, trades(1..=10, 1));
+    drop(client);
+
+    // Missed, and gone from the capture by the time the client is back.
+    produce(&redis.url(), 11..=100).await;
+    wait_published(&nodes[at], 100);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    produce(&redis.url(), 101..=110).await;
+    wait_published(&nodes[at], 110);
+    let mut client = nodes[1 - at].connect(&resume_path(10)).await;
+    let mut expected = vec![Got::Resync {
+        from: 11,
+        next: 101,
+    }];
+    expected.extend(trades(101..=110, 101));
+    assert_eq!(take(&mut client, 11).await, expected);
+    produce(&redis.url(), 111..=115).await;
+    assert_eq!(take(&mut client, 5).await, trades(111..=115, 111));
+    assert_eq!(
+        nodes[1 - at].metric("wsgate_resumes_total{outcome=\"resync\"}"),
+        1.0
+    );
 }
 
 /// Connects through `proxy` to `path`, retrying while HAProxy still sends it to a dead node.
