@@ -9,7 +9,7 @@
 # The workload is bench-fanout.sh's (bench/config/trades-TAKERS_PER_SEC.json: 0.2, 1 or 8). The
 # limits never bite at these rates (1,000 a second per stream and connection against a few
 # dozen): what is measured is what checking them costs. Each round prints wsgate-bench's summary
-# line, labelled `limits-on` or `limits-off`. Needs `make build`.
+# line, labelled `limits-on` or `limits-off`. Needs `make build` and `jq` (Debian: apt-get install jq).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # the repository root, from any working directory
 connections=${1:-10000}
