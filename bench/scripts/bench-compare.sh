@@ -7,6 +7,7 @@
 # The workload is bench-fanout.sh's: every connection takes the five @trade streams of the demo
 # market in bench/config/trades-TAKERS_PER_SEC.json (0.2, 1 or 8; 8 saturates two cores), or,
 # with TAKERS_PER_SEC=idle, no trades at all (bench/config/idle.json: memory per connection).
+# BENCH_CONFIG=FILE runs both on FILE instead (e.g. a config without rate limits).
 # Each round prints wsgate-bench's summary line, labelled `before` or `after`. Needs
 # `make build` (target/release/wsgate-bench and target/mappers) and the two wsgate binaries,
 # e.g. one built from an earlier commit in a git worktree.
@@ -19,6 +20,7 @@ rate=${4:-1}
 rounds=${5:-3}
 source bench/scripts/fanout-workload.sh
 fanout_workload "$connections" "$rate"
+config=${BENCH_CONFIG:-$config}
 
 for round in $(seq "$rounds"); do
   bench_round before "$before" "$config"
