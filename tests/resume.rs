@@ -167,18 +167,24 @@ async fn resume_from_beyond_the_ring_gets_a_resync_notice_then_live_data() {
     produce(&redis.url(), 11..=200).await;
     wait_in_hub(&gateway, 200);
     let mut client = gateway.connect(&resume_path(10)).await;
-    let mut expected = vec![Got::Resync {
-        from: 11,
-        next: 151,
-    }];
-    expected.extend(trades(151..=200, 151));
-    assert_eq!(take(&mut client, 51).await, expected);
-    produce(&redis.url(), 201..=210).await;
-    assert_eq!(take(&mut client, 10).await, trades(201..=210, 201));
-    assert_eq!(
-        gateway.metric("wsgate_resumes_total{outcome=\"resync\"}"),
-        1.0
-    );
+    expect_resync_then_live(&mut client, &gateway, &redis, 151..=200).await;
+}
+
+/// After a resume from 10: the resync notice for what is no longer kept, the kept trades
+/// `kept`, then live trades; the resume counted as a resync on `node`.
+async fn expect_resync_then_live(
+    client: &mut Client,
+    node: &Gateway,
+    redis: &RedisServer,
+    kept: std::ops::RangeInclusive<u64>,
+) {
+    let (next, last) = (*kept.start(), *kept.end());
+    let mut expected = vec![Got::Resync { from: 11, next }];
+    expected.extend(trades(kept, next));
+    assert_eq!(take(client, expected.len()).await, expected);
+    produce(&redis.url(), last + 1..=last + 5).await;
+    assert_eq!(take(client, 5).await, trades(last + 1..=last + 5, last + 1));
+    assert_eq!(node.metric("wsgate_resumes_total{outcome=\"resync\"}"), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -345,18 +351,7 @@ async fn resume_from_beyond_the_capture_gets_a_resync_notice_on_another_node() {
     produce(&redis.url(), 101..=110).await;
     wait_published(&nodes[at], 110);
     let mut client = nodes[1 - at].connect(&resume_path(10)).await;
-    let mut expected = vec![Got::Resync {
-        from: 11,
-        next: 101,
-    }];
-    expected.extend(trades(101..=110, 101));
-    assert_eq!(take(&mut client, 11).await, expected);
-    produce(&redis.url(), 111..=115).await;
-    assert_eq!(take(&mut client, 5).await, trades(111..=115, 111));
-    assert_eq!(
-        nodes[1 - at].metric("wsgate_resumes_total{outcome=\"resync\"}"),
-        1.0
-    );
+    expect_resync_then_live(&mut client, &nodes[1 - at], &redis, 101..=110).await;
 }
 
 /// Connects through `proxy` to `path`, retrying while HAProxy still sends it to a dead node.
