@@ -240,21 +240,18 @@ async fn resume_is_a_property_and_a_subscribe_can_resume() {
     assert!(plain.get("seq").is_none(), "{plain}");
 }
 
-/// Three cluster nodes on one Redis and one NATS, capturing the fanout subjects in JetStream.
-fn three_nodes(redis: &RedisServer, nats: &NatsServer) -> Vec<Gateway> {
+/// Cluster nodes `ids` on one Redis and one NATS, serving the trades, started with `args`.
+fn cluster(redis: &RedisServer, nats: &NatsServer, ids: &[&str], args: &[&str]) -> Vec<Gateway> {
     let config = redis_stream_config(&redis.url());
-    ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|id| {
-            Gateway::cluster_node_with(
-                &config,
-                &redis.url(),
-                &nats.url(),
-                id,
-                &["--replay-retention", "10m"],
-            )
-        })
+    ids.iter()
+        .map(|id| Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), id, args))
         .collect()
+}
+
+/// Three cluster nodes, capturing the fanout subjects in JetStream for ten minutes.
+fn three_nodes(redis: &RedisServer, nats: &NatsServer) -> Vec<Gateway> {
+    let ids = ["node-a", "node-b", "node-c"];
+    cluster(redis, nats, &ids, &["--replay-retention", "10m"])
 }
 
 /// The index of the node consuming the trades.
@@ -324,15 +321,13 @@ fn wait_in_hub(gateway: &Gateway, messages: u64) {
 async fn resume_from_beyond_the_capture_gets_a_resync_notice_on_another_node() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
-    let config = redis_stream_config(&redis.url());
     // The capture keeps two seconds.
-    let nodes: Vec<Gateway> = ["node-a", "node-b"]
-        .iter()
-        .map(|id| {
-            let args = ["--replay-retention", "2s"];
-            Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), id, &args)
-        })
-        .collect();
+    let nodes = cluster(
+        &redis,
+        &nats,
+        &["node-a", "node-b"],
+        &["--replay-retention", "2s"],
+    );
     let at = owner(&nodes);
     let mut client = nodes[at]
         .connect(&format!("/stream?streams={STREAM}&resume=true"))
@@ -531,15 +526,9 @@ async fn replay_rates() {
 
     let redis = RedisServer::new();
     let nats = NatsServer::new();
-    let config = redis_stream_config(&redis.url());
-    let nodes: Vec<Gateway> = ["node-a", "node-b"]
-        .iter()
-        .map(|id| {
-            let mut args = vec!["--replay-retention", "10m"];
-            args.extend(large_ring);
-            Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), id, &args)
-        })
-        .collect();
+    let mut args = vec!["--replay-retention", "10m"];
+    args.extend(large_ring);
+    let nodes = cluster(&redis, &nats, &["node-a", "node-b"], &args);
     let at = owner(&nodes);
     produce(&redis.url(), 1..=MISSED).await;
     wait_published(&nodes[at], MISSED);

@@ -282,8 +282,9 @@ impl Session {
                 }
                 _ = self.outbox.ready() => {
                     // An overflow while the writer still holds data (a socket that takes
-                    // nothing) is seen here, not only when the writer next takes the outbox.
-                    if self.outbox.overflowed() {
+                    // nothing) is seen here; with the writer idle, the loop's next take of the
+                    // outbox reports it without this extra lock.
+                    if !self.writer.data_queue().is_empty() && self.outbox.overflowed() {
                         return self.close_for(Cause::SlowConsumer);
                     }
                 }
