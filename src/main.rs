@@ -14,7 +14,7 @@ use wsgate::auth::DelegatedSettings;
 use wsgate::cli;
 use wsgate::hub::RingLimits;
 use wsgate::mapper::{self, MapperLimits};
-use wsgate::node::{self, AutoRollback, NodeSettings};
+use wsgate::node::{self, AutoRollback, Drain, NodeSettings};
 use wsgate::trade::TradeSettings;
 use wsgate::ws::dialect::{self, echo::Echo};
 use wsgate::ws::WsSettings;
@@ -242,9 +242,21 @@ struct ServeArgs {
     /// Client messages per second on a WebSocket API connection (`/ws-api/v3`).
     #[arg(long, env = "WSGATE_API_MESSAGES_PER_SEC", default_value_t = 200)]
     api_messages_per_sec: usize,
-    /// Longest a graceful shutdown may take.
+    /// On SIGTERM, how long the node stays unready (`/readyz` 503) but serving, so load
+    /// balancers stop sending it clients, before it closes any.
+    #[arg(long, env = "WSGATE_DRAIN_GRACE", default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_grace: Duration,
+    /// Then the time over which its clients are closed (`serverShutdown`, 1001), evenly, so
+    /// they do not all reconnect to the other nodes at once; 0s closes them all at once.
+    #[arg(long, env = "WSGATE_DRAIN_WINDOW", default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_window: Duration,
+    /// Longest the clients may take to close after the drain window, before the node exits.
     #[arg(long, env = "WSGATE_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_timeout: Duration,
+    /// The dashboard's files (the build of `dashboard/`), served on the admin listener at
+    /// `/dashboard/`; "" serves no dashboard.
+    #[arg(long, env = "WSGATE_DASHBOARD_DIR", default_value = "target/dashboard")]
+    dashboard_dir: PathBuf,
     /// CPU time per mapper call (plus the per-event allowance).
     #[arg(long, env = "WSGATE_MAPPER_TIMEOUT", default_value = "20ms", value_parser = humantime::parse_duration)]
     mapper_timeout: Duration,
@@ -343,7 +355,13 @@ impl ServeArgs {
                 cache_disk_bytes: self.mapper_cache_disk,
                 ..MapperLimits::default()
             },
+            drain: Drain {
+                grace: self.drain_grace,
+                window: self.drain_window,
+            },
             shutdown_timeout: self.shutdown_timeout,
+            dashboard_dir: (!self.dashboard_dir.as_os_str().is_empty())
+                .then(|| self.dashboard_dir.clone()),
         }
     }
 }

@@ -38,8 +38,12 @@ pub struct Metrics {
     /// Error replies sent to clients, by protocol error code.
     pub client_errors: IntCounterVec,
     /// Time from bus publish to the socket write that carried the message (the oldest frame of
-    /// each write is observed).
-    pub delivery_latency: Histogram,
+    /// each write is observed), by stream kind ([`crate::config::stream_kind`]) and datasource.
+    pub delivery_latency: HistogramVec,
+    /// 1 while the node is ready for clients (0 while starting and draining).
+    pub ready: IntGauge,
+    /// 1 from SIGTERM until the node exits: unready, then closing its clients.
+    pub draining: IntGauge,
     /// Mapper batch calls, by mapper version.
     pub mapper_calls: IntCounterVec,
     /// Events mapped, by mapper version.
@@ -173,12 +177,19 @@ impl Metrics {
                 &["code"],
             )
             .unwrap(),
-            delivery_latency: Histogram::with_opts(
+            delivery_latency: HistogramVec::new(
                 HistogramOpts::new(
                     "delivery_latency_seconds",
-                    "Bus publish to socket write, oldest frame of each write",
+                    "Bus publish to socket write, oldest frame of each write, by stream kind and datasource",
                 )
                 .buckets(latency_buckets),
+                &["kind", "datasource"],
+            )
+            .unwrap(),
+            ready: IntGauge::new("ready", "1 while the node is ready for clients").unwrap(),
+            draining: IntGauge::new(
+                "draining",
+                "1 while the node drains: unready, closing its clients",
             )
             .unwrap(),
             mapper_calls: IntCounterVec::new(
@@ -389,6 +400,8 @@ impl Metrics {
         r.register(Box::new(self.client_messages.clone())).unwrap();
         r.register(Box::new(self.client_errors.clone())).unwrap();
         r.register(Box::new(self.delivery_latency.clone())).unwrap();
+        r.register(Box::new(self.ready.clone())).unwrap();
+        r.register(Box::new(self.draining.clone())).unwrap();
         r.register(Box::new(self.mapper_calls.clone())).unwrap();
         r.register(Box::new(self.mapper_events.clone())).unwrap();
         r.register(Box::new(self.mapper_errors.clone())).unwrap();

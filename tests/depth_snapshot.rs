@@ -1,6 +1,6 @@
 //! `GET /api/v3/depth` on the client listener, answered from the gateway's own order book in the
 //! update-id space of the diff-depth streams: Binance's shape and errors, and a client that
-//! follows Binance's local order book procedure (`reference/binance-protocol.md` §4.1) with the
+//! follows Binance's local order book procedure (`docs/binance-protocol.md` §4.1) with the
 //! gateway's snapshot holds the gateway's book, alone and in a cluster.
 
 mod common;

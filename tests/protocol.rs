@@ -1,4 +1,4 @@
-//! The client protocol of `reference/binance-protocol.md` §1–3 against a real gateway process:
+//! The client protocol of `docs/binance-protocol.md` §1–3 against a real gateway process:
 //! URL forms, control methods and their exact replies, error texts, limits, ping/pong and closes.
 
 mod common;

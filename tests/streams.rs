@@ -1,6 +1,6 @@
 //! Market-stream payloads, end to end: demo market → WASM mappers → hub → a real client.
 //! Golden checks of field names, order and JSON types for every stream type
-//! (`reference/binance-protocol.md` §4), and the depth id chains clients rely on (§4.1).
+//! (`docs/binance-protocol.md` §4), and the depth id chains clients rely on (§4.1).
 
 mod common;
 

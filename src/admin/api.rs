@@ -3,6 +3,8 @@
 //! | method and path                        | does                                             |
 //! |----------------------------------------|--------------------------------------------------|
 //! | `GET  /api/v1/status`                  | this node: config version, revision, routes      |
+//! | `GET  /api/v1/cluster`                 | every live node's card ([`super::cluster`])      |
+//! | `GET  /api/v1/metrics`                 | this node's metrics as JSON                      |
 //! | `GET  /api/v1/config`                  | current config and its version                   |
 //! | `GET  /api/v1/config/versions/{v}`     | a stored version                                 |
 //! | `PUT  /api/v1/config`                  | validate and apply `{config, replaces?}`         |
@@ -52,6 +54,9 @@ use crate::config::GatewayConfig;
 use crate::control::config_ops::Applied;
 use crate::control::{config_ops, key_ops, mapper_ops, ControlError};
 use crate::mapper::MapperEngine;
+use crate::metrics::Metrics;
+
+use super::cluster::{cluster_view, metrics_view, NodeDirectory};
 
 /// Largest request body (a pushed module, base64-encoded, with its sample).
 const MAX_BODY_BYTES: usize = 256 << 20;
@@ -84,12 +89,20 @@ pub struct Api {
     pub token: Option<String>,
     /// This node's status, replaced after every reload (also failed ones).
     pub status: watch::Sender<NodeStatus>,
+    /// The node's metrics, for `/api/v1/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Where every node's card is read, and how recent a card must be to count.
+    pub directory: Arc<dyn NodeDirectory>,
+    /// A node whose card is older than this is gone (a few heartbeats).
+    pub card_fresh: Duration,
 }
 
 /// The `/api/v1` routes.
 pub fn routes(api: Arc<Api>) -> Router {
     Router::new()
         .route("/api/v1/status", get(status))
+        .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/metrics", get(metrics_json))
         .route("/api/v1/config", get(get_config).put(put_config))
         .route("/api/v1/config/versions/{version}", get(get_config_version))
         .route("/api/v1/config/diff", post(diff_config))
@@ -227,6 +240,22 @@ fn who(headers: &HeaderMap) -> String {
         .filter(|v| !v.is_empty() && v.len() <= 100)
         .unwrap_or("operator")
         .to_string()
+}
+
+async fn cluster(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
+    let cards = api.directory.list(api.card_fresh).await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("cannot read the node directory: {e:#}")}),
+        )
+    })?;
+    let node_id = api.status.borrow().node_id.clone();
+    Ok(Json(cluster_view(&node_id, cards)))
+}
+
+async fn metrics_json(State(api): State<Arc<Api>>) -> Json<Value> {
+    let node_id = api.status.borrow().node_id.clone();
+    Json(metrics_view(&node_id, &api.metrics))
 }
 
 async fn status(State(api): State<Arc<Api>>) -> ApiResult {

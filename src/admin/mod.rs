@@ -1,9 +1,12 @@
-//! The admin listener: Prometheus metrics, liveness and readiness, and the operator API
-//! (`/api/v1`, bearer-token authenticated; see [`api`]).
+//! The admin listener: Prometheus metrics, liveness and readiness, the operator API
+//! (`/api/v1`, bearer-token authenticated; see [`api`]) and the dashboard's files
+//! (`/dashboard/`, built from `dashboard/`; its data comes from the API, so it shows nothing
+//! without the token).
 
 pub mod api;
+pub mod cluster;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -21,8 +24,8 @@ use crate::source::SourceHealth;
 pub struct AdminState {
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
-    /// True while the node accepts and serves clients; false while starting and draining.
-    pub ready: AtomicBool,
+    /// Starting, ready or draining ([`NodeState`]).
+    state: AtomicU8,
     /// The running sources, listed by `/readyz` when one of them is down.
     pub sources: arc_swap::ArcSwap<Vec<Arc<SourceHealth>>>,
     /// Whether a source that is down makes the node unready ([`Readiness`]).
@@ -32,6 +35,29 @@ pub struct AdminState {
     /// Why the config store cannot be used, if it cannot (unreachable, empty, or behind what the
     /// node runs): the node keeps serving what it runs, listed as degraded.
     pub store_problem: parking_lot::Mutex<Option<String>>,
+}
+
+/// Where a node is in its life, as `/readyz`, the metrics and the dashboard tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NodeState {
+    /// Not serving yet.
+    Starting = 0,
+    /// Accepting and serving clients.
+    Ready = 1,
+    /// Shutting down: unready, closing its clients.
+    Draining = 2,
+}
+
+impl NodeState {
+    /// The state's name (`starting`, `ready`, `draining`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::Ready => "ready",
+            NodeState::Draining => "draining",
+        }
+    }
 }
 
 /// What a source that is down means for the node's readiness.
@@ -51,12 +77,32 @@ impl AdminState {
     pub fn new(metrics: Arc<Metrics>, readiness: Readiness) -> Arc<Self> {
         Arc::new(AdminState {
             metrics,
-            ready: AtomicBool::new(false),
+            state: AtomicU8::new(NodeState::Starting as u8),
             sources: arc_swap::ArcSwap::from_pointee(Vec::new()),
             readiness,
             bus_problem: parking_lot::Mutex::new(None),
             store_problem: parking_lot::Mutex::new(None),
         })
+    }
+}
+
+impl AdminState {
+    /// Moves the node to `state` (and its `wsgate_ready` / `wsgate_draining` gauges).
+    pub fn set_state(&self, state: NodeState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        self.metrics.ready.set(i64::from(state == NodeState::Ready));
+        self.metrics
+            .draining
+            .set(i64::from(state == NodeState::Draining));
+    }
+
+    /// Where the node is in its life.
+    pub fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => NodeState::Ready,
+            2 => NodeState::Draining,
+            _ => NodeState::Starting,
+        }
     }
 }
 
@@ -67,6 +113,25 @@ pub fn health_routes(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+/// The dashboard: the files of `dir` (the build of `dashboard/`) under `/dashboard/`, and `/`
+/// sending browsers there.
+pub fn dashboard_routes(dir: &std::path::Path) -> Router {
+    let missing = format!(
+        "no dashboard in {} (build it with `make dashboard`, or point --dashboard-dir at it)\n",
+        dir.display()
+    );
+    let files = tower_http::services::ServeDir::new(dir)
+        .append_index_html_on_directories(true)
+        .not_found_service(axum::routing::any(move || {
+            let missing = missing.clone();
+            async move { (StatusCode::NOT_FOUND, missing) }
+        }));
+    let to_dashboard = || async { axum::response::Redirect::temporary("/dashboard/") };
+    Router::new()
+        .route("/", get(to_dashboard))
+        .nest_service("/dashboard", files)
 }
 
 /// Serves `router` until `shutdown`.
@@ -134,13 +199,15 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
-/// 200 `ready` while serving with the bus, the config store and every source up; else what is
+/// 503 `not ready` while starting and `draining` from SIGTERM on; else 200 `ready` while serving with the bus, the config store and every source up; else what is
 /// wrong, one line each: 503 for the bus, 200 `degraded` for the config store (the node serves
 /// what it runs), and for a source as [`AdminState::readiness`] says (200 `degraded` in a
 /// cluster).
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    if !state.ready.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string());
+    match state.state() {
+        NodeState::Starting => return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+        NodeState::Draining => return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_string()),
+        NodeState::Ready => {}
     }
     let bus = state.bus_problem.lock().clone();
     let store = state

@@ -1,4 +1,4 @@
-//! Signed requests as Binance's WebSocket API checks them (`reference/binance-protocol.md` §6):
+//! Signed requests as Binance's WebSocket API checks them (`docs/binance-protocol.md` §6):
 //! the signature covers every parameter but `signature`, sorted by name, written `k=v` and joined
 //! by `&`; it is HMAC-SHA256 in hex for a secret key, Ed25519 in base64 for a public key; and
 //! `timestamp` must fall within `recvWindow` (default 5,000 ms, at most 60,000) of the node's

@@ -1,5 +1,5 @@
 //! One symbol's order book, kept from Binance `depthUpdate` events the way a Binance client keeps
-//! its own (`reference/binance-protocol.md` §4.1), and the snapshots it answers.
+//! its own (`docs/binance-protocol.md` §4.1), and the snapshots it answers.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@
 //! another peer within about `ttl` plus one heartbeat.
 
 mod assign;
+pub mod directory;
 mod lease;
 mod negotiate;
 mod peers;

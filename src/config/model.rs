@@ -111,6 +111,44 @@ pub enum Overflow {
     Close,
 }
 
+/// The kind of a stream by its name, one of a fixed set (a metric label): `trade`, `aggTrade`,
+/// `depth` (diff depth at any speed), `partialDepth` (`depth5|10|20`), `bookTicker`, `kline`,
+/// `miniTicker`, `ticker` (also `ticker_<window>`), `avgPrice`, `markPrice`, `forceOrder`,
+/// `user` (private streams), `other`. All-market streams (`!ticker@arr`) are of their kind.
+pub fn stream_kind(stream: &str) -> &'static str {
+    if stream == "userData" {
+        return "user";
+    }
+    let kind = match stream.split_once('@') {
+        Some((symbol, rest)) if symbol.starts_with('!') => symbol
+            .trim_start_matches('!')
+            .split('@')
+            .next()
+            .unwrap_or(rest),
+        Some((_, rest)) => rest.split('@').next().unwrap_or(""),
+        None => "",
+    };
+    match kind {
+        "trade" => "trade",
+        "aggTrade" => "aggTrade",
+        "depth" => "depth",
+        "bookTicker" => "bookTicker",
+        "miniTicker" => "miniTicker",
+        "avgPrice" => "avgPrice",
+        "markPrice" => "markPrice",
+        "forceOrder" => "forceOrder",
+        _ if kind.starts_with("kline_") => "kline",
+        _ if kind == "ticker" || kind.starts_with("ticker_") => "ticker",
+        _ if kind
+            .strip_prefix("depth")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            "partialDepth"
+        }
+        _ => "other",
+    }
+}
+
 impl Overflow {
     /// The default of a stream by its name's kind: diff depth (`<s>@depth`, `<s>@depth@100ms`)
     /// coalesces; latest-value streams (partial depth, bookTicker, tickers, klines, average and

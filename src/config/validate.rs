@@ -368,6 +368,29 @@ mod tests {
     }
 
     #[test]
+    fn stream_kinds_are_a_fixed_set() {
+        use super::super::model::stream_kind;
+        for (stream, kind) in [
+            ("btcusdt@trade", "trade"),
+            ("btcusdt@aggTrade", "aggTrade"),
+            ("btcusdt@depth", "depth"),
+            ("btcusdt@depth@100ms", "depth"),
+            ("btcusdt@depth20@100ms", "partialDepth"),
+            ("btcusdt@bookTicker", "bookTicker"),
+            ("btcusdt@kline_1m", "kline"),
+            ("btcusdt@ticker_1h", "ticker"),
+            ("!ticker@arr", "ticker"),
+            ("!miniTicker@arr", "miniTicker"),
+            ("btcusdt@markPrice@1s", "markPrice"),
+            ("userData", "user"),
+            ("btcusdt@whatever", "other"),
+            ("plain", "other"),
+        ] {
+            assert_eq!(stream_kind(stream), kind, "{stream}");
+        }
+    }
+
+    #[test]
     fn overflow_defaults_by_stream_kind_and_can_be_set() {
         use super::super::model::Overflow::*;
         for (stream, expected) in [

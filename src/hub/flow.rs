@@ -167,22 +167,27 @@ fn merge_levels<'a>(
 /// could not take them apart: its payload is `payload`, its sequence and event time the
 /// newer's, its publish time the older's (so latency counts from the first of them).
 pub fn combined(older: &Delivery, newer: &Delivery, payload: Bytes) -> Arc<Delivery> {
-    Arc::new(Delivery::new(
-        Arc::clone(&newer.stream),
-        newer.seq,
-        newer.event_time_us,
-        older.published_us,
-        payload,
-        newer.variant_slots(),
-    ))
+    Arc::new(
+        Delivery::new(
+            Arc::clone(&newer.stream),
+            newer.seq,
+            newer.event_time_us,
+            older.published_us,
+            payload,
+            newer.variant_slots(),
+        )
+        .with_latency(newer.latency().cloned()),
+    )
 }
 
 /// `names` without limits, closing on overflow (tests).
 #[cfg(test)]
 pub(crate) fn unlimited<'a>(
     names: impl IntoIterator<Item = &'a Arc<str>>,
-) -> impl Iterator<Item = (&'a Arc<str>, Flow)> {
-    names.into_iter().map(|name| (name, Flow::UNLIMITED))
+) -> impl Iterator<Item = (&'a Arc<str>, Flow, &'a str)> {
+    names
+        .into_iter()
+        .map(|name| (name, Flow::UNLIMITED, "test"))
 }
 
 #[cfg(test)]

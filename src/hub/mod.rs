@@ -22,6 +22,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
+use prometheus::Histogram;
 
 use crate::bus::{BusMessage, BusSink};
 use crate::metrics::Metrics;
@@ -49,6 +50,9 @@ pub struct Delivery {
     pub payload: Bytes,
     /// One cached frame per registered [`FrameVariant`].
     frames: Box<[OnceLock<Bytes>]>,
+    /// Where its delivery latency is observed (its stream's kind and datasource); `None` for
+    /// frames that are not stream messages (replies, notices).
+    latency: Option<Histogram>,
 }
 
 impl Delivery {
@@ -69,6 +73,26 @@ impl Delivery {
             published_us,
             payload,
             frames: (0..variants).map(|_| OnceLock::new()).collect(),
+            latency: None,
+        }
+    }
+
+    /// The same delivery, its latency observed in `latency` when it is written.
+    pub fn with_latency(mut self, latency: Option<Histogram>) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Where its delivery latency is observed, if it is a stream message.
+    pub fn latency(&self) -> Option<&Histogram> {
+        self.latency.as_ref()
+    }
+
+    /// Observes the time from its publish to `now_us` (a socket write carrying it), if it is a
+    /// stream message.
+    pub fn observe_latency(&self, now_us: i64) {
+        if let Some(latency) = &self.latency {
+            latency.observe((now_us - self.published_us).max(0) as f64 / 1e6);
         }
     }
 
@@ -96,6 +120,7 @@ impl Delivery {
             frames: (0..variants)
                 .map(|_| OnceLock::from(frame.clone()))
                 .collect(),
+            latency: self.latency.clone(),
         }
     }
 
@@ -112,6 +137,7 @@ impl Delivery {
             frames: (0..variants)
                 .map(|_| OnceLock::from(frame.clone()))
                 .collect(),
+            latency: None,
         }
     }
 
@@ -147,6 +173,8 @@ pub struct Hub {
     rings: ArcSwap<HashMap<Arc<str>, Arc<Ring>>>,
     ring_limits: RingLimits,
     archive: OnceLock<Arc<dyn Archive>>,
+    /// Where private events' delivery latency is observed.
+    user_latency: arc_swap::ArcSwapOption<Histogram>,
 }
 
 impl Hub {
@@ -164,6 +192,7 @@ impl Hub {
             rings: ArcSwap::from_pointee(HashMap::new()),
             ring_limits: RingLimits::OFF,
             archive: OnceLock::new(),
+            user_latency: Default::default(),
         }
     }
 
@@ -206,21 +235,22 @@ impl Hub {
         let _ = self.watcher.set(watcher);
     }
 
-    /// Makes exactly `streams` subscribable, each with its [`Flow`]. Existing topics keep their
-    /// subscribers (and take the new flow). A topic no longer named is retired
+    /// Makes exactly `streams` subscribable, each with its [`Flow`] and the datasource that
+    /// feeds it (a latency label). Existing topics keep their subscribers (and take the new
+    /// flow). A topic no longer named is retired
     /// ([`Topic::retire`]): its subscribers are dropped, and each connection's outbox is told,
     /// so the connection drops the stream and its dialect tells the client. A stream named
     /// again later gets a new topic, which none of them holds. Returns the number of
     /// subscriptions dropped.
     pub fn set_streams<'a>(
         &self,
-        streams: impl IntoIterator<Item = (&'a Arc<str>, Flow)>,
+        streams: impl IntoIterator<Item = (&'a Arc<str>, Flow, &'a str)>,
     ) -> usize {
         let _serialized = self.update.lock();
         let current = self.topics.load_full();
         let next: HashMap<Arc<str>, Arc<Topic>> = streams
             .into_iter()
-            .map(|(name, flow)| {
+            .map(|(name, flow, datasource)| {
                 let topic = current.get(name).cloned().unwrap_or_else(|| {
                     Arc::new(Topic::watched(
                         Arc::clone(name),
@@ -229,6 +259,7 @@ impl Hub {
                     ))
                 });
                 topic.set_flow(flow);
+                topic.set_latency(self.latency_of(name, datasource));
                 (Arc::clone(name), topic)
             })
             .collect();
@@ -253,6 +284,19 @@ impl Hub {
         retired.into_iter().map(|topic| topic.retire()).sum()
     }
 
+    /// Private events are fed by `datasource` (their delivery latency label).
+    pub fn set_user_datasource(&self, datasource: &str) {
+        let latency = self.latency_of("userData", datasource);
+        self.user_latency.store(Some(Arc::new(latency)));
+    }
+
+    fn latency_of(&self, stream: &str, datasource: &str) -> Histogram {
+        let kind = crate::config::stream_kind(stream);
+        self.metrics
+            .delivery_latency
+            .with_label_values(&[kind, datasource])
+    }
+
     /// The topic serving `stream`, if the config declares it.
     pub fn topic(&self, stream: &str) -> Option<Arc<Topic>> {
         self.topics.load().get(stream).cloned()
@@ -275,7 +319,8 @@ impl Hub {
             if let Some(user) = &message.user_id {
                 // A private event goes to its user's connections only, never to a topic's.
                 let user = Arc::clone(user);
-                let delivery = Delivery::of(message, self.variants.len());
+                let latency = self.user_latency.load().as_deref().cloned();
+                let delivery = Delivery::of(message, self.variants.len()).with_latency(latency);
                 let counts = self.users.deliver(&user, &delivery, self.variants.len());
                 let dropped = counts.overflowed + counts.refused;
                 if dropped > 0 {
@@ -306,7 +351,9 @@ impl Hub {
             // and then reads the ring finds every message in one or the other.
             let ring = rings.get(&message.stream);
             if ring.is_some() || topic.subscribers() > 0 {
-                let delivery = Arc::new(Delivery::of(message, self.variants.len()));
+                let delivery =
+                    Delivery::of(message, self.variants.len()).with_latency(topic.latency());
+                let delivery = Arc::new(delivery);
                 if let Some(ring) = ring {
                     ring.push(&delivery);
                 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock};
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::{Histogram, IntCounterVec, IntGauge};
 
 use super::flow::Flow;
 use super::outbox::{ConnId, Outbox, Pushed};
@@ -93,6 +93,7 @@ pub struct Topic {
     last_seq: AtomicU64,
     delivered: Mutex<Watermarks<Arc<str>>>,
     flow: ArcSwap<Flow>,
+    latency: arc_swap::ArcSwapOption<Histogram>,
     gauge: IntGauge,
     slow: SlowCounters,
     watcher: Arc<OnceLock<InterestWatcher>>,
@@ -115,6 +116,7 @@ impl Topic {
             gauge: metrics.subscriptions.with_label_values(&[&name]),
             slow: SlowCounters::of(metrics, &name),
             flow: ArcSwap::from_pointee(Flow::UNLIMITED),
+            latency: Default::default(),
             id: NEXT_TOPIC_ID.fetch_add(1, Ordering::Relaxed),
             name,
             shards: (0..SHARDS).map(|_| RwLock::new(IndexMap::new())).collect(),
@@ -131,6 +133,16 @@ impl Topic {
         if **self.flow.load() != flow {
             self.flow.store(Arc::new(flow));
         }
+    }
+
+    /// Makes `latency` where the stream's delivery latency is observed.
+    pub fn set_latency(&self, latency: Histogram) {
+        self.latency.store(Some(Arc::new(latency)));
+    }
+
+    /// Where the stream's delivery latency is observed, once set.
+    pub fn latency(&self) -> Option<Histogram> {
+        self.latency.load().as_deref().cloned()
     }
 
     /// The stream's flow control.

@@ -40,6 +40,17 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every kind [`kind`](Self::kind) names, plus `no_user_id` (a private output without a
+    /// valid user), so a running version's error series exist from its start.
+    pub const KINDS: [&'static str; 6] = [
+        "error",
+        "trap",
+        "timeout",
+        "memory",
+        "bad_output",
+        "no_user_id",
+    ];
+
     /// The metric label of this kind of failure.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -93,6 +104,10 @@ impl MapperInstance {
         params: Vec<(String, String)>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        for kind in Failure::KINDS {
+            // Created at zero: a rate over them works from the version's first event.
+            metrics.mapper_errors.with_label_values(&[label, kind]);
+        }
         MapperInstance {
             calls: metrics.mapper_calls.with_label_values(&[label]),
             events: metrics.mapper_events.with_label_values(&[label]),

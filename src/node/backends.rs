@@ -18,13 +18,16 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::archive::CaptureArchive;
+use super::cards::RedisDirectory;
 use super::interest::{FanoutRule, Interest};
 use super::NodeSettings;
+use crate::admin::cluster::{LocalDirectory, NodeDirectory};
 use crate::admin::{AdminState, Readiness};
 use crate::auth::listen_keys::{ListenKeyStore, MemoryListenKeys, RedisListenKeys};
 use crate::auth::{Accounts, DelegatedKeys, KeyLookup, StoreKeys};
 use crate::book::{self, Books};
 use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
+use crate::cluster::directory::Directory;
 use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
 use crate::config::secrets::redact_text;
 use crate::config::store::{
@@ -48,6 +51,8 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     /// Alone, or a cluster member.
     pub membership: Arc<dyn Membership>,
+    /// Where the nodes' cards are: this node's only, or every member's in Redis.
+    pub directory: Arc<dyn NodeDirectory>,
 }
 
 /// How a node takes part in a cluster: not at all ([`Alone`]), or as a member ([`Member`]).
@@ -100,6 +105,7 @@ pub async fn open(
             store,
             bus,
             membership: Arc::new(Alone),
+            directory: Arc::new(LocalDirectory::default()),
         });
     };
     let redis = settings
@@ -114,6 +120,7 @@ pub async fn open(
         ttl: settings.peer_ttl,
     };
     let cluster = Cluster::join(&cluster_settings, Arc::clone(&store)).await?;
+    let directory = Directory::connect(&cluster_settings.redis, &cluster_settings.prefix).await?;
     let client = async_nats::ConnectOptions::new()
         .name(format!("wsgate {}", settings.node_id))
         .retry_on_initial_connect()
@@ -152,6 +159,7 @@ pub async fn open(
         store,
         bus,
         membership: Arc::new(member),
+        directory: Arc::new(RedisDirectory(directory)),
     })
 }
 
@@ -375,7 +383,10 @@ impl Membership for Alone {
 
     fn fanout_rules_changed(&self, _rules: &[FanoutRule]) {}
 
-    fn watch_bus(&self, _admin: &Arc<AdminState>, _metrics: &Metrics) {}
+    fn watch_bus(&self, _admin: &Arc<AdminState>, metrics: &Metrics) {
+        // The bus in the process is up as long as the node is.
+        metrics.bus_up.set(1);
+    }
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()

@@ -147,13 +147,24 @@ impl Components {
 
         let streams_changed = *self.streams != *desired.snapshot.streams;
         if streams_changed {
+            let feed_of = |spec: &StreamSpec| {
+                let topic = &config.topics[spec.topic_index].topic;
+                desired.feeds.get(topic).map_or("none", String::as_str)
+            };
             let public = desired
                 .snapshot
                 .streams
                 .iter()
                 .filter(|(_, spec)| spec.auth == Auth::Public)
-                .map(|(name, spec)| (name, Flow::new(spec.rate, spec.burst, spec.overflow)));
+                .map(|(name, spec)| {
+                    let flow = Flow::new(spec.rate, spec.burst, spec.overflow);
+                    (name, flow, feed_of(spec))
+                });
             let dropped = self.hub.set_streams(public);
+            let private = desired.snapshot.streams.values();
+            if let Some(spec) = private.into_iter().find(|spec| spec.auth == Auth::Private) {
+                self.hub.set_user_datasource(feed_of(spec));
+            }
             if dropped > 0 {
                 tracing::info!(dropped, "streams removed: their subscriptions dropped");
             }

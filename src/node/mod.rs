@@ -7,6 +7,7 @@
 
 mod archive;
 mod backends;
+mod cards;
 mod components;
 mod interest;
 mod reload;
@@ -16,7 +17,6 @@ mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::api::{self, Api, NodeStatus};
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, NodeState};
 use crate::auth::listen_keys::ListenKeySettings;
 use crate::auth::DelegatedSettings;
 use crate::hub::{FrameVariants, Hub, RingLimits};
@@ -99,8 +99,25 @@ pub struct NodeSettings {
     pub delegated_keys: Option<DelegatedSettings>,
     /// Mapper call limits.
     pub mapper_limits: MapperLimits,
-    /// Longest a shutdown may take before the process exits anyway.
+    /// How the node leaves when told to stop: unready, then its clients closed over a window.
+    pub drain: Drain,
+    /// Longest the last step of a shutdown (clients closing, after the drain window) may take
+    /// before the process exits anyway.
     pub shutdown_timeout: Duration,
+    /// The dashboard's files, served on the admin listener at `/dashboard/`; `None`: no
+    /// dashboard.
+    pub dashboard_dir: Option<PathBuf>,
+}
+
+/// A lame-duck drain: how a node leaves without a reconnect storm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drain {
+    /// How long the node stays up but unready (`/readyz` 503), so load balancers stop sending
+    /// it new clients, before it closes any.
+    pub grace: Duration,
+    /// The time over which its clients are closed (`serverShutdown`, 1001), evenly; zero
+    /// closes them all at once.
+    pub window: Duration,
 }
 
 impl NodeSettings {
@@ -136,7 +153,9 @@ impl NodeSettings {
             trade_nats: None,
             delegated_keys: None,
             mapper_limits: MapperLimits::default(),
+            drain: Drain::default(),
             shutdown_timeout: Duration::from_secs(10),
+            dashboard_dir: None,
         }
     }
 }
@@ -155,6 +174,7 @@ pub struct RunningNode {
     pub listen: SocketAddr,
     /// The admin listener's address.
     pub admin: SocketAddr,
+    drain: Drain,
     shutdown_timeout: Duration,
     membership: Arc<dyn Membership>,
     admin_state: Arc<AdminState>,
@@ -221,6 +241,9 @@ pub async fn start(
         engine: Arc::clone(&engine),
         token: settings.admin_token.clone(),
         status: tokio::sync::watch::channel(NodeStatus::default()).0,
+        metrics: Arc::clone(&metrics),
+        directory: Arc::clone(&backends.directory),
+        card_fresh: (settings.heartbeat * 3).max(settings.peer_ttl),
     });
     let admin_state = AdminState::new(Arc::clone(&metrics), membership.readiness());
     admin_state.sources.store(Arc::new(components.health()));
@@ -260,8 +283,11 @@ pub async fn start(
     // The bound addresses, so port 0 (any free port) reports the port it got.
     let listen = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
-    let router =
+    let mut router =
         admin::health_routes(Arc::clone(&admin_state)).merge(api::routes(Arc::clone(&api)));
+    if let Some(dir) = &settings.dashboard_dir {
+        router = router.merge(admin::dashboard_routes(dir));
+    }
     let admin_tls = tls_acceptor(settings.admin_tls.as_ref(), &metrics, &admin_stop)?;
     tokio::spawn(admin::serve(
         admin_listener,
@@ -270,7 +296,14 @@ pub async fn start(
         admin_tls,
     ));
     let accept = tokio::spawn(ws::serve(listener, Arc::clone(&ws)));
-    admin_state.ready.store(true, Ordering::Relaxed);
+    admin_state.set_state(NodeState::Ready);
+    tokio::spawn(cards::publish(
+        Arc::clone(&backends.directory),
+        Arc::clone(&admin_state),
+        api.status.subscribe(),
+        settings.heartbeat,
+        admin_stop.clone(),
+    ));
     tracing::info!(
         listen = %listen,
         admin = %admin_addr,
@@ -304,6 +337,7 @@ pub async fn start(
     Ok(RunningNode {
         listen,
         admin: admin_addr,
+        drain: settings.drain,
         shutdown_timeout: settings.shutdown_timeout,
         membership,
         admin_state,
@@ -317,15 +351,24 @@ pub async fn start(
 }
 
 impl RunningNode {
-    /// Drains the node: not ready, out of the cluster, clients closed with 1001 (waiting at
-    /// most the shutdown timeout for them), then sources, routes and listeners stopped.
+    /// Drains the node: unready and out of the cluster at once; after the drain's grace, no
+    /// new clients and the open ones closed with 1001 spread over its window (waiting at most
+    /// the shutdown timeout for the last ones); then sources, routes and listeners stopped.
     pub async fn shut_down(self) {
-        tracing::info!("shutting down: not ready, closing clients with 1001");
-        self.admin_state.ready.store(false, Ordering::Relaxed);
+        let Drain { grace, window } = self.drain;
+        tracing::info!(
+            ?grace,
+            ?window,
+            "draining: unready, then closing clients with 1001"
+        );
+        self.admin_state.set_state(NodeState::Draining);
         // The others move this node's datasources now; their new owners take over as soon as
         // the sources below have stopped and released their leases.
         self.membership.leave().await;
-        self.ws.shut_down();
+        // Still serving and accepting while load balancers see the node unready and stop
+        // sending it clients.
+        tokio::time::sleep(grace).await;
+        self.ws.drain(window).await;
         let _ = self.accept.await;
         self.ws.tracker.close();
         if tokio::time::timeout(self.shutdown_timeout, self.ws.tracker.wait())

@@ -1,7 +1,7 @@
 //! The desired state of a node: the store's config, validated, with every mapping resolved to a
 //! compiled mapper version and its sandbox.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub struct Desired {
     pub mappers: BTreeMap<String, Vec<ResolvedMapper>>,
     /// How every mapping of the whole config, this node's or not, names its outputs.
     pub fanout: Vec<FanoutRule>,
+    /// The datasource whose routes publish each declared topic (by the topic's text), over the
+    /// whole config: the delivery latency's `datasource` label.
+    pub feeds: HashMap<String, String>,
     /// The store's state this was resolved from: what an emptied store is restored from.
     pub image: Arc<StoreImage>,
 }
@@ -100,6 +103,7 @@ impl Resolver {
         let mut snapshot = config_ops::check(current.config.clone(), &registry)
             .map_err(|e| anyhow!("stored config version {}: {e}", current.version))?;
         let fanout = FanoutRule::all(&snapshot);
+        let feeds = feeding_datasources(&snapshot.config);
         let image = self
             .image(revision, &current, &snapshot, registry.clone())
             .await?;
@@ -121,6 +125,7 @@ impl Resolver {
             snapshot,
             mappers,
             fanout,
+            feeds,
             image: Arc::new(image),
         })
     }
@@ -240,4 +245,16 @@ fn restorable_modules(
             .filter_map(|version| meta.version(version))
     });
     mapped.chain(promoted).map(|v| v.hash.clone()).collect()
+}
+
+/// The datasource whose routes publish each topic of `config` (by the topic's text); a topic
+/// no route publishes is absent.
+fn feeding_datasources(config: &crate::config::GatewayConfig) -> HashMap<String, String> {
+    let mut feeds = HashMap::new();
+    for route in &config.routes {
+        for mapping in &route.mappings {
+            feeds.insert(mapping.ws_topic.clone(), route.data_source.clone());
+        }
+    }
+    feeds
 }

@@ -6,7 +6,7 @@
 //! client Binance's `-1007` ("execution status unknown"), never a guess.
 //!
 //! The backend of a cluster is whatever answers NATS requests on `<prefix>.<method>`
-//! ([`NatsBackend`]); see `docs/trading.md` for the message shapes.
+//! ([`NatsBackend`]); see `docs/private.md` (Trading) for the message shapes.
 
 pub mod demo;
 mod nats;

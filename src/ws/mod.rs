@@ -150,6 +150,13 @@ impl WsContext {
         self.connections.shut_down();
     }
 
+    /// Stops accepting, then closes every connection with 1001 spread evenly over `window`
+    /// (all at once when it is zero); returns when the last one was told.
+    pub async fn drain(&self, window: Duration) {
+        self.shutdown.cancel();
+        self.connections.drain(window).await;
+    }
+
     /// The streams a connection may subscribe to, under the node's limits.
     pub fn catalog(&self) -> Catalog<'_> {
         Catalog::new(

@@ -207,7 +207,7 @@ impl Session {
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
-            if self.ctx.connections.shutting_down() {
+            if self.ctx.connections.closing(self.outbox.id()) {
                 return self.close_for(Cause::Shutdown);
             }
             if let Some(closing) = self.hangup.as_ref().and_then(|h| h.take()) {
@@ -313,9 +313,8 @@ impl Session {
         if written.data_frames > 0 {
             metrics.messages_out.inc_by(written.data_frames as u64);
         }
-        if let Some(published) = written.oldest_published_us.filter(|_| written.syscalls > 0) {
-            let seconds = (now_us() - published).max(0) as f64 / 1e6;
-            metrics.delivery_latency.observe(seconds);
+        if let Some(oldest) = written.oldest.filter(|_| written.syscalls > 0) {
+            oldest.observe_latency(now_us());
         }
         if self.writer.is_empty() {
             self.writer.release_idle_buffers();

@@ -29,14 +29,14 @@ pub struct Writer {
 }
 
 /// What one call to [`Writer::write_now`] achieved.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Default)]
 pub struct Written {
     /// Market-data frames completely written.
     pub data_frames: usize,
     /// `sendmsg` calls made.
     pub syscalls: usize,
-    /// Publish time of the oldest market-data frame in the first write, µs since the epoch.
-    pub oldest_published_us: Option<i64>,
+    /// The oldest market-data frame of the first write (its latency is observed).
+    pub oldest: Option<Arc<Delivery>>,
     /// True when the socket stopped accepting bytes before the queues emptied.
     pub blocked: bool,
 }
@@ -101,7 +101,7 @@ impl Writer {
                 count += 1;
             }
             if result.syscalls == 0 {
-                result.oldest_published_us = self.data.front().map(|d| d.published_us);
+                result.oldest = self.data.front().cloned();
             }
             let written = match socket.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

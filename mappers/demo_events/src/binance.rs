@@ -1,4 +1,4 @@
-//! Binance Spot market stream payloads (`binance-protocol.md` §4).
+//! Binance Spot market stream payloads (`docs/binance-protocol.md` §4).
 //!
 //! Field order is the serialization order and matches Binance's. Prices and quantities are
 //! strings, ids and times integers. The one-letter JSON names are kept in `#[serde(rename)]`.

@@ -1,5 +1,5 @@
 //! Control messages on a Binance market-stream connection: parsing, validation and replies,
-//! with Binance's exact JSON and error texts (`reference/binance-protocol.md` §2).
+//! with Binance's exact JSON and error texts (`docs/binance-protocol.md` §2).
 //!
 //! Binance's texts are serde_json's own error messages, so requests are parsed with serde into a
 //! struct of the same shape, which reproduces them byte for byte.

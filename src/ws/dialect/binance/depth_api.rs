@@ -1,5 +1,5 @@
 //! Binance's order book snapshot on the client listener, `GET /api/v3/depth?symbol=&limit=`
-//! (`reference/binance-protocol.md` §4.1), answered from the gateway's own books
+//! (`docs/binance-protocol.md` §4.1), answered from the gateway's own books
 //! ([`crate::book`]) in the update-id space of the `<symbol>@depth` and `<symbol>@depth@100ms`
 //! events: `{"lastUpdateId":N,"bids":[["price","qty"],..],"asks":[..]}`, bids best (highest)
 //! first, asks best (lowest) first.

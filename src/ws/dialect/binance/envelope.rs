@@ -1,6 +1,6 @@
 //! How Binance market-stream connections receive events: raw or combined
 //! (`{"stream":..,"data":..}`), with times in milliseconds or microseconds, and the
-//! `serverShutdown` notice (`reference/binance-protocol.md` §1, §4); and, for connections that
+//! `serverShutdown` notice (`docs/binance-protocol.md` §1, §4); and, for connections that
 //! opted into resume (a gateway addition), combined with the stream's sequence number
 //! (`{"stream":..,"data":..,"seq":..}`).
 

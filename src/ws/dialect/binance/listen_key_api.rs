@@ -1,5 +1,5 @@
 //! Binance's legacy listen-key REST endpoints on the client listener
-//! (`reference/binance-protocol.md` §5.1): `POST /api/v3/userDataStream` creates (or returns
+//! (`docs/binance-protocol.md` §5.1): `POST /api/v3/userDataStream` creates (or returns
 //! and extends the caller's active key), `PUT ..?listenKey=` extends, `DELETE ..?listenKey=`
 //! revokes. The API key comes in `X-MBX-APIKEY` and needs the `user-stream` permission; the
 //! listen key may come in the query or a form body (python-binance sends it in the body).

@@ -1,4 +1,4 @@
-//! The Binance Spot market-stream dialect (`reference/binance-protocol.md` §1–§4): `/ws` and
+//! The Binance Spot market-stream dialect (`docs/binance-protocol.md` §1–§4): `/ws` and
 //! `/stream` URLs, live `SUBSCRIBE`/`UNSUBSCRIBE`/`LIST_SUBSCRIPTIONS`/`SET_PROPERTY`/
 //! `GET_PROPERTY` with Binance's exact replies and error texts, raw or combined events in
 //! milliseconds or microseconds, server pings, and `serverShutdown` before a planned close; and

@@ -1,5 +1,5 @@
 //! Binance market-stream connect URLs: `/ws/<stream>…`, `/stream?streams=…`, `timeUnit`
-//! (`reference/binance-protocol.md` §1); and the gateway's resume parameters on `/stream`:
+//! (`docs/binance-protocol.md` §1); and the gateway's resume parameters on `/stream`:
 //! `resume=true` (sequence numbers in the combined wrapper) and
 //! `resumeFrom=<stream>:<seq>/<stream>:<seq>` (replay each stream after the last sequence
 //! number the client received; implies `resume=true`).

@@ -1,4 +1,4 @@
-//! User-data streams through listen keys (`reference/binance-protocol.md` §5.1): a listen key in
+//! User-data streams through listen keys (`docs/binance-protocol.md` §5.1): a listen key in
 //! a connect URL (`/ws/<listenKey>`, `/stream?streams=<listenKey>`, next to market streams or
 //! alone) subscribes the connection to its owner's private events, unwrapped on `/ws` and as
 //! `{"stream":<listenKey>,"data":..}` on `/stream`.

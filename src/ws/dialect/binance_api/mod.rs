@@ -1,4 +1,4 @@
-//! Binance's WebSocket API, `/ws-api/v3` (`reference/binance-protocol.md` §5.2, §6): signed
+//! Binance's WebSocket API, `/ws-api/v3` (`docs/binance-protocol.md` §5.2, §6): signed
 //! requests and `session.logon`, user-data subscriptions wrapped `{"subscriptionId":N,..}`,
 //! the legacy `userDataStream.start|ping|stop` over the listen keys, and trade actions
 //! forwarded to the exchange's backend ([`crate::trade`]) with the verified user id.

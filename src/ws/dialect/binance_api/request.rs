@@ -1,4 +1,4 @@
-//! One WebSocket API request (`reference/binance-protocol.md` §6): `{"id":..,"method":..,
+//! One WebSocket API request (`docs/binance-protocol.md` §6): `{"id":..,"method":..,
 //! "params":{..}}`. The gateway reads `id` and `method`, and of `params` only what
 //! authentication needs; the params themselves travel to the backend verbatim.
 
