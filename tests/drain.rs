@@ -352,13 +352,19 @@ async fn drain_window_against_reconnect_peak() {
             .map(|(at, _)| *at)
             .max()
             .unwrap_or_default();
+        let first = drained
+            .closes
+            .iter()
+            .map(|(at, _)| *at)
+            .min()
+            .unwrap_or_default();
         let lost = drained
             .outcomes
             .iter()
             .filter(|o| o.trades.len() as u64 != drained.trades)
             .count();
         println!(
-            "window {window:?}: {} clients closed from {GRACE:?} to {last:?} after SIGTERM, \
+            "window {window:?}: {} clients closed from {first:?} to {last:?} after SIGTERM, \
              reconnect peak {} in 100 ms, refused {}, clients missing a trade {lost}",
             drained.closes.len(),
             reconnect_peak(&drained.closes),
