@@ -109,7 +109,8 @@ struct ServeArgs {
     #[arg(
         long,
         env = "WSGATE_MAPPER_CACHE_DIR",
-        default_value = "target/mapper-cache"
+        default_value = "target/mapper-cache",
+        value_parser = possibly_empty_path
     )]
     mapper_cache_dir: PathBuf,
     /// Bytes of compiled mapper code kept in memory; beyond it the least recently used versions
@@ -255,7 +256,7 @@ struct ServeArgs {
     shutdown_timeout: Duration,
     /// The dashboard's files (the build of `dashboard/`), served on the admin listener at
     /// `/dashboard/`; "" serves no dashboard.
-    #[arg(long, env = "WSGATE_DASHBOARD_DIR", default_value = "target/dashboard")]
+    #[arg(long, env = "WSGATE_DASHBOARD_DIR", default_value = "target/dashboard", value_parser = possibly_empty_path)]
     dashboard_dir: PathBuf,
     /// CPU time per mapper call (plus the per-event allowance).
     #[arg(long, env = "WSGATE_MAPPER_TIMEOUT", default_value = "20ms", value_parser = humantime::parse_duration)]
@@ -399,6 +400,11 @@ fn main() -> anyhow::Result<()> {
         Command::Mapper { admin, command } => exit_on_error(cli::mapper(&admin, command)),
         Command::Key { admin, command } => exit_on_error(cli::key(&admin, command)),
     }
+}
+
+/// A path flag whose empty value means "none" (clap's path parser refuses an empty value).
+fn possibly_empty_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
 }
 
 /// Operator commands print a one-line error and exit with 1 instead of a debug dump.

@@ -183,6 +183,38 @@ async fn apply_diff_stale_writers_history_and_rollback() {
     assert!(lines[1].contains("tester"), "{lines:?}");
 }
 
+/// `config get > f` then `config apply f` (or `diff f`) works: the file `get` prints is taken as
+/// it is, and the version in it guards the apply.
+#[tokio::test]
+async fn what_config_get_prints_applies_back_guarded_by_its_version() {
+    let gateway = Gateway::start(&token_args());
+    let dir = tempfile::tempdir().unwrap();
+    let got = gateway.cli(&["config", "get"]);
+    assert!(got.ok, "{got:?}");
+    let file = write_temp(&dir, "got.json", got.stdout.as_bytes());
+    let file = file.to_str().unwrap();
+    let diff = gateway.cli(&["config", "diff", file]);
+    assert!(diff.ok, "{diff:?}");
+    let same = gateway.cli(&["config", "apply", file]);
+    assert!(same.ok, "{same:?}");
+    assert!(same.stdout.contains("no change"), "{}", same.stdout);
+
+    // Someone else moves the store on: the file read at version 1 is now stale.
+    let mut changed = current_config(&gateway)["config"].clone();
+    changed["topics"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"version": 1, "topic": "btcusdt@avgPrice"}));
+    let other = write_temp(&dir, "other.json", changed.to_string().as_bytes());
+    assert!(
+        gateway
+            .cli(&["config", "apply", other.to_str().unwrap()])
+            .ok
+    );
+    assert_refused(&gateway.cli(&["config", "apply", file]), "stale");
+    assert_eq!(current_config(&gateway)["version"], 2);
+}
+
 #[tokio::test]
 async fn an_apply_the_node_cannot_run_is_stored_with_a_warning_naming_why() {
     let gateway = Gateway::start(&token_args());

@@ -146,6 +146,19 @@ fn read_json(path: &Path) -> anyhow::Result<Value> {
     serde_json::from_slice(&read(path)?).with_context(|| format!("{} is not JSON", path.display()))
 }
 
+/// A config file: the config itself, or what `config get` prints (`{"version": N, "config":
+/// {...}}`), whose version then guards the apply (refused if the store moved on since).
+fn read_config(path: &Path) -> anyhow::Result<(Value, Option<u64>)> {
+    let value = read_json(path)?;
+    match value.as_object() {
+        Some(got) if got.len() == 2 && got.contains_key("config") => {
+            let version = got.get("version").and_then(Value::as_u64);
+            Ok((got["config"].clone(), version))
+        }
+        _ => Ok((value, None)),
+    }
+}
+
 fn print(value: &Value) {
     use std::io::Write;
     let text = serde_json::to_string_pretty(value).expect("serializable");
@@ -159,7 +172,8 @@ pub fn config(admin: &AdminArgs, command: ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Get => print(&client.get("/api/v1/config")?),
         ConfigCommand::Apply { file, replaces } => {
-            let body = json!({"config": read_json(&file)?, "replaces": replaces});
+            let (config, got_at) = read_config(&file)?;
+            let body = json!({"config": config, "replaces": replaces.or(got_at)});
             let applied = client.send("PUT", "/api/v1/config", &body)?;
             if applied["diff"]["entries"]
                 .as_array()
@@ -177,7 +191,7 @@ pub fn config(admin: &AdminArgs, command: ConfigCommand) -> anyhow::Result<()> {
             warn_unless_running(&applied);
         }
         ConfigCommand::Diff { file } => {
-            let body = json!({"config": read_json(&file)?});
+            let body = json!({"config": read_config(&file)?.0});
             let diff = client.send("POST", "/api/v1/config/diff", &body)?;
             println!("against version {}:", diff["from_version"]);
             print_diff(&diff["diff"]);
