@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use common::haproxy::HaProxy;
 use common::nats::NatsServer;
 use common::redis::RedisServer;
-use common::trades::{produce, redis_stream_config};
+use common::trades::{produce, redis_stream_config, trades_owner};
 use common::{wait_for, Gateway};
 
 const STREAM: &str = "btcusdt@trade";
@@ -152,15 +152,8 @@ async fn drain_one_of_three(window: Duration) -> Drained {
         .map(|id| Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), id, &args))
         .collect();
     let proxy = HaProxy::start(&nodes);
-    let mut owner = None;
-    wait_for("the datasource consumed", || {
-        owner = nodes
-            .iter()
-            .position(|n| n.metric("wsgate_source_up{datasource=\"trades\"}") == 1.0);
-        owner.is_some()
-    });
     // A node that does not consume the source: its clients' streams go on while it drains.
-    let victim = (owner.unwrap() + 1) % nodes.len();
+    let victim = (trades_owner(&nodes) + 1) % nodes.len();
 
     let proxy_url = proxy.url("");
     let url = proxy.url(&format!("/stream?streams={STREAM}&resume=true"));
@@ -346,18 +339,9 @@ async fn a_draining_node_hands_its_clients_to_the_others_over_its_window_losing_
 async fn drain_window_against_reconnect_peak() {
     for window in [Duration::ZERO, WINDOW] {
         let drained = drain_one_of_three(window).await;
-        let last = drained
-            .closes
-            .iter()
-            .map(|(at, _)| *at)
-            .max()
-            .unwrap_or_default();
-        let first = drained
-            .closes
-            .iter()
-            .map(|(at, _)| *at)
-            .min()
-            .unwrap_or_default();
+        let times = || drained.closes.iter().map(|(at, _)| *at);
+        let first = times().min().unwrap_or_default();
+        let last = times().max().unwrap_or_default();
         let lost = drained
             .outcomes
             .iter()

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use common::haproxy::HaProxy;
 use common::nats::NatsServer;
 use common::redis::RedisServer;
-use common::trades::{produce, redis_stream_config};
+use common::trades::{produce, redis_stream_config, trades_owner};
 use common::{request, wait_for, Client, Gateway};
 
 const STREAM: &str = "btcusdt@trade";
@@ -254,24 +254,12 @@ fn three_nodes(redis: &RedisServer, nats: &NatsServer) -> Vec<Gateway> {
     cluster(redis, nats, &ids, &["--replay-retention", "10m"])
 }
 
-/// The index of the node consuming the trades.
-fn owner(nodes: &[Gateway]) -> usize {
-    let mut owner = None;
-    wait_for("the datasource consumed", || {
-        owner = nodes
-            .iter()
-            .position(|n| n.metric("wsgate_source_up{datasource=\"trades\"}") == 1.0);
-        owner.is_some()
-    });
-    owner.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_on_another_node_is_served_from_jetstream() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let nodes = three_nodes(&redis, &nats);
-    let at = owner(&nodes);
+    let at = trades_owner(&nodes);
     // A node that neither consumes the source nor had a client on the stream.
     let elsewhere = (1..3).find(|&i| i != at).unwrap();
     let mut client = nodes[0]
@@ -328,7 +316,7 @@ async fn resume_from_beyond_the_capture_gets_a_resync_notice_on_another_node() {
         &["node-a", "node-b"],
         &["--replay-retention", "2s"],
     );
-    let at = owner(&nodes);
+    let at = trades_owner(&nodes);
     let mut client = nodes[at]
         .connect(&format!("/stream?streams={STREAM}&resume=true"))
         .await;
@@ -394,7 +382,7 @@ async fn a_client_on_a_killed_node_resumes_elsewhere_with_every_trade_once_in_or
     let nats = NatsServer::new();
     let mut nodes = three_nodes(&redis, &nats);
     let proxy = HaProxy::start(&nodes);
-    let victim = owner(&nodes);
+    let victim = trades_owner(&nodes);
     // Least connections: three clients land on three nodes; follow the one on the owner.
     let mut on_victim = None;
     for _ in 0..3 {
@@ -529,7 +517,7 @@ async fn replay_rates() {
     let mut args = vec!["--replay-retention", "10m"];
     args.extend(large_ring);
     let nodes = cluster(&redis, &nats, &["node-a", "node-b"], &args);
-    let at = owner(&nodes);
+    let at = trades_owner(&nodes);
     produce(&redis.url(), 1..=MISSED).await;
     wait_published(&nodes[at], MISSED);
     let other = &nodes[1 - at];

@@ -99,3 +99,15 @@ pub async fn expect_silence(client: &mut Client) {
         Ok(seen) => panic!("unexpected message: {seen:?}"),
     }
 }
+
+/// The index of the node consuming [`redis_stream_config`]'s datasource, once one does.
+pub fn trades_owner(nodes: &[Gateway]) -> usize {
+    let mut owner = None;
+    super::wait_for("the datasource consumed", || {
+        owner = nodes
+            .iter()
+            .position(|n| n.metric("wsgate_source_up{datasource=\"trades\"}") == 1.0);
+        owner.is_some()
+    });
+    owner.unwrap()
+}
