@@ -8,7 +8,8 @@
 #
 #   bench/scripts/bench-dashboard.sh [CONNECTIONS] [DASHBOARDS] [ROUNDS]
 #
-# Each round prints wsgate-bench's summary line (its gateway CPU is the node's), labelled
+# Then the node's CPU per refresh is measured directly at CONNECTIONS idle connections. Each
+# round prints wsgate-bench's summary line (its gateway CPU is the node's), labelled
 # `dashboards-0` or `dashboards-N`, and the refreshes the node answered. Needs `make build`,
 # `make dashboard` and curl.
 set -euo pipefail
@@ -47,7 +48,43 @@ first_load() {
   kill "$gateway"; wait "$gateway" 2>/dev/null || true
 }
 
+# CPU ticks (user + system) of process $1; ticks per second.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# The node's CPU per refresh, directly: CONNECTIONS idle subscribed connections (so the node
+# does little else), then 300 refreshes back to back, against a quiet stretch as long.
+refresh_cost() {
+  target/release/wsgate serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
+      --config bench/config/idle.json --mappers-dir target/mappers 2>/dev/null &
+  local gateway=$!
+  wait_port 9100
+  local idle=(./target/release/wsgate-bench --url ws://127.0.0.1:9100 --connections "$connections"
+              --streams btcusdt@trade,ethusdt@trade,solusdt@trade,bnbusdt@trade,xrpusdt@trade
+              --streams-per-conn 5 --idle --duration 120s --warmup 1s
+              --procs $(( (connections + 7999) / 8000 )) --source-ips 127.0.0.2-127.0.0.60 --quiet)
+  "${idle[@]}" > /dev/null 2>&1 &
+  local load=$!
+  until [ "$(curl -sf http://127.0.0.1:9101/metrics | awk '/^wsgate_connections /{print $2}')" = "$connections" ]; do sleep 0.5; done
+  sleep 2
+  local t0 c0 t1 c1 c2 n=300
+  t0=$(date +%s%N); c0=$(cpu_ticks "$gateway")
+  for _ in $(seq "$n"); do
+    curl -sf "${auth[@]}" "$admin/api/v1/cluster" > /dev/null
+    curl -sf "${auth[@]}" "$admin/api/v1/metrics" > /dev/null
+  done
+  t1=$(date +%s%N); c1=$(cpu_ticks "$gateway")
+  sleep "$(awk -v ns=$(( t1 - t0 )) 'BEGIN{print ns/1e9}')"
+  c2=$(cpu_ticks "$gateway")
+  awk -v busy=$(( c1 - c0 )) -v quiet=$(( c2 - c1 )) -v n=$n -v hz="$hz" -v ms=$(( (t1 - t0) / 1000000 )) 'BEGIN {
+    printf "refresh cost at %d idle connections: %d refreshes in %d ms took %.0f ms of node CPU, a quiet stretch as long %.0f ms: %.2f ms CPU per refresh\n",
+      '"$connections"', n, ms, busy * 1000 / hz, quiet * 1000 / hz, (busy - quiet) * 1000 / hz / n }'
+  kill "$load" 2>/dev/null; wait "$load" 2>/dev/null || true
+  kill "$gateway"; wait "$gateway" 2>/dev/null || true
+}
+
 first_load
+refresh_cost
 for round in $(seq "$rounds"); do
   bench_round dashboards-0 target/release/wsgate "$config"
   counts=$(mktemp)
