@@ -284,6 +284,12 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
 
     let (status, body) = node.http_get("/metrics").expect("metrics");
     assert_eq!(status, 200);
+    // The deliveries above were observed under their kind and the datasource that feeds them.
+    for kind in ["trade", "depth"] {
+        let series =
+            format!("wsgate_delivery_latency_seconds_count{{datasource=\"demo\",kind=\"{kind}\"}}");
+        assert!(metric_value(&body, &series) >= 2.0, "{series} in\n{body}");
+    }
     let histograms = histograms(&body);
     let exported = exported(&body, &histograms);
     let mut problems = Vec::new();

@@ -26,7 +26,6 @@ use super::transport::Transport;
 use super::writer::Writer;
 use super::{Hangup, UserFeeds, WsContext};
 use crate::hub::{FrameVariant, Outbox, REPLAY_BUFFER};
-use crate::util::now_us;
 
 /// Bytes read from the socket per `read` call (on the stack, not kept per connection).
 const READ_CHUNK: usize = 4096;
@@ -312,9 +311,6 @@ impl Session {
         }
         if written.data_frames > 0 {
             metrics.messages_out.inc_by(written.data_frames as u64);
-        }
-        if let Some(oldest) = written.oldest.filter(|_| written.syscalls > 0) {
-            oldest.observe_latency(now_us());
         }
         if self.writer.is_empty() {
             self.writer.release_idle_buffers();

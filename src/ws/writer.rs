@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::transport::Transport;
 use crate::hub::{Delivery, FrameVariant};
+use crate::util::now_us;
 
 /// Frames handed to one `sendmsg` call at most.
 const MAX_IOV: usize = 128;
@@ -28,15 +29,14 @@ pub struct Writer {
     data: VecDeque<Arc<Delivery>>,
 }
 
-/// What one call to [`Writer::write_now`] achieved.
-#[derive(Default)]
+/// What one call to [`Writer::write_now`] achieved (it also observes the delivery latency of
+/// the oldest market-data frame of its first write).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     /// Market-data frames completely written.
     pub data_frames: usize,
     /// `sendmsg` calls made.
     pub syscalls: usize,
-    /// The oldest market-data frame of the first write (its latency is observed).
-    pub oldest: Option<Arc<Delivery>>,
     /// True when the socket stopped accepting bytes before the queues emptied.
     pub blocked: bool,
 }
@@ -100,9 +100,6 @@ impl Writer {
                 slices[count] = IoSlice::new(delivery.frame(variant));
                 count += 1;
             }
-            if result.syscalls == 0 {
-                result.oldest = self.data.front().cloned();
-            }
             let written = match socket.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
@@ -112,6 +109,12 @@ impl Writer {
                 }
                 Err(e) => return Err(e),
             };
+            if result.syscalls == 0 {
+                // The oldest market-data frame of the first write carries the delivery latency.
+                if let Some(oldest) = self.data.front() {
+                    oldest.observe_latency(now_us());
+                }
+            }
             result.syscalls += 1;
             result.data_frames += self.advance(written, variant);
         }
