@@ -155,23 +155,12 @@ impl Overflow {
     /// mark prices) keep the latest; everything else (trades, user data, unknown kinds) closes,
     /// since its events must never be lost silently.
     pub fn default_for(stream: &str) -> Overflow {
-        let kind = stream.split_once('@').map_or("", |(_, kind)| kind);
-        let kind = kind.split('@').next().unwrap_or("");
-        if kind == "depth" {
-            Overflow::Coalesce
-        } else if kind
-            .strip_prefix("depth")
-            .is_some_and(|levels| !levels.is_empty() && levels.bytes().all(|b| b.is_ascii_digit()))
-            || kind.starts_with("kline_")
-            || kind.starts_with("ticker")
-            || matches!(
-                kind,
-                "bookTicker" | "miniTicker" | "avgPrice" | "markPrice" | "arr"
-            )
-        {
-            Overflow::Latest
-        } else {
-            Overflow::Close
+        match stream_kind(stream) {
+            "depth" => Overflow::Coalesce,
+            _ if stream.ends_with("@arr") => Overflow::Latest,
+            "partialDepth" | "kline" | "ticker" | "bookTicker" | "miniTicker" | "avgPrice"
+            | "markPrice" => Overflow::Latest,
+            _ => Overflow::Close,
         }
     }
 
