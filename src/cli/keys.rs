@@ -30,7 +30,8 @@ pub enum KeyCommand {
     List,
     /// Disable a key for good.
     Revoke {
-        /// The API key.
+        /// The API key (keys made before alphanumeric tokens may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         key: String,
     },
 }
