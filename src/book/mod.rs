@@ -35,8 +35,12 @@ use crate::bus::{Bus, BusMessage};
 pub use order_book::{Applied, DepthUpdate, OrderBook, Snapshot, MAX_LEVELS, MAX_LIMIT};
 
 /// The symbol (as in stream names, lower case) of a diff-depth stream: `<symbol>@depth` or
-/// `<symbol>@depth@100ms`.
+/// `<symbol>@depth@100ms`, of Binance Spot (no namespace: `hashkey:btcusdt@depth` is another
+/// dialect's stream).
 pub fn diff_depth_symbol(stream: &str) -> Option<&str> {
+    if crate::config::split_namespace(stream).0.is_some() {
+        return None;
+    }
     let symbol = stream
         .strip_suffix("@depth")
         .or_else(|| stream.strip_suffix("@depth@100ms"))?;
@@ -246,6 +250,8 @@ mod tests {
             "btcusdt@depth5@100ms",
             "@depth",
             "btcusdt@trade",
+            "hashkey:btcusdt@depth",
+            "futures:btcusdt@depth@100ms",
         ] {
             assert_eq!(diff_depth_symbol(other), None, "{other}");
         }

@@ -13,8 +13,8 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use model::{
-    stream_kind, Auth, Datasource, DatasourceKind, GatewayConfig, Mapping, Overflow, Route,
-    TopicConfig,
+    split_namespace, stream_kind, strip_namespace, Auth, Datasource, DatasourceKind, GatewayConfig,
+    Mapping, Overflow, Route, TopicConfig,
 };
 pub use template::{Template, TemplateError};
 pub use validate::{is_stream_name, is_subject, validate, ConfigError, MAX_STREAM_NAME};

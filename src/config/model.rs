@@ -111,11 +111,48 @@ pub enum Overflow {
     Close,
 }
 
+/// A stream name's namespace and the name within it. Streams of client dialects other than
+/// Binance Spot are named `<namespace>:<name>` (`hashkey:btcusdt@trade`,
+/// `futures:!forceOrder@arr`): a lower-case word and a colon before the first `@`. Binance Spot
+/// names have no namespace (a colon after the `@`, as in `btcusdt@kline_1m@+08:00`, is not
+/// one).
+pub fn split_namespace(stream: &str) -> (Option<&str>, &str) {
+    let head = stream.split('@').next().unwrap_or(stream);
+    match head.split_once(':') {
+        Some((namespace, _))
+            if !namespace.is_empty()
+                && namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
+        {
+            (Some(namespace), &stream[namespace.len() + 1..])
+        }
+        _ => (None, stream),
+    }
+}
+
+/// A stream's name within its namespace (see [`split_namespace`]): what its clients call it.
+pub fn strip_namespace(stream: &str) -> &str {
+    split_namespace(stream).1
+}
+
 /// The kind of a stream by its name, one of a fixed set (a metric label): `trade`, `aggTrade`,
 /// `depth` (diff depth at any speed), `partialDepth` (`depth5|10|20`), `bookTicker`, `kline`,
 /// `miniTicker`, `ticker` (also `ticker_<window>`), `avgPrice`, `markPrice`, `forceOrder`,
-/// `user` (private streams), `other`. All-market streams (`!ticker@arr`) are of their kind.
+/// `user` (private streams), `other`. All-market streams (`!ticker@arr`) are of their kind, as
+/// are the streams of every namespace (`futures:btcusdt@markPrice` is `markPrice`), except that
+/// HashKey's `depth` is a full snapshot of the top levels each push, so `partialDepth`.
 pub fn stream_kind(stream: &str) -> &'static str {
+    let (namespace, stream) = split_namespace(stream);
+    let kind = binance_stream_kind(stream);
+    match (namespace, kind) {
+        (Some("hashkey"), "depth") => "partialDepth",
+        _ => kind,
+    }
+}
+
+/// [`stream_kind`] of a Binance stream name.
+fn binance_stream_kind(stream: &str) -> &'static str {
     if stream == "userData" {
         return "user";
     }

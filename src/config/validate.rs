@@ -382,11 +382,45 @@ mod tests {
             ("!ticker@arr", "ticker"),
             ("!miniTicker@arr", "miniTicker"),
             ("btcusdt@markPrice@1s", "markPrice"),
+            ("futures:btcusdt@markPrice", "markPrice"),
+            ("futures:!forceOrder@arr", "forceOrder"),
+            ("hashkey:btcusdt@trade", "trade"),
+            ("hashkey:btcusdt@depth", "partialDepth"),
+            ("hashkey:userData", "user"),
+            ("btcusdt@kline_1m@+08:00", "kline"),
             ("userData", "user"),
             ("btcusdt@whatever", "other"),
             ("plain", "other"),
         ] {
             assert_eq!(stream_kind(stream), kind, "{stream}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_a_word_and_a_colon_before_the_first_at() {
+        use super::super::model::{split_namespace, strip_namespace};
+        assert_eq!(
+            split_namespace("hashkey:btcusdt@trade"),
+            (Some("hashkey"), "btcusdt@trade")
+        );
+        assert_eq!(
+            split_namespace("futures:!forceOrder@arr"),
+            (Some("futures"), "!forceOrder@arr")
+        );
+        assert_eq!(
+            split_namespace("hashkey:userData"),
+            (Some("hashkey"), "userData")
+        );
+        for plain in [
+            "btcusdt@trade",
+            "btcusdt@kline_1m@+08:00",
+            "!ticker@arr",
+            "userData",
+            ":btcusdt@trade",
+            "Hashkey:btcusdt@trade",
+        ] {
+            assert_eq!(split_namespace(plain), (None, plain));
+            assert_eq!(strip_namespace(plain), plain);
         }
     }
 

@@ -114,9 +114,21 @@ impl Serialize for Fixed8 {
     }
 }
 
+/// `decimal` without the trailing zeros of its fraction, nor the point when no fraction digit
+/// remains: `"67000.01000000"` → `"67000.01"`, `"67000.00000000"` → `"67000"`. A string without a
+/// point is returned whole (`"100"` stays `"100"`).
+#[must_use]
+pub fn trim_zeros(decimal: &str) -> &str {
+    if !decimal.contains('.') {
+        return decimal;
+    }
+    let trimmed = decimal.trim_end_matches('0');
+    trimmed.strip_suffix('.').unwrap_or(trimmed)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Fixed8;
+    use super::{trim_zeros, Fixed8};
 
     fn parse(s: &str) -> Fixed8 {
         s.parse().unwrap()
@@ -169,5 +181,21 @@ mod tests {
             serde_json::to_string(&parse("3.2")).unwrap(),
             "\"3.20000000\""
         );
+    }
+
+    #[test]
+    fn trims_trailing_zeros() {
+        for (input, trimmed) in [
+            ("67000.01000000", "67000.01"),
+            ("67000.00000000", "67000"),
+            ("0.01200000", "0.012"),
+            ("0.00000000", "0"),
+            ("0.00000001", "0.00000001"),
+            ("1.5", "1.5"),
+            ("100", "100"),
+            ("10.", "10"),
+        ] {
+            assert_eq!(trim_zeros(input), trimmed, "{input}");
+        }
     }
 }

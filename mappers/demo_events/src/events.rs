@@ -1,7 +1,8 @@
 //! The demo market's internal events (see `docs/demo-market.md`).
 //!
 //! Strings are borrowed from the payload: prices and quantities are decimal strings with exactly
-//! 8 decimals, passed through to Binance payloads unchanged. Strings must not contain JSON
+//! 8 decimals, passed through to Binance payloads unchanged (HashKey payloads drop trailing
+//! zeros). Strings must not contain JSON
 //! escapes (the demo engine never writes any); an escaped string is rejected as invalid input.
 //! Unknown fields are ignored.
 
@@ -50,6 +51,14 @@ event_tag!(
     /// The `type` of a [`Ticker`].
     TickerType = "ticker"
 );
+event_tag!(
+    /// The `type` of a [`MarkPrice`].
+    MarkPriceType = "mark_price"
+);
+event_tag!(
+    /// The `type` of a [`Liquidation`].
+    LiquidationType = "liquidation"
+);
 
 /// The side of a taker order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -60,6 +69,17 @@ pub enum Side {
     /// The taker sold: the buyer was the maker.
     #[serde(rename = "SELL")]
     Sell,
+}
+
+impl Side {
+    /// `BUY` or `SELL`, as the demo market and Binance write it.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Buy => "BUY",
+            Self::Sell => "SELL",
+        }
+    }
 }
 
 /// A price level, `[price, quantity]`; a quantity of zero means the level is gone.
@@ -259,4 +279,50 @@ pub struct Ticker<'a> {
     pub last_trade_id: i64,
     /// Number of trades in the window.
     pub trade_count: u64,
+}
+
+/// `perp.<SYMBOL>`: the mark price and funding of a perpetual contract.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MarkPrice<'a> {
+    /// Always `mark_price`.
+    #[serde(rename = "type")]
+    pub kind: MarkPriceType,
+    /// Instrument, uppercase.
+    pub symbol: &'a str,
+    /// Event time, microseconds since the Unix epoch.
+    pub ts_us: u64,
+    /// Event time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Mark price.
+    pub mark_price: &'a str,
+    /// Moving average of the mark price.
+    pub mark_price_avg: &'a str,
+    /// Index price.
+    pub index_price: &'a str,
+    /// Estimated settle price.
+    pub estimated_settle_price: &'a str,
+    /// Current funding rate.
+    pub funding_rate: &'a str,
+    /// Next funding time, milliseconds since the Unix epoch.
+    pub next_funding_time_ms: u64,
+}
+
+/// `perp.<SYMBOL>`: a liquidation order, filled.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Liquidation<'a> {
+    /// Always `liquidation`.
+    #[serde(rename = "type")]
+    pub kind: LiquidationType,
+    /// Instrument, uppercase.
+    pub symbol: &'a str,
+    /// Event time, microseconds since the Unix epoch.
+    pub ts_us: u64,
+    /// The liquidation order's side.
+    pub side: Side,
+    /// The liquidation order's price.
+    pub price: &'a str,
+    /// The liquidation order's quantity, filled in full.
+    pub qty: &'a str,
+    /// Average fill price.
+    pub avg_price: &'a str,
 }

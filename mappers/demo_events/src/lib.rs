@@ -1,5 +1,5 @@
-//! The demo market's internal events, the Binance Spot payloads built from them, and the pure
-//! functions that map one to the other.
+//! The demo market's internal events, the Binance Spot, Binance USD-M futures and HashKey
+//! payloads built from them, and the pure functions that map one to the other.
 //!
 //! This crate has no WebAssembly code of its own: each mapper component in this workspace is one
 //! [`binance_mapper!`] line over a [`map`] function, so all mapping logic is testable natively
@@ -12,10 +12,12 @@
 #![warn(missing_docs)]
 
 pub mod binance;
+pub mod binance_futures;
 mod component;
 pub mod decimal;
 mod error;
 pub mod events;
+pub mod hashkey;
 pub mod map;
 mod output;
 mod parse;

@@ -7,7 +7,8 @@ use common::{edited, invalid_input, MapFn, ALL};
 use demo_events::map;
 
 /// Every mapper with the event `type` it handles.
-const MAPPERS: [(&str, MapFn, &str); 8] = [
+/// (`hashkey_depth` maps only 100 ms snapshots: `tests/hashkey_depth.rs` covers it.)
+const MAPPERS: [(&str, MapFn, &str); 12] = [
     ("trade", map::trade::map, "match"),
     ("agg_trade", map::agg_trade::map, "match"),
     ("depth", map::depth::map, "book_delta"),
@@ -16,6 +17,10 @@ const MAPPERS: [(&str, MapFn, &str); 8] = [
     ("kline", map::kline::map, "kline"),
     ("mini_ticker", map::mini_ticker::map, "ticker"),
     ("ticker", map::ticker::map, "ticker"),
+    ("hashkey_trade", map::hashkey_trade::map, "match"),
+    ("futures_trade", map::futures_trade::map, "match"),
+    ("mark_price", map::mark_price::map, "mark_price"),
+    ("force_order", map::force_order::map, "liquidation"),
 ];
 
 /// The sample event of `kind`.

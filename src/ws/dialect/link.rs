@@ -89,6 +89,11 @@ impl Link<'_> {
         Ok(())
     }
 
+    /// Whether the node serves the stream `name` (whatever `--accept-unknown-streams` says).
+    pub fn serves(&self, name: &str) -> bool {
+        self.ctx.hub.topic(name).is_some()
+    }
+
     /// Checks what [`subscribe`](Self::subscribe) would add, without subscribing.
     pub fn plan(&self, names: Vec<String>) -> Result<Planned, SubscribeError> {
         self.ctx.catalog().plan(self.streams, names)

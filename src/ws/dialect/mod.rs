@@ -14,6 +14,7 @@
 pub mod binance;
 pub mod binance_api;
 pub mod echo;
+pub mod hashkey;
 mod link;
 
 use std::net::IpAddr;
@@ -38,12 +39,12 @@ pub use link::{Link, Replier};
 /// The dialects every node serves, in the order their URLs are tried, consulting the node's
 /// account and trading services.
 pub fn standard(variants: &mut FrameVariants, services: &Services) -> Dialects {
+    let (spot, futures) =
+        binance::MarketStreams::spot_and_futures(variants, &services.accounts, &services.books);
     Dialects::default()
-        .with(binance::MarketStreams::new(
-            variants,
-            &services.accounts,
-            &services.books,
-        ))
+        .with(spot)
+        .with(futures)
+        .with(hashkey::PublicStreams::new(variants))
         .with(binance_api::WsApi::new(
             variants,
             &services.accounts,

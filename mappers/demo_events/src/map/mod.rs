@@ -1,4 +1,5 @@
-//! The pure mappings from demo-market events to Binance payloads, one module per mapper.
+//! The pure mappings from demo-market events to client payloads (Binance Spot, Binance USD-M
+//! futures, HashKey), one module per mapper.
 //!
 //! Each module has `pub fn map(payload: &[u8]) -> Result<Vec<Output>, MapError>`, which parses
 //! one event payload, returns an empty list for an event of another type, and returns
@@ -7,7 +8,12 @@
 pub mod agg_trade;
 pub mod book_ticker;
 pub mod depth;
+pub mod force_order;
+pub mod futures_trade;
+pub mod hashkey_depth;
+pub mod hashkey_trade;
 pub mod kline;
+pub mod mark_price;
 pub mod mini_ticker;
 pub mod partial_depth;
 pub mod ticker;

@@ -42,14 +42,23 @@ pub const TICKER: &str = r#"{"type":"ticker","symbol":"BTCUSDT","ts_us":17670000
  "bid_price":"67000.00000000","bid_qty":"1.20000000","ask_price":"67000.02000000","ask_qty":"0.50000000",
  "first_trade_id":1,"last_trade_id":9003,"trade_count":9003}"#;
 
+pub const MARK_PRICE: &str = r#"{"type":"mark_price","symbol":"BTCUSDT","ts_us":1767000001000000,"time_ms":1767000001000,
+ "mark_price":"67001.23000000","mark_price_avg":"67000.90000000","index_price":"67000.00000000",
+ "estimated_settle_price":"67000.40000000","funding_rate":"0.00010000","next_funding_time_ms":1767024000000}"#;
+
+pub const LIQUIDATION: &str = r#"{"type":"liquidation","symbol":"BTCUSDT","ts_us":1767000000500000,"side":"SELL",
+ "price":"66950.00000000","qty":"0.01200000","avg_price":"66955.10000000"}"#;
+
 /// Every sample event, with its `type`.
-pub const ALL: [(&str, &str); 6] = [
+pub const ALL: [(&str, &str); 8] = [
     ("match", MATCH),
     ("book_delta", BOOK_DELTA),
     ("book_snapshot", BOOK_SNAPSHOT),
     ("bbo", BBO),
     ("kline", KLINE),
     ("ticker", TICKER),
+    ("mark_price", MARK_PRICE),
+    ("liquidation", LIQUIDATION),
 ];
 
 /// Maps `payload`, panicking on error.

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use super::candles::KlineInterval;
 use super::fixed::parse_decimal;
 
-/// Highest accepted `trades_per_sec` / `book_updates_per_sec`.
+/// Highest accepted `trades_per_sec` / `book_updates_per_sec` / `liquidations_per_min`.
 const MAX_RATE: f64 = 1_000_000.0;
 /// Highest accepted `depth_levels`.
 const MAX_DEPTH: u64 = 5_000;
@@ -73,6 +73,8 @@ pub struct MarketConfig {
     book_updates_milli: u64,
     depth_levels: usize,
     kline_intervals: Vec<KlineInterval>,
+    perpetuals: bool,
+    liquidations_milli: u64,
     seed: u64,
     stamp: Stamp,
 }
@@ -86,13 +88,15 @@ const DEFAULT_SYMBOLS: [(&str, &str, &str, &str); 5] = [
 ];
 
 /// Properties of the demo datasource; `accounts` belongs to its exchange (`demo::exchange`).
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 10] = [
     "accounts",
     "symbols",
     "trades_per_sec",
     "book_updates_per_sec",
     "depth_levels",
     "kline_intervals",
+    "perpetuals",
+    "liquidations_per_min",
     "seed",
     "stamp",
 ];
@@ -141,6 +145,13 @@ impl MarketConfig {
             None => KlineInterval::ALL.to_vec(),
             Some(v) => parse_intervals(v)?,
         };
+        let perpetuals = match props.get("perpetuals") {
+            None => true,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| ConfigError::new("perpetuals", "must be true or false"))?,
+        };
+        let liquidations_milli = rate(props, "liquidations_per_min", 2)?;
         let seed = match props.get("seed") {
             None => rand::random::<u64>(),
             Some(v) => v.as_u64().ok_or_else(|| {
@@ -166,6 +177,8 @@ impl MarketConfig {
             book_updates_milli,
             depth_levels,
             kline_intervals,
+            perpetuals,
+            liquidations_milli,
             seed,
             stamp,
         })
@@ -206,6 +219,21 @@ impl MarketConfig {
         &self.kline_intervals
     }
 
+    /// Whether each symbol has a USD-M perpetual publishing `perp.<SYMBOL>` events.
+    pub fn perpetuals(&self) -> bool {
+        self.perpetuals
+    }
+
+    /// Forced orders (liquidations) per minute per symbol's perpetual.
+    pub fn liquidations_per_min(&self) -> f64 {
+        self.liquidations_milli as f64 / 1000.0
+    }
+
+    /// Liquidations per 1000 minutes per symbol (the exact scheduling rate).
+    pub(super) fn liquidations_milli(&self) -> u64 {
+        self.liquidations_milli
+    }
+
     /// Seed of the random generator (the configured one, or the one drawn for this run).
     pub fn seed(&self) -> u64 {
         self.seed
@@ -217,7 +245,7 @@ impl MarketConfig {
     }
 }
 
-/// Parses a rate property into events per 1000 seconds.
+/// Parses a rate property into events per 1000 of its time units.
 fn rate(props: &Map<String, Value>, key: &str, default: u64) -> Result<u64, ConfigError> {
     let Some(v) = props.get(key) else {
         return Ok(default * 1000);

@@ -1,5 +1,5 @@
-//! The discrete-event engine: schedules taker orders, passive book changes and the 100 ms
-//! publication windows of every symbol, and runs them in time order.
+//! The discrete-event engine: schedules taker orders, passive book changes, liquidations and the
+//! 100 ms publication windows of every symbol, and runs them in time order.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -37,39 +37,62 @@ enum Task {
     Window,
     Taker,
     Passive,
+    Liquidation,
+}
+
+impl Task {
+    /// The recurring activities of a symbol, in the order of its clocks.
+    const ACTIVITIES: [Task; 3] = [Task::Taker, Task::Passive, Task::Liquidation];
 }
 
 /// A recurring activity of one symbol: fixed period in `schedule` mode, exponential
-/// inter-arrival times (same mean) in `wall` mode.
+/// inter-arrival times (same mean) in `wall` mode or for a Poisson activity.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
     origin_us: i64,
-    /// Occurrences per 1000 s; 0 disables the activity.
+    /// Occurrences per 1000 time units; 0 disables the activity.
     rate_milli: u64,
+    /// The time unit of the rate (a second or a minute), in µs.
+    unit_us: u64,
+    /// Random arrivals in both stamp modes.
+    poisson: bool,
     k: u64,
     next_us: i64,
 }
 
 impl Clock {
+    /// A clock at `rate_milli` occurrences per 1000 s.
     fn new(origin_us: i64, rate_milli: u64) -> Self {
         Self {
             origin_us,
             rate_milli,
+            unit_us: 1_000_000,
+            poisson: false,
             k: 0,
             next_us: origin_us,
+        }
+    }
+
+    /// A Poisson clock at `rate_milli` occurrences per 1000 min.
+    fn poisson_per_min(origin_us: i64, rate_milli: u64) -> Self {
+        Self {
+            unit_us: 60_000_000,
+            poisson: true,
+            ..Self::new(origin_us, rate_milli)
         }
     }
 
     /// Advances to the next occurrence and returns its time.
     fn step(&mut self, stamp: Stamp, rng: &mut SmallRng) -> i64 {
         self.k += 1;
+        let span_us = u128::from(self.unit_us) * 1000;
         self.next_us = match stamp {
-            Stamp::Schedule => {
-                let off = u128::from(self.k) * 1_000_000_000 / u128::from(self.rate_milli);
+            Stamp::Schedule if !self.poisson => {
+                let off = u128::from(self.k) * span_us / u128::from(self.rate_milli);
                 self.origin_us + off as i64
             }
-            Stamp::Wall => {
-                let mean_us = 1e9 / self.rate_milli as f64;
+            _ => {
+                let mean_us = span_us as f64 / self.rate_milli as f64;
                 self.next_us + exponential(rng, mean_us).round() as i64
             }
         };
@@ -91,7 +114,7 @@ fn phase(rate_milli: u64, (index, count): (usize, usize)) -> i64 {
 pub struct DemoMarket {
     stamp: Stamp,
     symbols: Vec<SymbolSim>,
-    clocks: Vec<[Clock; 2]>,
+    clocks: Vec<[Clock; 3]>,
     heap: BinaryHeap<Reverse<(i64, Task, u32)>>,
 }
 
@@ -109,13 +132,14 @@ impl DemoMarket {
                 depth: config.depth_levels(),
                 trades_per_sec: config.trades_per_sec(),
                 intervals: config.kline_intervals(),
+                perpetuals: config.perpetuals(),
                 start_us,
             };
             let mut sim = SymbolSim::new(spec, &params);
             // Symbols are spread evenly over each period, so a fixed schedule does not make
             // every symbol trade at the same instant.
             let share = (index, config.symbols().len());
-            let mut pair = [
+            let mut three = [
                 Clock::new(
                     start_us + phase(config.trades_milli(), share),
                     config.trades_milli(),
@@ -124,15 +148,21 @@ impl DemoMarket {
                     start_us + phase(config.book_updates_milli(), share),
                     config.book_updates_milli(),
                 ),
+                Clock::poisson_per_min(start_us, config.liquidations_milli()),
             ];
-            for (clock, task) in pair.iter_mut().zip([Task::Taker, Task::Passive]) {
-                if clock.rate_milli > 0 {
-                    let t = clock.step(stamp, &mut sim.rng);
-                    heap.push(Reverse((t, task, index as u32)));
+            for (clock, task) in three.iter_mut().zip(Task::ACTIVITIES) {
+                if clock.rate_milli == 0 {
+                    continue;
                 }
+                let t = match (task, sim.perp.as_mut()) {
+                    (Task::Liquidation, Some(perp)) => clock.step(stamp, &mut perp.rng),
+                    (Task::Liquidation, None) => continue,
+                    _ => clock.step(stamp, &mut sim.rng),
+                };
+                heap.push(Reverse((t, task, index as u32)));
             }
             symbols.push(sim);
-            clocks.push(pair);
+            clocks.push(three);
         }
         let first_window = (start_us.div_euclid(WINDOW_US) + 1) * WINDOW_US;
         heap.push(Reverse((first_window, Task::Window, 0)));
@@ -173,6 +203,13 @@ impl DemoMarket {
                         sim.passive(t, ts, out);
                     }
                     let next = self.clocks[i][slot].step(self.stamp, &mut sim.rng);
+                    self.heap.push(Reverse((next, task, index)));
+                }
+                Task::Liquidation => {
+                    let sim = &mut self.symbols[i];
+                    sim.liquidation(ts, out);
+                    let perp = sim.perp.as_mut().expect("scheduled only with perpetuals");
+                    let next = self.clocks[i][2].step(self.stamp, &mut perp.rng);
                     self.heap.push(Reverse((next, task, index)));
                 }
             }

@@ -12,6 +12,7 @@ mod config;
 mod engine;
 mod fixed;
 mod noise;
+mod perp;
 mod publish;
 mod symbol;
 mod ticker;

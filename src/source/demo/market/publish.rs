@@ -11,7 +11,7 @@ use super::DemoEvent;
 const SNAPSHOT_LEVELS: usize = 20;
 
 impl SymbolSim {
-    fn push_event(&self, kind: Kind, ts: i64, out: &mut Vec<DemoEvent>) {
+    pub(super) fn push_event(&self, kind: Kind, ts: i64, out: &mut Vec<DemoEvent>) {
         out.push(DemoEvent {
             channel: self.channels[kind as usize].clone(),
             symbol: self.name.clone(),
@@ -136,6 +136,7 @@ impl SymbolSim {
             self.publish_delta(1, ts, out);
             self.publish_snapshot(1000, ts, out);
             self.close_second(t_us.div_euclid(1000), ts, out);
+            self.publish_mark_price(t_us.div_euclid(1000), ts, out);
         }
     }
 

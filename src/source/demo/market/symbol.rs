@@ -10,6 +10,7 @@ use super::candles::{Candle, KlineInterval, Stats};
 use super::config::SymbolSpec;
 use super::fixed::SCALE;
 use super::noise::{exponential, log_uniform, normal};
+use super::perp::Perp;
 use super::ticker::{HistorySpec, Ticker};
 
 /// Volatility of the fair price: standard deviation of its log per √second.
@@ -39,14 +40,15 @@ pub(super) enum Kind {
     Bbo = 2,
     Kline = 3,
     Ticker = 4,
+    Perp = 5,
 }
 
-const KIND_NAMES: [&str; 5] = ["trade", "book", "bbo", "kline", "ticker"];
+const KIND_NAMES: [&str; 6] = ["trade", "book", "bbo", "kline", "ticker", "perp"];
 
 /// State of one simulated symbol.
 pub(super) struct SymbolSim {
     pub name: String,
-    pub channels: [String; 5],
+    pub channels: [String; 6],
     /// Price step and quantity step in 1e-8 units.
     pub tick: i64,
     pub lot: i64,
@@ -76,6 +78,8 @@ pub(super) struct SymbolSim {
     pub fills: Vec<Fill>,
     pub scratch: Vec<(Side, i64)>,
     pub buf: Vec<u8>,
+    /// The symbol's USD-M perpetual, unless `perpetuals` is off.
+    pub perp: Option<Perp>,
 }
 
 /// What a symbol needs besides its spec.
@@ -85,6 +89,7 @@ pub(super) struct SymbolParams<'a> {
     pub depth: usize,
     pub trades_per_sec: f64,
     pub intervals: &'a [KlineInterval],
+    pub perpetuals: bool,
     pub start_us: i64,
 }
 
@@ -150,6 +155,10 @@ impl SymbolSim {
             fills: Vec::with_capacity(64),
             scratch: Vec::new(),
             buf: Vec::with_capacity(4096),
+            // Its own generator, so the spot market is the same with or without perpetuals.
+            perp: p
+                .perpetuals
+                .then(|| Perp::new(p.seed ^ mix.rotate_left(17))),
         };
         let half = (sim.gap / 2).max(1);
         sim.add_level(Side::Bid, start_ticks - half);

@@ -271,6 +271,7 @@ pub fn error_json(error: &RequestError) -> String {
 /// stream named in a `stream` field as the combined envelope names it, e.g.
 /// `{"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":null,"stream":"btcusdt@trade"}`.
 pub fn stream_removed_json(stream: &str) -> String {
+    let stream = crate::config::strip_namespace(stream);
     let stream = serde_json::to_string(stream).expect("strings serialize");
     format!(
         "{{\"error\":{{\"code\":2,\"msg\":\"{INVALID_STREAM}\"}},\"id\":null,\"stream\":{stream}}}"

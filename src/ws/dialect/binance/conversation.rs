@@ -9,8 +9,9 @@ use std::sync::Arc;
 use super::control::{self, Request, RequestError, RequestId};
 use super::envelope::{Format, Variants};
 use super::user_data::UserData;
-use super::{looks_like_stream, subscribe_error};
+use super::{subscribe_error, Market};
 use crate::auth::listen_keys::looks_like_listen_key;
+use crate::config::strip_namespace;
 use crate::util::now_us;
 use crate::ws::close;
 use crate::ws::dialect::{Cause, Closing, Conversation, Link};
@@ -23,6 +24,8 @@ pub struct Shared {
     pub variants: Variants,
     /// Listen keys.
     pub user_data: Arc<UserData>,
+    /// Spot or USD-M futures: how client stream names become the hub's.
+    pub market: Market,
 }
 
 /// The dialect's state of one connection: the format it receives events in.
@@ -32,14 +35,15 @@ pub struct MarketConversation {
     peer: IpAddr,
 }
 
-/// Splits requested names into streams and listen keys; `None` when one is neither.
-fn split(names: Vec<String>) -> Option<(Vec<String>, Vec<String>)> {
+/// Splits requested names into streams (by the hub's names) and listen keys (where `market`
+/// serves them); `None` when one is neither.
+fn split(market: Market, names: Vec<String>) -> Option<(Vec<String>, Vec<String>)> {
     let mut streams = Vec::with_capacity(names.len());
     let mut keys = Vec::new();
     for name in names {
-        if looks_like_stream(&name) {
-            streams.push(name);
-        } else if looks_like_listen_key(&name) {
+        if market.is_stream(&name) {
+            streams.push(market.hub_name(&name));
+        } else if market.accounts && looks_like_listen_key(&name) {
             keys.push(name);
         } else {
             return None;
@@ -107,8 +111,8 @@ impl MarketConversation {
         };
         match request {
             Request::Subscribe(names) => {
-                let (streams, keys) =
-                    split(names).ok_or_else(|| invalid(control::INVALID_STREAM))?;
+                let (streams, keys) = split(self.shared.market, names)
+                    .ok_or_else(|| invalid(control::INVALID_STREAM))?;
                 link.subscribe(streams)
                     .map_err(|e| invalid(subscribe_error(&e)))?;
                 if keys.is_empty() {
@@ -118,8 +122,8 @@ impl MarketConversation {
                 Ok(None)
             }
             Request::Unsubscribe(names) => {
-                let (streams, keys) =
-                    split(names).ok_or_else(|| invalid(control::INVALID_STREAM))?;
+                let (streams, keys) = split(self.shared.market, names)
+                    .ok_or_else(|| invalid(control::INVALID_STREAM))?;
                 link.unsubscribe(&streams);
                 if !keys.is_empty() {
                     let (feeds, hangup) = (link.user_feeds(), link.hangup());
@@ -135,9 +139,14 @@ impl MarketConversation {
                 if !self.format.combined {
                     return Err(invalid(control::RESUME_NEEDS_COMBINED));
                 }
-                let (streams, keys) =
-                    split(names).ok_or_else(|| invalid(control::INVALID_STREAM))?;
+                let (streams, keys) = split(self.shared.market, names)
+                    .ok_or_else(|| invalid(control::INVALID_STREAM))?;
                 // A stream listed in resumeFrom is a stream, never a listen key.
+                let market = self.shared.market;
+                let positions: Vec<(String, u64)> = positions
+                    .into_iter()
+                    .map(|(stream, seq)| (market.hub_name(&stream), seq))
+                    .collect();
                 if positions.iter().any(|(p, _)| !streams.contains(p)) {
                     return Err(invalid(control::INVALID_RESUME_FROM));
                 }
@@ -163,7 +172,10 @@ impl MarketConversation {
             }
             Request::GetResume => Ok(Some(self.format.seq.to_string())),
             Request::ListSubscriptions => {
-                let mut names: Vec<String> = link.streams().map(str::to_string).collect();
+                let mut names: Vec<String> = link
+                    .streams()
+                    .map(|name| strip_namespace(name).to_string())
+                    .collect();
                 names.extend(link.private_names().iter().map(|n| n.to_string()));
                 Ok(Some(
                     serde_json::to_string(&names).expect("strings serialize"),

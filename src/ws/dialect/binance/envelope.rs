@@ -2,11 +2,14 @@
 //! (`{"stream":..,"data":..}`), with times in milliseconds or microseconds, and the
 //! `serverShutdown` notice (`docs/binance-protocol.md` §1, §4); and, for connections that
 //! opted into resume (a gateway addition), combined with the stream's sequence number
-//! (`{"stream":..,"data":..,"seq":..}`).
+//! (`{"stream":..,"data":..,"seq":..}`). A stream of another Binance market is named as its
+//! clients name it, without the hub's namespace (`futures:btcusdt@markPrice` is
+//! `btcusdt@markPrice`).
 
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::config::strip_namespace;
 use crate::hub::{Delivery, FrameVariant, FrameVariants};
 use crate::ws::frame;
 
@@ -96,7 +99,7 @@ impl Format {
         let seq = delivery.seq.to_string();
         frame::text(&[
             b"{\"stream\":\"",
-            delivery.stream.as_bytes(),
+            strip_namespace(&delivery.stream).as_bytes(),
             b"\",\"data\":",
             payload,
             b",\"seq\":",
@@ -109,7 +112,7 @@ impl Format {
     /// kept: `{"stream":"btcusdt@trade","resync":{"from":124,"next":1000}}`, where `from` is
     /// the first sequence number it asked for and `next` the one that follows the notice.
     pub fn resync_notice(stream: &str, from: u64, next: u64) -> Bytes {
-        let stream = serde_json::to_string(stream).expect("strings serialize");
+        let stream = serde_json::to_string(strip_namespace(stream)).expect("strings serialize");
         let text =
             format!("{{\"stream\":{stream},\"resync\":{{\"from\":{from},\"next\":{next}}}}}");
         frame::text(&[text.as_bytes()])
@@ -127,7 +130,7 @@ impl Format {
         if self.combined {
             frame::text(&[
                 b"{\"stream\":\"",
-                stream.as_bytes(),
+                strip_namespace(stream).as_bytes(),
                 b"\",\"data\":",
                 payload,
                 b"}",

@@ -5,6 +5,10 @@
 //! the legacy user-data flow (§5.1): listen keys over `/api/v3/userDataStream`, opened in the
 //! same connect URLs as streams ([`user_data`]); and the order book snapshot
 //! `GET /api/v3/depth` from the gateway's own books ([`depth_api`]).
+//!
+//! The same dialect serves Binance USD-M futures market streams (`<symbol>@markPrice[@1s]`,
+//! `<symbol>@forceOrder`, `!forceOrder@arr`, …) under a path prefix, as Binance's `fstream` host
+//! serves them ([`Market::USD_FUTURES`]): its streams live in the hub's `futures:` namespace.
 
 pub mod control;
 mod conversation;
@@ -23,7 +27,7 @@ use http::StatusCode;
 use super::{Connect, Dialect, Handshake, Heartbeat, HttpAnswer, HttpRequest, Refusal, Serving};
 use crate::auth::Accounts;
 use crate::book::Books;
-use crate::config::is_stream_name;
+use crate::config::{is_stream_name, split_namespace};
 use crate::hub::FrameVariants;
 use crate::ws::resume::ResumeFrom;
 use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
@@ -34,8 +38,76 @@ use listen_key_api::ListenKeyApi;
 use url::{ConnectTarget, TargetError};
 use user_data::UserData;
 
+/// Which Binance market a [`MarketStreams`] serves: where its URLs start and what its streams
+/// are called in the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Market {
+    /// A short name, for logs.
+    pub name: &'static str,
+    /// What the connect URLs start with before `/ws` or `/stream` (empty for spot).
+    pub path_prefix: &'static str,
+    /// Path segments that may follow the prefix and mean nothing more (`/public`, `/market`:
+    /// the USD-M futures host's split endpoints, which ccxt connects to).
+    pub categories: &'static [&'static str],
+    /// The hub namespace of its streams, with its colon (see [`crate::config::split_namespace`]);
+    /// empty for spot.
+    pub namespace: &'static str,
+    /// Whether listen keys (user data) and the REST endpoints are served.
+    pub accounts: bool,
+}
+
+impl Market {
+    /// Binance Spot: `/ws`, `/stream`, listen keys, `/api/v3/userDataStream`, `/api/v3/depth`.
+    pub const SPOT: Market = Market {
+        name: "binance",
+        path_prefix: "",
+        categories: &[],
+        namespace: "",
+        accounts: true,
+    };
+
+    /// Binance USD-M futures market streams: `/futures/ws`, `/futures/stream`, and
+    /// `/futures/public/ws`, `/futures/market/ws` (the `fstream` host's split endpoints); streams
+    /// `futures:<name>` in the hub; no user data.
+    pub const USD_FUTURES: Market = Market {
+        name: "binance-futures",
+        path_prefix: "/futures",
+        categories: &["/public", "/market"],
+        namespace: "futures:",
+        accounts: false,
+    };
+
+    /// The rest of a connect path after this market's prefix and category, if it is one of
+    /// this market's.
+    fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let rest = path.strip_prefix(self.path_prefix)?;
+        if self.path_prefix.is_empty() {
+            return Some(rest);
+        }
+        Some(
+            self.categories
+                .iter()
+                .find_map(|c| rest.strip_prefix(c).filter(|r| r.starts_with('/')))
+                .unwrap_or(rest),
+        )
+    }
+
+    /// The hub's name of a client's stream name.
+    pub fn hub_name(&self, stream: &str) -> String {
+        format!("{}{stream}", self.namespace)
+    }
+
+    /// Whether a client's name is a stream of this market: shaped like one, and without a
+    /// namespace of its own (`hashkey:btcusdt@trade` is no Binance stream).
+    pub fn is_stream(&self, name: &str) -> bool {
+        looks_like_stream(name) && split_namespace(name).0.is_none()
+    }
+}
+
 /// Binance Spot market streams and listen-key user-data streams.
 pub struct MarketStreams {
+    /// Which market: spot or USD-M futures.
+    market: Market,
     /// Shared by every connection's conversation (one pointer each).
     shared: Arc<Shared>,
     listen_key_api: ListenKeyApi,
@@ -44,18 +116,28 @@ pub struct MarketStreams {
 }
 
 impl MarketStreams {
-    /// The dialect, with its four event formats registered in `variants`, consulting
-    /// `accounts` for listen keys and `books` for depth snapshots. Must be called inside a
-    /// tokio runtime (listen keys held by connections are checked by a task of its own).
-    pub fn new(variants: &mut FrameVariants, accounts: &Accounts, books: &Books) -> Self {
-        MarketStreams {
+    /// The spot dialect and the USD-M futures one, their event formats registered once in
+    /// `variants`, consulting `accounts` for listen keys and `books` for depth snapshots. Must
+    /// be called inside a tokio runtime (listen keys held by connections are checked by a task
+    /// of its own).
+    pub fn spot_and_futures(
+        variants: &mut FrameVariants,
+        accounts: &Accounts,
+        books: &Books,
+    ) -> (Self, Self) {
+        let variants = Variants::register(variants);
+        let user_data = UserData::start(accounts.clone());
+        let market = |market: Market| MarketStreams {
+            market,
             shared: Arc::new(Shared {
-                variants: Variants::register(variants),
-                user_data: UserData::start(accounts.clone()),
+                variants,
+                user_data: Arc::clone(&user_data),
+                market,
             }),
             listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings),
             books: books.clone(),
-        }
+        };
+        (market(Market::SPOT), market(Market::USD_FUTURES))
     }
 
     async fn connect(
@@ -65,11 +147,25 @@ impl MarketStreams {
         serving: &Serving<'_>,
     ) -> Result<Connect, Refusal> {
         let invalid = |msg: &str| Refusal::new(StatusCode::BAD_REQUEST, 2, msg);
+        let mut target = target;
+        if !self.market.accounts {
+            // A key-shaped segment is then no stream at all, like ccxt's `/ws/0`.
+            target.listen_keys.clear();
+        }
         if target.streams.len() + target.listen_keys.len() > serving.settings.max_streams {
             return Err(invalid("Invalid request: too many streams"));
         }
-        if !target.streams.iter().all(|name| looks_like_stream(name)) {
+        if !target
+            .streams
+            .iter()
+            .all(|name| self.market.is_stream(name))
+        {
             return Err(invalid(control::INVALID_STREAM));
+        }
+        let market = self.market;
+        target.streams = target.streams.iter().map(|s| market.hub_name(s)).collect();
+        for (stream, _) in &mut target.resume_from {
+            *stream = market.hub_name(stream);
         }
         let format = Format::of(target.combined, target.micros).with_seq(target.resume);
         let mut listen_keys = Vec::with_capacity(target.listen_keys.len());
@@ -133,7 +229,7 @@ impl MarketStreams {
 
 impl Dialect for MarketStreams {
     fn name(&self) -> &'static str {
-        "binance"
+        self.market.name
     }
 
     fn route<'a>(
@@ -142,7 +238,8 @@ impl Dialect for MarketStreams {
         serving: &'a Serving<'a>,
     ) -> BoxFuture<'a, Option<Result<Connect, Refusal>>> {
         async move {
-            match url::parse_target(handshake.path, handshake.query) {
+            let path = self.market.strip(handshake.path)?;
+            match url::parse_target(path, handshake.query) {
                 Err(TargetError::NotFound) => None,
                 Err(
                     e @ (TargetError::BadTimeUnit
@@ -160,6 +257,9 @@ impl Dialect for MarketStreams {
     }
 
     fn answer<'a>(&'a self, request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
+        if !self.market.accounts {
+            return None;
+        }
         match request.path.as_str() {
             listen_key_api::PATH => Some(
                 self.listen_key_api

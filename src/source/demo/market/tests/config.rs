@@ -37,6 +37,7 @@ fn config_defaults_and_errors_name_the_property() {
     );
     assert_eq!(d.kline_intervals().len(), 16);
     assert_eq!(d.stamp(), Stamp::Wall);
+    assert_eq!((d.perpetuals(), d.liquidations_per_min()), (true, 2.0));
     let cases = [
         (
             json!({"trades_per_sec": -1}),
@@ -49,6 +50,30 @@ fn config_defaults_and_errors_name_the_property() {
         (
             json!({"book_updates_per_sec": null}),
             "properties.book_updates_per_sec: must be a non-negative number",
+        ),
+        (
+            json!({"liquidations_per_min": -0.5}),
+            "properties.liquidations_per_min: must be a non-negative number",
+        ),
+        (
+            json!({"liquidations_per_min": "2"}),
+            "properties.liquidations_per_min: must be a non-negative number",
+        ),
+        (
+            json!({"liquidations_per_min": 2_000_000}),
+            "properties.liquidations_per_min: must be at most 1000000",
+        ),
+        (
+            json!({"perpetuals": "yes"}),
+            "properties.perpetuals: must be true or false",
+        ),
+        (
+            json!({"perpetuals": 1}),
+            "properties.perpetuals: must be true or false",
+        ),
+        (
+            json!({"perpetual": false}),
+            "properties.perpetual: unknown property",
         ),
         (
             json!({"depth_levels": 0}),
@@ -117,4 +142,9 @@ fn config_defaults_and_errors_name_the_property() {
         json!({"trades_per_sec": 0.5, "seed": 0, "stamp": "schedule", "kline_intervals": []}),
     );
     assert_eq!((ok.trades_per_sec(), ok.seed()), (0.5, 0));
+    let perp = config(json!({"perpetuals": false, "liquidations_per_min": 0.25}));
+    assert_eq!(
+        (perp.perpetuals(), perp.liquidations_per_min()),
+        (false, 0.25)
+    );
 }

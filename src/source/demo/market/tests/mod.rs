@@ -1,6 +1,7 @@
 //! Behavioural tests of the demo market.
 
 mod config;
+mod perp;
 mod stats;
 mod util;
 
@@ -19,7 +20,7 @@ const SYMBOLS: [(&str, i64, i64); 2] = [
 #[test]
 fn payload_fields_are_exactly_the_documented_ones_in_order() {
     let (_, events) = run(
-        props(json!({"kline_intervals": ["1s", "1m", "1d"]})),
+        props(json!({"kline_intervals": ["1s", "1m", "1d"], "liquidations_per_min": 600})),
         START,
         3,
     );
@@ -124,6 +125,33 @@ fn payload_fields_are_exactly_the_documented_ones_in_order() {
                 "trade_count",
             ],
         ),
+        (
+            "mark_price",
+            vec![
+                "type",
+                "symbol",
+                "ts_us",
+                "time_ms",
+                "mark_price",
+                "mark_price_avg",
+                "index_price",
+                "estimated_settle_price",
+                "funding_rate",
+                "next_funding_time_ms",
+            ],
+        ),
+        (
+            "liquidation",
+            vec![
+                "type",
+                "symbol",
+                "ts_us",
+                "side",
+                "price",
+                "qty",
+                "avg_price",
+            ],
+        ),
     ]
     .into_iter()
     .collect();
@@ -134,6 +162,8 @@ fn payload_fields_are_exactly_the_documented_ones_in_order() {
         ("bbo", "bbo"),
         ("kline", "kline"),
         ("ticker", "ticker"),
+        ("mark_price", "perp"),
+        ("liquidation", "perp"),
     ];
     let mut seen = BTreeSet::new();
     for e in &events {
@@ -166,6 +196,7 @@ fn payload_fields_are_exactly_the_documented_ones_in_order() {
                         "type",
                         "symbol",
                         "taker_side",
+                        "side",
                         "interval",
                         "price_change_percent",
                     ]

@@ -1,0 +1,385 @@
+//! HashKey's public streams (`/quote/ws/v1`, `/quote/ws/v2`) on a real node next to Binance's:
+//! `sub` and `cancel` with their replies, JSON heartbeats and the close of a silent client, the
+//! trade and depth pushes of both versions, HashKey's error code, and one upstream trade reaching
+//! a Binance client and a HashKey client of the same node, each in its own format, mapped once
+//! per format.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use common::{expect_close, next_seen, send_text, Client, Gateway, Seen};
+
+/// The keys of a JSON object, in order.
+fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// A decimal string's value (HashKey prints decimals trimmed, Binance with 8 places).
+fn decimal(value: &Value) -> f64 {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a decimal string: {value}"))
+        .parse()
+        .unwrap()
+}
+
+/// The next JSON message, skipping none; panics on a close.
+async fn next(client: &mut Client) -> Value {
+    match next_seen(client, Duration::from_secs(10)).await {
+        Seen::Json(value) => value,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+/// The next message that is not a push (a reply or a pong).
+async fn next_reply(client: &mut Client) -> Value {
+    loop {
+        let value = next(client).await;
+        if value.get("data").is_none() {
+            return value;
+        }
+    }
+}
+
+async fn send(client: &mut Client, message: Value) -> Value {
+    send_text(client, &message.to_string()).await;
+    next_reply(client).await
+}
+
+/// Messages received within `window` (a close ends the window).
+async fn during(client: &mut Client, window: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut got = Vec::new();
+    let longer = window + Duration::from_secs(10);
+    while let Ok(seen) = tokio::time::timeout_at(deadline, next_seen(client, longer)).await {
+        match seen {
+            Seen::Json(value) => got.push(value),
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+    got
+}
+
+fn assert_trade_item(item: &Value) {
+    assert_eq!(keys(item), ["v", "t", "p", "q", "m"], "{item}");
+    assert!(item["v"].as_str().unwrap().parse::<u64>().is_ok(), "{item}");
+    assert!(item["t"].is_u64() && item["m"].is_boolean(), "{item}");
+    assert!(
+        decimal(&item["p"]) > 0.0 && decimal(&item["q"]) > 0.0,
+        "{item}"
+    );
+    for field in ["p", "q"] {
+        let text = item[field].as_str().unwrap();
+        assert!(
+            !text.ends_with('0') || !text.contains('.'),
+            "not trimmed: {item}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn v1_subscribes_pushes_trades_in_data_arrays_and_cancels() {
+    let gateway = Gateway::start(&[]);
+    let mut client = gateway.connect("/quote/ws/v1").await;
+    let sub =
+        json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": false}});
+    assert_eq!(
+        send(&mut client, sub).await,
+        json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": false},
+               "code": "0", "msg": "Success"})
+    );
+    let mut pushes = 0;
+    while pushes < 5 {
+        let push = next(&mut client).await;
+        assert_eq!(
+            keys(&push),
+            [
+                "symbol",
+                "symbolName",
+                "topic",
+                "params",
+                "data",
+                "f",
+                "sendTime",
+                "shared"
+            ],
+            "{push}"
+        );
+        assert_eq!(
+            (&push["symbol"], &push["symbolName"], &push["topic"]),
+            (&json!("BTCUSDT"), &json!("BTCUSDT"), &json!("trade"))
+        );
+        assert_eq!(
+            push["params"],
+            json!({"realtimeInterval": "24h", "binary": "false"})
+        );
+        assert_eq!(
+            (&push["f"], &push["shared"]),
+            (&json!(false), &json!(false))
+        );
+        let data = push["data"].as_array().expect("data is an array");
+        assert_eq!(data.len(), 1, "{push}");
+        assert_trade_item(&data[0]);
+        let sent = push["sendTime"].as_u64().unwrap();
+        assert!(sent >= data[0]["t"].as_u64().unwrap(), "{push}");
+        pushes += 1;
+    }
+    let cancel = json!({"symbol": "BTCUSDT", "topic": "trade", "event": "cancel"});
+    assert_eq!(
+        send(&mut client, cancel).await,
+        json!({"symbol": "BTCUSDT", "topic": "trade", "event": "cancel", "code": "0", "msg": "Success"})
+    );
+    let after = during(&mut client, Duration::from_millis(800)).await;
+    assert!(after.is_empty(), "pushes after cancel: {after:?}");
+}
+
+#[tokio::test]
+async fn v2_names_the_symbol_in_params_and_pushes_full_depth_snapshots() {
+    let gateway = Gateway::start(&[]);
+    let mut client = gateway.connect("/quote/ws/v2").await;
+    let sub = json!({"topic": "depth", "event": "sub", "params": {"symbol": "ETHUSDT"}});
+    assert_eq!(
+        send(&mut client, sub).await,
+        json!({"topic": "depth", "event": "sub", "params": {"symbol": "ETHUSDT"}, "code": "0", "msg": "Success"})
+    );
+    let mut last_version = 0;
+    for _ in 0..5 {
+        let push = next(&mut client).await;
+        assert_eq!(keys(&push), ["topic", "params", "data"], "{push}");
+        assert_eq!(push["topic"], "depth");
+        assert_eq!(push["params"], json!({"symbol": "ETHUSDT"}));
+        let book = &push["data"];
+        assert_eq!(keys(book), ["e", "s", "t", "v", "b", "a", "o"], "{book}");
+        assert_eq!(
+            (&book["e"], &book["s"], &book["o"]),
+            (&json!(301), &json!("ETHUSDT"), &json!(0))
+        );
+        let version: u64 = book["v"].as_str().unwrap().parse().unwrap();
+        assert!(version >= last_version, "{book}");
+        last_version = version;
+        let side = |name: &str| -> Vec<f64> {
+            book[name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|level| {
+                    assert_eq!(level.as_array().unwrap().len(), 2, "{level}");
+                    assert!(decimal(&level[1]) > 0.0, "{level}");
+                    decimal(&level[0])
+                })
+                .collect()
+        };
+        let (bids, asks) = (side("b"), side("a"));
+        // A full snapshot of the top 20 levels each push, best first.
+        assert_eq!((bids.len(), asks.len()), (20, 20), "{book}");
+        assert!(bids.windows(2).all(|w| w[0] > w[1]), "{book}");
+        assert!(asks.windows(2).all(|w| w[0] < w[1]), "{book}");
+        assert!(bids[0] < asks[0], "crossed: {book}");
+    }
+    let cancel = json!({"topic": "depth", "event": "cancel", "params": {"symbol": "ETHUSDT"}});
+    assert_eq!(send(&mut client, cancel).await["code"], "0");
+    assert!(during(&mut client, Duration::from_millis(500))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn what_is_not_served_gets_hashkeys_parameter_error_and_the_connection_stays() {
+    let gateway = Gateway::start(&[]);
+    let mut v1 = gateway.connect("/quote/ws/v1").await;
+    let error = |echo: Value| {
+        let mut reply = echo;
+        reply["code"] = json!("-100011");
+        reply["msg"] = json!("Parameter error!");
+        reply
+    };
+    for (request, echoed) in [
+        (
+            json!({"symbol": "BTCUSDT", "topic": "nonsense", "event": "sub"}),
+            json!({"symbol": "BTCUSDT", "topic": "nonsense", "event": "sub"}),
+        ),
+        (
+            json!({"symbol": "NOSUCHCOIN", "topic": "trade", "event": "sub"}),
+            json!({"symbol": "NOSUCHCOIN", "topic": "trade", "event": "sub"}),
+        ),
+        (
+            // One unknown symbol refuses the whole request.
+            json!({"symbol": "BTCUSDT,NOSUCHCOIN", "topic": "trade", "event": "sub"}),
+            json!({"symbol": "BTCUSDT,NOSUCHCOIN", "topic": "trade", "event": "sub"}),
+        ),
+        (
+            json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": true}}),
+            json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": true}}),
+        ),
+        (
+            json!({"topic": "trade", "event": "subscribe"}),
+            json!({"topic": "trade", "event": "subscribe"}),
+        ),
+    ] {
+        assert_eq!(send(&mut v1, request).await, error(echoed));
+    }
+    send_text(&mut v1, "not json").await;
+    assert_eq!(next_reply(&mut v1).await, error(json!({})));
+    // Nothing was subscribed, and the connection still serves.
+    assert!(during(&mut v1, Duration::from_millis(500)).await.is_empty());
+    let fine = json!({"symbol": "SOLUSDT", "topic": "trade", "event": "sub"});
+    assert_eq!(send(&mut v1, fine).await["code"], "0");
+
+    let mut v2 = gateway.connect("/quote/ws/v2").await;
+    let request = json!({"topic": "kline", "event": "sub", "params": {"symbol": "BTCUSDT", "klineType": "122m"}});
+    assert_eq!(send(&mut v2, request.clone()).await, error(request));
+    assert_eq!(
+        gateway.metric("wsgate_client_errors_total{code=\"-100011\"}"),
+        7.0
+    );
+}
+
+#[tokio::test]
+async fn json_pings_are_answered_and_a_client_silent_past_the_timeout_is_closed() {
+    let gateway = Gateway::start(&["--pong-timeout", "2s"]);
+    let mut silent = gateway.connect("/quote/ws/v1").await;
+    let mut json_pinger = gateway.connect("/quote/ws/v2").await;
+    let mut frame_pinger = gateway.connect("/quote/ws/v1").await;
+    let started = std::time::Instant::now();
+    let pinging = async {
+        for _ in 0..8 {
+            let now = common::accounts::now_ms();
+            let pong = send(&mut json_pinger, json!({"ping": now})).await;
+            assert_eq!(keys(&pong), ["pong"], "{pong}");
+            let server_time = pong["pong"].as_u64().unwrap();
+            assert!(server_time.abs_diff(now) < 2_000, "{pong}");
+            frame_pinger
+                .send(Message::Ping(b"hb".to_vec().into()))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let closed = async {
+        let close = expect_close(&mut silent, Duration::from_secs(10)).await;
+        (close, started.elapsed())
+    };
+    let ((code, _), after) = tokio::join!(pinging, closed).1;
+    assert_eq!(code, 1008);
+    assert!(
+        after >= Duration::from_millis(1_900) && after < Duration::from_secs(6),
+        "{after:?}"
+    );
+    // Both heartbeats kept their connections through twice the timeout.
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    let sub = json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub"});
+    assert_eq!(send(&mut frame_pinger, sub).await["code"], "0");
+    let sub = json!({"topic": "trade", "event": "sub", "params": {"symbol": "BTCUSDT"}});
+    assert_eq!(send(&mut json_pinger, sub).await["code"], "0");
+}
+
+/// Trades by id: what a Binance client and a HashKey client of one node saw over a few seconds.
+#[tokio::test]
+async fn one_upstream_trade_reaches_binance_and_hashkey_clients_each_mapped_once_per_format() {
+    let gateway = Gateway::start(&[]);
+    let calls = |mapper: &str| {
+        gateway.metric(&format!(
+            "wsgate_mapper_calls_total{{mapper=\"{mapper}@1\"}}"
+        ))
+    };
+    let mut binance_raw = gateway.connect("/ws/btcusdt@trade").await;
+    let mut binance_combined = gateway.connect("/stream?streams=btcusdt@trade").await;
+    let mut v1 = gateway.connect("/quote/ws/v1").await;
+    let mut v2 = gateway.connect("/quote/ws/v2").await;
+    let sub = json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub"});
+    assert_eq!(send(&mut v1, sub).await["code"], "0");
+    let sub = json!({"topic": "trade", "event": "sub", "params": {"symbol": "BTCUSDT"}});
+    assert_eq!(send(&mut v2, sub).await["code"], "0");
+    let before = (calls("binance_trade"), calls("hashkey_trade"));
+
+    let window = Duration::from_secs(3);
+    let (raw, combined, v1_seen, v2_seen) = tokio::join!(
+        during(&mut binance_raw, window),
+        during(&mut binance_combined, window),
+        during(&mut v1, window),
+        during(&mut v2, window),
+    );
+    let after = (calls("binance_trade"), calls("hashkey_trade"));
+    // Each format's mapper ran once per upstream event, however many clients took it.
+    let mapped = (after.0 - before.0, after.1 - before.1);
+    assert!(mapped.0 > 0.0, "no trades mapped");
+    assert!((mapped.0 - mapped.1).abs() <= 2.0, "{mapped:?}");
+
+    let binance: HashMap<u64, Value> = raw
+        .iter()
+        .map(|t| (t["t"].as_u64().unwrap(), t.clone()))
+        .collect();
+    assert_eq!(binance.len(), raw.len(), "a trade twice on the raw stream");
+    let combined_ids: Vec<u64> = combined
+        .iter()
+        .map(|m| m["data"]["t"].as_u64().unwrap())
+        .collect();
+    let hashkey_items = |pushes: &[Value], v1: bool| -> Vec<Value> {
+        pushes
+            .iter()
+            .flat_map(|push| {
+                if v1 {
+                    push["data"].as_array().unwrap().clone()
+                } else {
+                    vec![push["data"].clone()]
+                }
+            })
+            .collect()
+    };
+    let v1_items = hashkey_items(&v1_seen, true);
+    let v2_items = hashkey_items(&v2_seen, false);
+    let mut matched = 0;
+    for item in v1_items.iter().chain(&v2_items) {
+        assert_trade_item(item);
+        let id: u64 = item["v"].as_str().unwrap().parse().unwrap();
+        let Some(trade) = binance.get(&id) else {
+            continue; // the windows of the clients differ by their start
+        };
+        assert_eq!(
+            decimal(&item["p"]),
+            decimal(&trade["p"]),
+            "{item} vs {trade}"
+        );
+        assert_eq!(
+            decimal(&item["q"]),
+            decimal(&trade["q"]),
+            "{item} vs {trade}"
+        );
+        assert_eq!(item["m"], trade["m"], "{item} vs {trade}");
+        assert_eq!(item["t"], trade["T"], "{item} vs {trade}");
+        matched += 1;
+    }
+    assert!(
+        matched * 10 >= (v1_items.len() + v2_items.len()) * 8,
+        "{matched} matched"
+    );
+    // Every client saw each trade once, in order.
+    for ids in [
+        raw.iter()
+            .map(|t| t["t"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        combined_ids,
+        v1_items
+            .iter()
+            .map(|i| i["v"].as_str().unwrap().parse().unwrap())
+            .collect(),
+        v2_items
+            .iter()
+            .map(|i| i["v"].as_str().unwrap().parse().unwrap())
+            .collect(),
+    ] {
+        assert!(ids.len() > 5, "{ids:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
+}
