@@ -92,13 +92,10 @@ fn assert_trade_item(item: &Value) {
 async fn v1_subscribes_pushes_trades_in_data_arrays_and_cancels() {
     let gateway = Gateway::start(&[]);
     let mut client = gateway.connect("/quote/ws/v1").await;
+    // v1 answers only failures: ccxt takes any message with a topic for a push.
     let sub =
         json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": false}});
-    assert_eq!(
-        send(&mut client, sub).await,
-        json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": false},
-               "code": "0", "msg": "Success"})
-    );
+    send_text(&mut client, &sub.to_string()).await;
     let mut pushes = 0;
     while pushes < 5 {
         let push = next(&mut client).await;
@@ -136,9 +133,12 @@ async fn v1_subscribes_pushes_trades_in_data_arrays_and_cancels() {
         pushes += 1;
     }
     let cancel = json!({"symbol": "BTCUSDT", "topic": "trade", "event": "cancel"});
-    assert_eq!(
-        send(&mut client, cancel).await,
-        json!({"symbol": "BTCUSDT", "topic": "trade", "event": "cancel", "code": "0", "msg": "Success"})
+    send_text(&mut client, &cancel.to_string()).await;
+    // What was queued before the cancel still arrives; nothing after it.
+    let queued = during(&mut client, Duration::from_millis(300)).await;
+    assert!(
+        queued.iter().all(|push| push["topic"] == "trade"),
+        "{queued:?}"
     );
     let after = during(&mut client, Duration::from_millis(800)).await;
     assert!(after.is_empty(), "pushes after cancel: {after:?}");
@@ -204,29 +204,17 @@ async fn what_is_not_served_gets_hashkeys_parameter_error_and_the_connection_sta
         reply["msg"] = json!("Parameter error!");
         reply
     };
-    for (request, echoed) in [
-        (
-            json!({"symbol": "BTCUSDT", "topic": "nonsense", "event": "sub"}),
-            json!({"symbol": "BTCUSDT", "topic": "nonsense", "event": "sub"}),
-        ),
-        (
-            json!({"symbol": "NOSUCHCOIN", "topic": "trade", "event": "sub"}),
-            json!({"symbol": "NOSUCHCOIN", "topic": "trade", "event": "sub"}),
-        ),
-        (
-            // One unknown symbol refuses the whole request.
-            json!({"symbol": "BTCUSDT,NOSUCHCOIN", "topic": "trade", "event": "sub"}),
-            json!({"symbol": "BTCUSDT,NOSUCHCOIN", "topic": "trade", "event": "sub"}),
-        ),
-        (
-            json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": true}}),
-            json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": true}}),
-        ),
-        (
-            json!({"topic": "trade", "event": "subscribe"}),
-            json!({"topic": "trade", "event": "subscribe"}),
-        ),
+    // A v1 error reply echoes the request but for its topic (which would make it a push).
+    for request in [
+        json!({"symbol": "BTCUSDT", "topic": "nonsense", "event": "sub"}),
+        json!({"symbol": "NOSUCHCOIN", "topic": "trade", "event": "sub"}),
+        // One unknown symbol refuses the whole request.
+        json!({"symbol": "BTCUSDT,NOSUCHCOIN", "topic": "trade", "event": "sub"}),
+        json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub", "params": {"binary": true}}),
+        json!({"topic": "trade", "event": "subscribe"}),
     ] {
+        let mut echoed = request.clone();
+        echoed.as_object_mut().unwrap().remove("topic");
         assert_eq!(send(&mut v1, request).await, error(echoed));
     }
     send_text(&mut v1, "not json").await;
@@ -234,7 +222,12 @@ async fn what_is_not_served_gets_hashkeys_parameter_error_and_the_connection_sta
     // Nothing was subscribed, and the connection still serves.
     assert!(during(&mut v1, Duration::from_millis(500)).await.is_empty());
     let fine = json!({"symbol": "SOLUSDT", "topic": "trade", "event": "sub"});
-    assert_eq!(send(&mut v1, fine).await["code"], "0");
+    send_text(&mut v1, &fine.to_string()).await;
+    let push = next(&mut v1).await;
+    assert_eq!(
+        (&push["symbol"], &push["topic"]),
+        (&json!("SOLUSDT"), &json!("trade"))
+    );
 
     let mut v2 = gateway.connect("/quote/ws/v2").await;
     let request = json!({"topic": "kline", "event": "sub", "params": {"symbol": "BTCUSDT", "klineType": "122m"}});
@@ -279,7 +272,8 @@ async fn json_pings_are_answered_and_a_client_silent_past_the_timeout_is_closed(
     // Both heartbeats kept their connections through twice the timeout.
     assert!(started.elapsed() >= Duration::from_secs(4));
     let sub = json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub"});
-    assert_eq!(send(&mut frame_pinger, sub).await["code"], "0");
+    send_text(&mut frame_pinger, &sub.to_string()).await;
+    assert_eq!(next(&mut frame_pinger).await["topic"], "trade");
     let sub = json!({"topic": "trade", "event": "sub", "params": {"symbol": "BTCUSDT"}});
     assert_eq!(send(&mut json_pinger, sub).await["code"], "0");
 }
@@ -298,7 +292,7 @@ async fn one_upstream_trade_reaches_binance_and_hashkey_clients_each_mapped_once
     let mut v1 = gateway.connect("/quote/ws/v1").await;
     let mut v2 = gateway.connect("/quote/ws/v2").await;
     let sub = json!({"symbol": "BTCUSDT", "topic": "trade", "event": "sub"});
-    assert_eq!(send(&mut v1, sub).await["code"], "0");
+    send_text(&mut v1, &sub.to_string()).await;
     let sub = json!({"topic": "trade", "event": "sub", "params": {"symbol": "BTCUSDT"}});
     assert_eq!(send(&mut v2, sub).await["code"], "0");
     let before = (calls("binance_trade"), calls("hashkey_trade"));
@@ -382,4 +376,37 @@ async fn one_upstream_trade_reaches_binance_and_hashkey_clients_each_mapped_once
         assert!(ids.len() > 5, "{ids:?}");
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     }
+}
+
+/// ccxt.pro's `hashkey`, unmodified but for its public stream URL, watches trades and an order
+/// book from the gateway.
+#[test]
+fn ccxt_hashkey_watches_trades_and_an_order_book() {
+    let gateway = Gateway::start(&[]);
+    let lines = common::scripts::run_to_end(
+        "dialect_clients.py",
+        &["hashkey", &format!("ws://{}", gateway.addr), "5"],
+        Duration::from_secs(90),
+    );
+    let trades: Vec<&Value> = lines.iter().filter_map(|l| l.get("trade")).collect();
+    let books: Vec<&Value> = lines.iter().filter_map(|l| l.get("book")).collect();
+    assert!(trades.len() >= 5, "{lines:?}");
+    for trade in &trades {
+        assert_eq!(trade["symbol"], "BTC/USDT", "{trade}");
+        assert!(trade["price"].as_f64().unwrap() > 0.0, "{trade}");
+        assert!(trade["amount"].as_f64().unwrap() > 0.0, "{trade}");
+        assert!(
+            matches!(trade["side"].as_str(), Some("buy" | "sell")),
+            "{trade}"
+        );
+    }
+    assert_eq!(books.len(), 5, "{lines:?}");
+    for book in &books {
+        // Every push is a full snapshot: ccxt resets its book to it.
+        assert_eq!(book["depth"], json!([20, 20]), "{book}");
+        let (bid, ask) = (&book["bids"][0][0], &book["asks"][0][0]);
+        assert!(bid.as_f64().unwrap() < ask.as_f64().unwrap(), "{book}");
+        assert!(book["timestamp"].is_u64(), "{book}");
+    }
+    assert_eq!(lines.last(), Some(&json!({"done": true})));
 }

@@ -4,56 +4,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::accounts::{balance, config, create_key, now_ms, publish, SUBJECT};
 use common::nats::NatsServer;
-use common::{python, Gateway, TEST_TOKEN};
+use common::scripts::{self, next_line, wait_success};
+use common::{Gateway, TEST_TOKEN};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 /// Starts `private_clients.py` with `args`; its output lines, parsed, arrive on the receiver.
 fn run_client(args: &[&str]) -> (Child, mpsc::Receiver<Value>) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/private_clients.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the client script");
-    let stdout = child.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(value) = serde_json::from_str(&line) {
-                let _ = lines.send(value);
-            }
-        }
-    });
-    (child, received)
-}
-
-/// The next output line within `limit`.
-fn next_line(received: &mpsc::Receiver<Value>, limit: Duration) -> Value {
-    received
-        .recv_timeout(limit)
-        .expect("the client script said nothing in time")
-}
-
-fn wait_success(mut child: Child, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "the client script failed: {status}");
-            return;
-        }
-        assert!(start.elapsed() < limit, "the client script did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    scripts::run_client("private_clients.py", args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

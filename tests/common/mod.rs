@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod nats;
 pub mod proxy;
 pub mod redis;
+pub mod scripts;
 pub mod trades;
 
 use std::io::{Read, Write};

@@ -98,8 +98,8 @@ struct PublicConversation {
 }
 
 impl PublicConversation {
-    /// Subscribes or cancels; the reply to send.
-    fn carry_out(&self, request: Request, link: &mut Link<'_>) -> Result<String, Refused> {
+    /// Subscribes or cancels; the reply to send, if any.
+    fn carry_out(&self, request: Request, link: &mut Link<'_>) -> Result<Option<String>, Refused> {
         if !request.subscribe {
             link.unsubscribe(&request.streams);
             return Ok(request.success());
@@ -120,7 +120,7 @@ impl Conversation for PublicConversation {
         let reply = match request::parse(text, self.version) {
             Ok(Message::Ping(_)) => {
                 link.heard_heartbeat();
-                Ok(format!("{{\"pong\":{}}}", now_ms()))
+                Ok(Some(format!("{{\"pong\":{}}}", now_ms())))
             }
             Ok(Message::Pong) => {
                 link.heard_heartbeat();
@@ -131,9 +131,11 @@ impl Conversation for PublicConversation {
         };
         let reply = reply.unwrap_or_else(|refused| {
             link.count_error(PARAMETER_ERROR.0);
-            refused.reply()
+            Some(refused.reply())
         });
-        link.send(frame::text(&[reply.as_bytes()]));
+        if let Some(reply) = reply {
+            link.send(frame::text(&[reply.as_bytes()]));
+        }
         None
     }
 }

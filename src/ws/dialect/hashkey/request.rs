@@ -3,6 +3,10 @@
 //! "params":{"binary":false}}`) or the v2 shape (`{"topic":"kline","event":"sub",
 //! "params":{"symbol":"ETHUSDT","klineType":"1m"}}`), and JSON heartbeats (`{"ping":<ms>}`,
 //! `{"pong":<ms>}`); and the replies, which echo the request with HashKey's `code` and `msg`.
+//!
+//! A v1 request is answered only when it fails, and its error reply leaves out the topic: v1
+//! clients (ccxt's `hashkey`) take any message carrying a `topic` for a push of that topic, so a
+//! success reply would reach them as an empty trade list or an empty order book.
 
 use serde_json::{Map, Value};
 
@@ -35,6 +39,8 @@ pub struct Request {
     pub streams: Vec<String>,
     /// The request as received, echoed in the reply.
     echo: Map<String, Value>,
+    /// Whether a success is answered (v2) or silent (v1).
+    answered: bool,
 }
 
 /// A message that could not be served, with what of it is echoed in the error reply.
@@ -44,9 +50,9 @@ pub struct Refused {
 }
 
 impl Request {
-    /// The success reply: the request echoed with `"code":"0","msg":"Success"`.
-    pub fn success(&self) -> String {
-        reply(&self.echo, ("0", "Success"))
+    /// The success reply, v2 only: the request echoed with `"code":"0","msg":"Success"`.
+    pub fn success(&self) -> Option<String> {
+        self.answered.then(|| reply(&self.echo, ("0", "Success")))
     }
 
     /// The error reply for a request that parsed but could not be served.
@@ -85,6 +91,7 @@ pub fn parse(text: &str, version: Version) -> Result<Message, Refused> {
     }
     let echo: Map<String, Value> = ECHOED
         .iter()
+        .filter(|&&field| version == Version::V2 || field != "topic")
         .filter_map(|&field| Some((field.to_string(), object.get(field)?.clone())))
         .collect();
     let refused = || Refused { echo: echo.clone() };
@@ -126,6 +133,7 @@ pub fn parse(text: &str, version: Version) -> Result<Message, Refused> {
         subscribe,
         streams,
         echo,
+        answered: version == Version::V2,
     }))
 }
 
@@ -176,9 +184,10 @@ mod tests {
             v1.streams,
             ["hashkey:btcusdt@trade", "hashkey:ethusdt@trade"]
         );
+        assert_eq!(v1.success(), None);
         assert_eq!(
-            v1.success(),
-            r#"{"symbol":"BTCUSDT,ETHUSDT","topic":"trade","event":"sub","params":{"binary":false},"code":"0","msg":"Success"}"#
+            v1.refused().reply(),
+            r#"{"symbol":"BTCUSDT,ETHUSDT","event":"sub","params":{"binary":false},"code":"-100011","msg":"Parameter error!"}"#
         );
         let v2 = request(
             r#"{"topic":"kline","event":"cancel","params":{"symbol":"ETHUSDT","klineType":"1m"}}"#,
@@ -187,8 +196,10 @@ mod tests {
         assert!(!v2.subscribe);
         assert_eq!(v2.streams, ["hashkey:ethusdt@kline_1m"]);
         assert_eq!(
-            v2.success(),
-            r#"{"topic":"kline","event":"cancel","params":{"symbol":"ETHUSDT","klineType":"1m"},"code":"0","msg":"Success"}"#
+            v2.success().as_deref(),
+            Some(
+                r#"{"topic":"kline","event":"cancel","params":{"symbol":"ETHUSDT","klineType":"1m"},"code":"0","msg":"Success"}"#
+            )
         );
     }
 
