@@ -3,7 +3,9 @@
 //!
 //! A connection takes a user's events through a [`UserSubscription`]: the user id the gateway
 //! verified (a listen key's owner, a signed request's key owner), a name that is unique on the
-//! connection (the listen key, or the WebSocket API's subscription id) and a [`Wrap`], which
+//! connection (the listen key, or the WebSocket API's subscription id), the private stream it
+//! takes (`userData` in Binance's format, `hashkey:userData` in HashKey's: one user's events
+//! are mapped once per format) and a [`Wrap`], which
 //! frames each event the way that subscription asked (unwrapped, `{"stream":<listenKey>,..}`,
 //! `{"subscriptionId":N,..}`). A private event usually has one or two receivers, each wrapping it
 //! its own way, so its frames are built per receiver rather than cached per variant.
@@ -41,6 +43,8 @@ pub struct UserSubscription {
     pub user: Arc<str>,
     /// Unique on its connection: the listen key, or a subscription id.
     pub name: Arc<str>,
+    /// The private stream whose events it takes (a mapping's `ws_topic`).
+    pub stream: Arc<str>,
     /// How each event is framed.
     pub wrap: Arc<dyn Wrap>,
 }
@@ -48,6 +52,7 @@ pub struct UserSubscription {
 struct Receiver {
     outbox: Arc<Outbox>,
     name: Arc<str>,
+    stream: Arc<str>,
     wrap: Arc<dyn Wrap>,
 }
 
@@ -98,6 +103,7 @@ impl Users {
             receivers.push(Receiver {
                 outbox: Arc::clone(outbox),
                 name: Arc::clone(&subscription.name),
+                stream: Arc::clone(&subscription.stream),
                 wrap: Arc::clone(&subscription.wrap),
             });
             receivers.len() == 1
@@ -159,14 +165,15 @@ impl Users {
         self.len() == 0
     }
 
-    /// Queues `delivery` for every receiver of `user`, each framed by its wrap, and wakes them.
+    /// Queues `delivery` for every receiver of `user` that takes its stream, each framed by its
+    /// wrap, and wakes them.
     pub fn deliver(&self, user: &str, delivery: &Delivery, variants: usize) -> FanOut {
         let mut counts = FanOut::default();
         let shard = self.shard(user).read();
         let Some(receivers) = shard.get(user) else {
             return counts;
         };
-        for receiver in receivers {
+        for receiver in receivers.iter().filter(|r| r.stream == delivery.stream) {
             let framed = Arc::new(delivery.prebuilt(receiver.wrap.frame(delivery), variants));
             match receiver.outbox.push(&framed) {
                 Pushed::Queued => counts.queued += 1,
@@ -204,6 +211,7 @@ mod tests {
         UserSubscription {
             user: Arc::from(user),
             name: Arc::from(name),
+            stream: Arc::from("userData"),
             wrap: Arc::new(Tagged(tag)),
         }
     }
@@ -238,6 +246,24 @@ mod tests {
         assert_eq!(frames(&alice_sub, 0), [Bytes::from("sub0:{\"a\":1}")]);
         assert!(frames(&bob, 0).is_empty());
         assert_eq!(users.deliver("carol", &event("{}"), 2).queued, 0);
+    }
+
+    #[test]
+    fn a_receiver_takes_only_the_events_of_its_private_stream() {
+        let users = Users::new(IntGauge::new("g", "g").unwrap());
+        let binance = Outbox::new(1, 1 << 20);
+        let hashkey = Outbox::new(2, 1 << 20);
+        assert!(users.subscribe(&binance, &subscription("alice", "k1", "b:")));
+        let mut other = subscription("alice", "k1", "h:");
+        other.stream = Arc::from("hashkey:userData");
+        assert!(users.subscribe(&hashkey, &other));
+
+        assert_eq!(users.deliver("alice", &event("{}"), 2).queued, 1);
+        let hashkey_event =
+            Delivery::new(Arc::from("hashkey:userData"), 1, 0, 0, Bytes::from("[]"), 2);
+        assert_eq!(users.deliver("alice", &hashkey_event, 2).queued, 1);
+        assert_eq!(frames(&binance, 0), [Bytes::from("b:{}")]);
+        assert_eq!(frames(&hashkey, 0), [Bytes::from("h:[]")]);
     }
 
     #[test]

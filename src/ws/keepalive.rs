@@ -38,6 +38,7 @@ enum Rule {
         every_ms: u32,
         answer_ms: u32,
         ping: fn(i64) -> bytes::Bytes,
+        client_pings_answer: bool,
     },
     ClientPings {
         within_ms: u32,
@@ -60,11 +61,13 @@ impl Keepalive {
                 every,
                 answer_within,
                 ping,
+                client_pings_answer,
             } => Keepalive {
                 rule: Rule::ServerPings {
                     every_ms: millis(every),
                     answer_ms: millis(answer_within),
                     ping,
+                    client_pings_answer,
                 },
                 next_ping: now + every,
                 due: None,
@@ -102,6 +105,7 @@ impl Keepalive {
                 every_ms,
                 answer_ms,
                 ping,
+                ..
             } if now >= self.next_ping => {
                 self.due.get_or_insert(after(now, answer_ms));
                 self.next_ping = after(now, every_ms);
@@ -132,10 +136,16 @@ impl Keepalive {
         }
     }
 
-    /// A WebSocket ping from the client: a heartbeat where the client is the one who pings.
+    /// A WebSocket ping from the client: a heartbeat where the client is the one who pings, or
+    /// where the dialect takes any heartbeat as an answer to its pings.
     pub fn on_client_ping(&mut self, now: Instant) {
-        if let Rule::ClientPings { .. } = self.rule {
-            self.on_heartbeat(now);
+        match self.rule {
+            Rule::ClientPings { .. }
+            | Rule::ServerPings {
+                client_pings_answer: true,
+                ..
+            } => self.on_heartbeat(now),
+            Rule::ServerPings { .. } => {}
         }
     }
 }
@@ -157,6 +167,7 @@ mod tests {
         every: Duration::from_secs(20),
         answer_within: Duration::from_secs(60),
         ping,
+        client_pings_answer: false,
     };
 
     #[test]
@@ -222,6 +233,40 @@ mod tests {
             keepalive.on_timer(at(100)),
             Beat::Missed,
             "60 s after the ping at 40"
+        );
+    }
+
+    #[test]
+    fn a_client_ping_answers_only_where_the_dialect_says_so() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let mut strict = Keepalive::new(SERVER, start);
+        let Heartbeat::ServerPings {
+            every,
+            answer_within,
+            ping,
+            ..
+        } = SERVER
+        else {
+            unreachable!()
+        };
+        let lenient_rule = Heartbeat::ServerPings {
+            every,
+            answer_within,
+            ping,
+            client_pings_answer: true,
+        };
+        let mut lenient = Keepalive::new(lenient_rule, start);
+        for keepalive in [&mut strict, &mut lenient] {
+            payload_of(keepalive.on_timer(at(20)));
+            keepalive.on_client_ping(at(21));
+        }
+        assert_eq!(lenient.deadline(), Some(at(40)), "answered");
+        assert!(matches!(lenient.on_timer(at(80)), Beat::Ping(_)));
+        assert_eq!(
+            strict.on_timer(at(80)),
+            Beat::Missed,
+            "a client ping is no pong"
         );
     }
 

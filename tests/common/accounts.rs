@@ -71,6 +71,29 @@ pub fn user_data_stream(
     query: &str,
     body: &str,
 ) -> (u16, Value) {
+    let header = api_key.map(|key| ("X-MBX-APIKEY", key));
+    form_request(
+        gateway,
+        from,
+        method,
+        "/api/v3/userDataStream",
+        header,
+        query,
+        body,
+    )
+}
+
+/// `method path[?query]` with the header `header` (if any) and a form `body`, from local address
+/// `from`: the status and JSON body.
+pub fn form_request(
+    gateway: SocketAddr,
+    from: &str,
+    method: &str,
+    path: &str,
+    header: Option<(&str, &str)>,
+    query: &str,
+    body: &str,
+) -> (u16, Value) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let local: SocketAddr = format!("{from}:0").parse().unwrap();
     socket.bind(&local.into()).unwrap();
@@ -81,17 +104,17 @@ pub fn user_data_stream(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let path = if query.is_empty() {
-        "/api/v3/userDataStream".to_string()
+    let target = if query.is_empty() {
+        path.to_string()
     } else {
-        format!("/api/v3/userDataStream?{query}")
+        format!("{path}?{query}")
     };
-    let key_header = api_key
-        .map(|k| format!("X-MBX-APIKEY: {k}\r\n"))
+    let header = header
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
         .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {gateway}\r\nConnection: close\r\n{key_header}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {target} HTTP/1.1\r\nHost: {gateway}\r\nConnection: close\r\n{header}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -100,6 +123,14 @@ pub fn user_data_stream(
     let (status, body) = super::split_response(&response);
     let body = serde_json::from_str(body).unwrap_or_else(|_| json!({ "raw": body }));
     (status, body)
+}
+
+/// The hex HMAC-SHA256 of `payload` with `secret`.
+pub fn hmac_hex(secret: &str, payload: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(payload.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// A new listen key of `api_key`, created from 127.0.0.1.
@@ -235,7 +266,6 @@ pub enum Signer<'a> {
 /// `params` with `signature` added: over every param, sorted by name, `k=v` joined by `&`.
 pub fn sign(mut params: Value, signer: Signer<'_>) -> Value {
     use base64::Engine;
-    use hmac::Mac;
     let map = params.as_object().unwrap();
     let mut pairs: Vec<(String, String)> = map
         .iter()
@@ -254,11 +284,7 @@ pub fn sign(mut params: Value, signer: Signer<'_>) -> Value {
         .collect::<Vec<_>>()
         .join("&");
     let signature = match signer {
-        Signer::Hmac(secret) => {
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-            mac.update(payload.as_bytes());
-            hex::encode(mac.finalize().into_bytes())
-        }
+        Signer::Hmac(secret) => hmac_hex(secret, &payload),
         Signer::Ed25519(key) => {
             use ed25519_dalek::Signer as _;
             base64::engine::general_purpose::STANDARD

@@ -33,6 +33,23 @@ impl Fixed8 {
     pub fn checked_add(self, other: Self) -> Option<Self> {
         self.0.checked_add(other.0).map(Self)
     }
+
+    /// `self - other`, or `None` when `other` is larger.
+    pub fn checked_sub(self, other: Self) -> Option<Self> {
+        self.0.checked_sub(other.0).map(Self)
+    }
+
+    /// `self / other` rounded half up to 8 decimals, or `None` when `other` is zero or the
+    /// quotient is too large.
+    pub fn checked_div(self, other: Self) -> Option<Self> {
+        if other.0 == 0 {
+            return None;
+        }
+        let (num, den) = (u128::from(self.0), u128::from(other.0));
+        let scaled = num * u128::from(Self::SCALE);
+        let quotient = (scaled + den / 2) / den;
+        u64::try_from(quotient).ok().map(Self)
+    }
 }
 
 /// Why a string is not a valid [`Fixed8`].
@@ -153,6 +170,21 @@ mod tests {
         assert_eq!(sum.to_string(), "0.30000000");
         let max = Fixed8::from_units(u64::MAX);
         assert_eq!(max.checked_add(parse("0.00000001")), None);
+    }
+
+    #[test]
+    fn subtracts_and_divides() {
+        assert_eq!(
+            parse("0.5").checked_sub(parse("0.2")).unwrap().to_string(),
+            "0.30000000"
+        );
+        assert_eq!(parse("0.2").checked_sub(parse("0.5")), None);
+        let average = |cost: &str, qty: &str| parse(cost).checked_div(parse(qty));
+        assert_eq!(average("804.00024", "0.012").unwrap(), parse("67000.02"));
+        assert_eq!(average("1", "3").unwrap().to_string(), "0.33333333");
+        assert_eq!(average("2", "3").unwrap().to_string(), "0.66666667");
+        assert_eq!(average("1", "0"), None);
+        assert_eq!(average("100000000000", "0.00000001"), None);
     }
 
     #[test]

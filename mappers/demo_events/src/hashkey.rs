@@ -1,4 +1,4 @@
-//! HashKey Exchange public stream payloads.
+//! HashKey Exchange public and private stream payloads.
 //!
 //! Field order is the serialization order and matches HashKey's. Prices and quantities are
 //! decimal strings without trailing zeros ([`trim_zeros`](crate::decimal::trim_zeros)); ids are
@@ -54,6 +54,158 @@ pub struct Depth<'a> {
     /// Always `0`.
     #[serde(rename = "o")]
     pub ignore: u32,
+}
+
+/// A spot order update of the private stream (`"e": "executionReport"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionReport<'a> {
+    /// Always `executionReport`.
+    #[serde(rename = "e")]
+    pub event_type: &'static str,
+    /// Event time, ms.
+    #[serde(rename = "E")]
+    pub event_time: u64,
+    /// Symbol, uppercase.
+    #[serde(rename = "s")]
+    pub symbol: &'a str,
+    /// Client order id.
+    #[serde(rename = "c")]
+    pub client_order_id: &'a str,
+    /// `BUY` or `SELL`.
+    #[serde(rename = "S")]
+    pub side: &'a str,
+    /// Order type (`LIMIT`, `MARKET`, ...).
+    #[serde(rename = "o")]
+    pub order_type: &'a str,
+    /// Time in force (`GTC`, `IOC`, `FOK`).
+    #[serde(rename = "f")]
+    pub time_in_force: &'a str,
+    /// Order quantity.
+    #[serde(rename = "q")]
+    pub qty: &'a str,
+    /// Order price (`0` for a market order).
+    #[serde(rename = "p")]
+    pub price: &'a str,
+    /// Order status (`NEW`, `PARTIALLY_FILLED`, `FILLED`, `CANCELED`, ...).
+    #[serde(rename = "X")]
+    pub status: &'a str,
+    /// Order id.
+    #[serde(rename = "i")]
+    pub order_id: IdString,
+    /// Quantity of the last fill.
+    #[serde(rename = "l")]
+    pub last_qty: &'a str,
+    /// Cumulative filled quantity.
+    #[serde(rename = "z")]
+    pub filled_qty: &'a str,
+    /// Price of the last fill.
+    #[serde(rename = "L")]
+    pub last_price: &'a str,
+    /// Average fill price (`0` before any fill).
+    #[serde(rename = "V")]
+    pub average_price: &'a str,
+    /// Cumulative quote quantity.
+    #[serde(rename = "Z")]
+    pub filled_quote_qty: &'a str,
+    /// Fee.
+    #[serde(rename = "n")]
+    pub fee: &'a str,
+    /// Fee asset, `null` when none was charged.
+    #[serde(rename = "N")]
+    pub fee_asset: Option<&'a str>,
+    /// Whether the order is working (always `true`).
+    #[serde(rename = "u")]
+    pub is_working: bool,
+    /// Whether the order is on the book (`NEW` or `PARTIALLY_FILLED`).
+    #[serde(rename = "w")]
+    pub is_open: bool,
+    /// Whether the last fill was as maker.
+    #[serde(rename = "m")]
+    pub is_maker: bool,
+    /// Order creation time, ms.
+    #[serde(rename = "O")]
+    pub created_time: u64,
+    /// Remaining quantity: order quantity minus filled quantity.
+    #[serde(rename = "r")]
+    pub remaining_qty: &'a str,
+}
+
+/// One fill of the user's order on the private stream (`"e": "ticketInfo"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketInfo<'a> {
+    /// Always `ticketInfo`.
+    #[serde(rename = "e")]
+    pub event_type: &'static str,
+    /// Event time, ms.
+    #[serde(rename = "E")]
+    pub event_time: u64,
+    /// Symbol, uppercase.
+    #[serde(rename = "s")]
+    pub symbol: &'a str,
+    /// Fill quantity.
+    #[serde(rename = "q")]
+    pub qty: &'a str,
+    /// Fill time, ms.
+    #[serde(rename = "t")]
+    pub time: u64,
+    /// Fill price.
+    #[serde(rename = "p")]
+    pub price: &'a str,
+    /// Trade id.
+    #[serde(rename = "T")]
+    pub trade_id: IdString,
+    /// Order id.
+    #[serde(rename = "o")]
+    pub order_id: IdString,
+    /// Client order id.
+    #[serde(rename = "c")]
+    pub client_order_id: &'a str,
+    /// Account id (`null` when unknown).
+    #[serde(rename = "a")]
+    pub account_id: Option<&'a str>,
+    /// Whether the fill was as maker.
+    #[serde(rename = "m")]
+    pub is_maker: bool,
+    /// `BUY` or `SELL`.
+    #[serde(rename = "S")]
+    pub side: &'a str,
+}
+
+/// Spot balances that changed, on the private stream (`"e": "outboundAccountInfo"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountInfo<'a> {
+    /// Always `outboundAccountInfo`.
+    #[serde(rename = "e")]
+    pub event_type: &'static str,
+    /// Event time, ms.
+    #[serde(rename = "E")]
+    pub event_time: u64,
+    /// Can trade.
+    #[serde(rename = "T")]
+    pub can_trade: bool,
+    /// Can withdraw.
+    #[serde(rename = "W")]
+    pub can_withdraw: bool,
+    /// Can deposit.
+    #[serde(rename = "D")]
+    pub can_deposit: bool,
+    /// The balances.
+    #[serde(rename = "B")]
+    pub balances: &'a [AccountBalance<'a>],
+}
+
+/// One asset's balance in an [`AccountInfo`].
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountBalance<'a> {
+    /// Asset.
+    #[serde(rename = "a")]
+    pub asset: &'a str,
+    /// Available.
+    #[serde(rename = "f")]
+    pub free: &'a str,
+    /// Held by open orders.
+    #[serde(rename = "l")]
+    pub locked: &'a str,
 }
 
 /// An integer id written as a JSON string, e.g. `"5001"`.

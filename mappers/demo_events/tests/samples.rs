@@ -8,7 +8,7 @@ use demo_events::map;
 use serde_json::Value;
 
 /// Every sample file with the mappers it serves.
-const SAMPLES: [(&str, &[(&str, MapFn)]); 4] = [
+const SAMPLES: [(&str, &[(&str, MapFn)]); 5] = [
     (
         "trade.json",
         &[
@@ -29,6 +29,13 @@ const SAMPLES: [(&str, &[(&str, MapFn)]); 4] = [
     (
         "liquidation.json",
         &[("force_order", map::force_order::map)],
+    ),
+    (
+        "account.json",
+        &[
+            ("user_data", map::user_data::map),
+            ("hashkey_user_data", map::hashkey_user_data::map),
+        ],
     ),
 ];
 

@@ -37,14 +37,25 @@ use crate::trade::Trading;
 pub use link::{Link, Replier};
 
 /// The dialects every node serves, in the order their URLs are tried, consulting the node's
-/// account and trading services.
+/// account and trading services. Must be called inside a tokio runtime (listen keys held by
+/// connections are checked by a task of their own).
 pub fn standard(variants: &mut FrameVariants, services: &Services) -> Dialects {
-    let (spot, futures) =
-        binance::MarketStreams::spot_and_futures(variants, &services.accounts, &services.books);
+    // Listen keys are the node's: one holder checks those of every dialect's connections.
+    let user_data = binance::user_data::UserData::start(services.accounts.clone());
+    let (spot, futures) = binance::MarketStreams::spot_and_futures(
+        variants,
+        &user_data,
+        &services.accounts,
+        &services.books,
+    );
     Dialects::default()
         .with(spot)
         .with(futures)
-        .with(hashkey::PublicStreams::new(variants))
+        .with(hashkey::HashKey::new(
+            variants,
+            &user_data,
+            &services.accounts,
+        ))
         .with(binance_api::WsApi::new(
             variants,
             &services.accounts,
@@ -237,6 +248,9 @@ pub enum Heartbeat {
         answer_within: Duration,
         /// Builds the ping frame.
         ping: fn(i64) -> Bytes,
+        /// Whether a WebSocket ping from the client answers too (HashKey takes any heartbeat
+        /// as a sign of life; Binance wants the pong).
+        client_pings_answer: bool,
     },
     /// The client must send a heartbeat at least every `within`: a WebSocket ping, or whatever
     /// the conversation reports with [`Link::heard_heartbeat`] (JSON pings).
@@ -254,6 +268,7 @@ impl Heartbeat {
             every: settings.ping_interval,
             answer_within: settings.pong_timeout,
             ping: websocket_ping,
+            client_pings_answer: false,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod force_order;
 pub mod futures_trade;
 pub mod hashkey_depth;
 pub mod hashkey_trade;
+pub mod hashkey_user_data;
 pub mod kline;
 pub mod mark_price;
 pub mod mini_ticker;

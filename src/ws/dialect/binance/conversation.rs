@@ -88,7 +88,7 @@ impl MarketConversation {
                     }
                 };
                 if feeds.add(UserData::subscription(&listen_key, format)) {
-                    user_data.hold(&listen_key.key, &hangup, format);
+                    user_data.hold(&listen_key.key, &hangup, Some(format));
                 }
             }
             let reply = control::result_json("null", &id);

@@ -6,6 +6,11 @@
 //!
 //! Requests are limited per client address, and creations per API key, answering Binance's 429
 //! with `-1003` past the limit.
+//!
+//! HashKey's endpoint (`/api/v1/userDataStream`, [`Flavor::HASHKEY`]) works the same way with the
+//! API key in `X-HK-APIKEY`, and every request is signed: `timestamp` (and `recvWindow`) among its
+//! parameters, `signature` the key's HMAC-SHA256 in hex over the parameters as sent (the query
+//! string, then the form body, without the `signature` pair), as ccxt's `hashkey` signs them.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -18,15 +23,43 @@ use serde_json::json;
 use super::user_data::UserData;
 use crate::api_error;
 use crate::auth::listen_keys::{ListenKeySettings, Owner, UNKNOWN_LISTEN_KEY};
-use crate::auth::{generate_token, AuthError};
+use crate::auth::signature::{check_timestamp, SignatureError};
+use crate::auth::{generate_token, ApiKey, AuthError};
 use crate::config::store::Permission;
+use crate::util::now_ms;
 use crate::ws::dialect::{HttpAnswer, HttpRequest};
 
-/// The endpoint's path.
-pub const PATH: &str = "/api/v3/userDataStream";
+/// Which exchange's listen-key endpoint: its path, the header carrying the API key, and whether
+/// requests are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavor {
+    /// The endpoint's path.
+    pub path: &'static str,
+    /// The header with the API key (lower case).
+    pub api_key_header: &'static str,
+    /// Whether each request carries `timestamp` and `signature`.
+    pub signed: bool,
+}
+
+impl Flavor {
+    /// Binance's legacy endpoint: API key in `X-MBX-APIKEY`, not signed.
+    pub const BINANCE: Flavor = Flavor {
+        path: "/api/v3/userDataStream",
+        api_key_header: "x-mbx-apikey",
+        signed: false,
+    };
+
+    /// HashKey's endpoint: API key in `X-HK-APIKEY`, signed.
+    pub const HASHKEY: Flavor = Flavor {
+        path: "/api/v1/userDataStream",
+        api_key_header: "x-hk-apikey",
+        signed: true,
+    };
+}
 
 /// The endpoint and its limits.
 pub struct ListenKeyApi {
+    flavor: Flavor,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     creates_per_key: DefaultKeyedRateLimiter<String>,
     ip_limit: u32,
@@ -82,9 +115,10 @@ fn listen_key_param(request: &HttpRequest) -> Option<String> {
 }
 
 impl ListenKeyApi {
-    /// The endpoint with the limits of `settings`.
-    pub fn new(settings: &ListenKeySettings) -> Self {
+    /// The endpoint of `flavor` with the limits of `settings`.
+    pub fn new(settings: &ListenKeySettings, flavor: Flavor) -> Self {
         ListenKeyApi {
+            flavor,
             per_ip: RateLimiter::keyed(per_minute(settings.requests_per_ip_per_minute)),
             creates_per_key: RateLimiter::keyed(per_minute(settings.creates_per_key_per_minute)),
             ip_limit: settings.requests_per_ip_per_minute,
@@ -93,7 +127,12 @@ impl ListenKeyApi {
         }
     }
 
-    /// Answers one request to [`PATH`].
+    /// The endpoint's path.
+    pub fn path(&self) -> &'static str {
+        self.flavor.path
+    }
+
+    /// Answers one request to [`path`](Self::path).
     pub async fn answer(&self, user_data: &UserData, request: &HttpRequest) -> HttpAnswer {
         if self.per_ip.check_key(&request.peer).is_err() {
             return too_many(self.ip_limit);
@@ -110,7 +149,7 @@ impl ListenKeyApi {
         }
         let Some(api_key) = request
             .headers
-            .get("x-mbx-apikey")
+            .get(self.flavor.api_key_header)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 256)
         else {
@@ -127,6 +166,11 @@ impl ListenKeyApi {
         };
         if let Err(e) = key.authorize(Permission::UserStream, request.peer) {
             return refused(e);
+        }
+        if self.flavor.signed {
+            if let Err(answer) = check_signature(request, &key) {
+                return answer;
+            }
         }
         let settings = &accounts.listen_key_settings;
         let store = &accounts.listen_keys;
@@ -175,4 +219,47 @@ impl ListenKeyApi {
             }
         }
     }
+}
+
+/// The parameters of a request as sent: the query string's pairs, then the form body's.
+fn sent_pairs(request: &HttpRequest) -> impl Iterator<Item = &str> {
+    let query = request.query.as_deref().unwrap_or("");
+    let body = std::str::from_utf8(&request.body).unwrap_or("");
+    query
+        .split('&')
+        .chain(body.split('&'))
+        .filter(|pair| !pair.is_empty())
+}
+
+/// Checks a signed request: `timestamp` within `recvWindow` of the node's clock, and
+/// `signature` over the other parameters as sent.
+fn check_signature(request: &HttpRequest, key: &ApiKey) -> Result<(), HttpAnswer> {
+    let value = |name: &str| {
+        sent_pairs(request)
+            .flat_map(|pair| form_urlencoded::parse(pair.as_bytes()))
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let missing = |name: &str| {
+        let (code, msg) = api_error::missing_parameter(name);
+        HttpAnswer::error(StatusCode::BAD_REQUEST, code, &msg)
+    };
+    let bad =
+        |e: SignatureError| HttpAnswer::error(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
+    let signature = value("signature").ok_or_else(|| missing("signature"))?;
+    let timestamp = value("timestamp")
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(|| missing("timestamp"))?;
+    let recv_window = match value("recvWindow") {
+        Some(w) => Some(w.parse::<u64>().map_err(|_| missing("recvWindow"))?),
+        None => None,
+    };
+    check_timestamp(timestamp, recv_window, now_ms()).map_err(bad)?;
+    let signed: Vec<&str> = sent_pairs(request)
+        .filter(|pair| !pair.starts_with("signature="))
+        .collect();
+    key.verifier()
+        .verify(&signed.join("&"), &signature)
+        .map_err(bad)
 }

@@ -14,9 +14,9 @@ pub mod control;
 mod conversation;
 pub mod depth_api;
 pub mod envelope;
-mod listen_key_api;
+pub mod listen_key_api;
 pub mod url;
-mod user_data;
+pub mod user_data;
 
 use std::sync::Arc;
 
@@ -34,9 +34,12 @@ use crate::ws::subscriptions::{Planned, Streams, SubscribeError};
 use crate::ws::Hangup;
 use conversation::{MarketConversation, Shared};
 use envelope::{Format, Variants};
-use listen_key_api::ListenKeyApi;
+use listen_key_api::{Flavor, ListenKeyApi};
 use url::{ConnectTarget, TargetError};
 use user_data::UserData;
+
+/// The private stream of Binance-format user events (the `ws_topic` of their mapping).
+pub const USER_DATA_STREAM: &str = "userData";
 
 /// Which Binance market a [`MarketStreams`] serves: where its URLs start and what its streams
 /// are called in the hub.
@@ -117,24 +120,23 @@ pub struct MarketStreams {
 
 impl MarketStreams {
     /// The spot dialect and the USD-M futures one, their event formats registered once in
-    /// `variants`, consulting `accounts` for listen keys and `books` for depth snapshots. Must
-    /// be called inside a tokio runtime (listen keys held by connections are checked by a task
-    /// of its own).
+    /// `variants`, their listen-key connections held by `user_data`, consulting `accounts` for
+    /// listen keys and `books` for depth snapshots.
     pub fn spot_and_futures(
         variants: &mut FrameVariants,
+        user_data: &Arc<UserData>,
         accounts: &Accounts,
         books: &Books,
     ) -> (Self, Self) {
         let variants = Variants::register(variants);
-        let user_data = UserData::start(accounts.clone());
         let market = |market: Market| MarketStreams {
             market,
             shared: Arc::new(Shared {
                 variants,
-                user_data: Arc::clone(&user_data),
+                user_data: Arc::clone(user_data),
                 market,
             }),
-            listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings),
+            listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings, Flavor::BINANCE),
             books: books.clone(),
         };
         (market(Market::SPOT), market(Market::USD_FUTURES))
@@ -221,7 +223,7 @@ impl MarketStreams {
         }
         let hangup = Hangup::new();
         for key in listen_keys {
-            self.shared.user_data.hold(&key.key, &hangup, format);
+            self.shared.user_data.hold(&key.key, &hangup, Some(format));
         }
         Ok(Some(hangup))
     }
@@ -261,7 +263,7 @@ impl Dialect for MarketStreams {
             return None;
         }
         match request.path.as_str() {
-            listen_key_api::PATH => Some(
+            path if path == self.listen_key_api.path() => Some(
                 self.listen_key_api
                     .answer(&self.shared.user_data, request)
                     .boxed(),

@@ -30,10 +30,11 @@ use crate::ws::Hangup;
 /// Keys checked per store round trip.
 const CHECK_BATCH: usize = 1000;
 
-/// One connection holding a listen key.
+/// One connection holding a listen key, and the format of its `listenKeyExpired` notice (none:
+/// the connection is closed without one, as HashKey's private streams are).
 struct Holder {
     hangup: Weak<Hangup>,
-    format: Format,
+    format: Option<Format>,
 }
 
 /// The node's listen-key connections and the task that checks their keys.
@@ -89,6 +90,7 @@ impl UserData {
         UserSubscription {
             user: Arc::from(key.owner.user_id.as_str()),
             name: Arc::clone(&key.key),
+            stream: Arc::from(super::USER_DATA_STREAM),
             wrap: Arc::new(ListenKeyWrap {
                 key: Arc::clone(&key.key),
                 format,
@@ -96,8 +98,9 @@ impl UserData {
         }
     }
 
-    /// Watches `key` for the connection `hangup` ends.
-    pub fn hold(&self, key: &Arc<str>, hangup: &Arc<Hangup>, format: Format) {
+    /// Watches `key` for the connection `hangup` ends; its expiry is announced in `format`, if
+    /// any.
+    pub fn hold(&self, key: &Arc<str>, hangup: &Arc<Hangup>, format: Option<Format>) {
         self.held
             .lock()
             .entry(Arc::clone(key))
@@ -188,8 +191,13 @@ impl UserData {
             };
             let closing = match state {
                 KeyState::Revoked => Closing::new(close::LISTEN_KEY_REVOKED, "listenKey revoked"),
-                _ => Closing::new(close::LISTEN_KEY_EXPIRED, "listenKey expired")
-                    .with_notice(expired_notice(key, holder.format)),
+                _ => {
+                    let closing = Closing::new(close::LISTEN_KEY_EXPIRED, "listenKey expired");
+                    match holder.format {
+                        Some(format) => closing.with_notice(expired_notice(key, format)),
+                        None => closing,
+                    }
+                }
             };
             hangup.request(closing);
         }

@@ -21,6 +21,7 @@ use crate::config::store::{KeyKind, Permission};
 use crate::hub::UserSubscription;
 use crate::trade::TradeRequest;
 use crate::util::now_ms;
+use crate::ws::dialect::binance::USER_DATA_STREAM;
 use crate::ws::dialect::Replier;
 use crate::ws::UserFeeds;
 
@@ -383,6 +384,7 @@ impl Worker {
         let added = self.feeds.add(UserSubscription {
             user: Arc::clone(&user),
             name: Arc::from(id.to_string()),
+            stream: Arc::from(USER_DATA_STREAM),
             wrap: Arc::new(SubscriptionWrap(id)),
         });
         if !added {

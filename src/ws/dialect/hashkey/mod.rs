@@ -1,22 +1,34 @@
-//! The HashKey public-stream dialect (`docs/binance-protocol.md` §7) on the same listener as
-//! Binance's: `/quote/ws/v1` and `/quote/ws/v2`. A client subscribes with `sub` and `cancel`
-//! events ([`request`]) and keeps the connection alive with JSON pings (`{"ping":<ms>}` is
-//! answered `{"pong":<server ms>}`) or WebSocket pings; pushes are wrapped per version
-//! ([`envelope`]). Its streams live in the hub's `hashkey:` namespace (`hashkey:btcusdt@trade`),
-//! fed by HashKey mappers from the same upstream events as the Binance streams.
+//! The HashKey dialect (`docs/binance-protocol.md` §7) on the same listener as Binance's: the
+//! public streams `/quote/ws/v1` and `/quote/ws/v2`, and the private stream
+//! `/api/v1/ws/<listenKey>` with its signed listen-key endpoint `/api/v1/userDataStream`
+//! ([`private`]).
 //!
-//! A connection that sends no heartbeat at all for the node's `--pong-timeout` is closed: HashKey
-//! asks clients to ping every 10 seconds, so that is several missed pings.
+//! On the public streams, a client subscribes with `sub` and `cancel` events ([`request`]) and
+//! keeps the connection alive with JSON pings (`{"ping":<ms>}` is answered
+//! `{"pong":<server ms>}`) or WebSocket pings; pushes are wrapped per version ([`envelope`]).
+//! Their streams live in the hub's `hashkey:` namespace (`hashkey:btcusdt@trade`), fed by HashKey
+//! mappers from the same upstream events as the Binance streams. A public connection that sends
+//! no heartbeat at all for the node's `--pong-timeout` is closed: HashKey asks clients to ping
+//! every 10 seconds, so that is several missed pings.
 
 pub mod envelope;
+pub mod private;
 pub mod request;
+
+pub use private::USER_DATA_STREAM;
+
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
+use super::binance::listen_key_api::{Flavor, ListenKeyApi};
+use super::binance::user_data::UserData;
 use super::{
-    Closing, Connect, Conversation, Dialect, Handshake, Heartbeat, Link, Refusal, Serving,
+    Closing, Connect, Conversation, Dialect, Handshake, Heartbeat, HttpAnswer, HttpRequest, Link,
+    Refusal, Serving,
 };
+use crate::auth::Accounts;
 use crate::hub::FrameVariants;
 use crate::util::now_ms;
 use crate::ws::frame;
@@ -52,21 +64,48 @@ impl Version {
     }
 }
 
-/// HashKey's public streams.
-pub struct PublicStreams {
+/// HashKey's public and private streams.
+pub struct HashKey {
     variants: Variants,
+    /// The node's listen-key connections (shared with the Binance dialect).
+    user_data: Arc<UserData>,
+    listen_key_api: ListenKeyApi,
 }
 
-impl PublicStreams {
-    /// The dialect, its two push envelopes registered in `variants`.
-    pub fn new(variants: &mut FrameVariants) -> Self {
-        PublicStreams {
+impl HashKey {
+    /// The dialect, its two push envelopes registered in `variants`, its private streams held
+    /// by `user_data` and its listen keys created in `accounts`.
+    pub fn new(
+        variants: &mut FrameVariants,
+        user_data: &Arc<UserData>,
+        accounts: &Accounts,
+    ) -> Self {
+        HashKey {
             variants: Variants::register(variants),
+            user_data: Arc::clone(user_data),
+            listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings, Flavor::HASHKEY),
         }
+    }
+
+    async fn connect_private(
+        &self,
+        key: &str,
+        handshake: &Handshake<'_>,
+        serving: &Serving<'_>,
+    ) -> Result<Connect, Refusal> {
+        let opened = private::open(&self.user_data, key, handshake.peer, serving).await?;
+        Ok(Connect {
+            conversation: Box::new(private::PrivateConversation),
+            variant: self.variants.of(Version::V1),
+            heartbeat: opened.heartbeat,
+            streams: opened.streams,
+            hangup: Some(opened.hangup),
+            messages_per_sec: Some(MESSAGES_PER_SEC),
+        })
     }
 }
 
-impl Dialect for PublicStreams {
+impl Dialect for HashKey {
     fn name(&self) -> &'static str {
         "hashkey"
     }
@@ -76,6 +115,10 @@ impl Dialect for PublicStreams {
         handshake: &'a Handshake<'a>,
         serving: &'a Serving<'a>,
     ) -> BoxFuture<'a, Option<Result<Connect, Refusal>>> {
+        if let Some(key) = private::listen_key_of(handshake.path) {
+            return async move { Some(self.connect_private(key, handshake, serving).await) }
+                .boxed();
+        }
         let answer = Version::of_path(handshake.path).map(|version| {
             Ok(Connect {
                 conversation: Box::new(PublicConversation { version }),
@@ -89,6 +132,11 @@ impl Dialect for PublicStreams {
             })
         });
         std::future::ready(answer).boxed()
+    }
+
+    fn answer<'a>(&'a self, request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
+        (request.path == self.listen_key_api.path())
+            .then(|| self.listen_key_api.answer(&self.user_data, request).boxed())
     }
 }
 
