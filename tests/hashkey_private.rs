@@ -260,3 +260,79 @@ async fn the_server_pings_in_json_and_closes_after_two_missed_pings() {
         "{after:?}"
     );
 }
+
+/// ccxt.pro's `hashkey` with alice's credentials, unmodified but for its URLs: a listen key from
+/// the signed endpoint, then `watch_orders` on the private stream sees the orders placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ccxt_hashkey_watches_its_orders() {
+    let gateway = Gateway::start(&[]);
+    let (http, ws) = (
+        format!("http://{}", gateway.addr),
+        format!("ws://{}", gateway.addr),
+    );
+    let (child, lines) = common::scripts::run_client(
+        "dialect_clients.py",
+        &["hashkey-orders", &http, &ws, ALICE.0, ALICE.1, "2"],
+    );
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(lines));
+    let first = {
+        let lines = std::sync::Arc::clone(&lines);
+        tokio::task::spawn_blocking(move || {
+            common::scripts::next_line(&lines.lock().unwrap(), Duration::from_secs(30))
+        })
+        .await
+        .unwrap()
+    };
+    let listen_key = first["listen_key"]
+        .as_str()
+        .expect("a listen key first")
+        .to_string();
+    assert_eq!(listen_key.len(), 64, "{first}");
+
+    // Orders until ccxt has seen two of them (its socket opens a moment after the key).
+    let mut placing = gateway.connect("/ws-api/v3").await;
+    let mut placed = Vec::new();
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while seen.len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "ccxt saw {seen:?} of {placed:?}"
+        );
+        let order =
+            json!({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.001"});
+        let answer = call(
+            &mut placing,
+            10 + placed.len() as u64,
+            "order.place",
+            ALICE,
+            order,
+        )
+        .await;
+        if answer["status"] == 200 {
+            placed.push(answer["result"]["orderId"].as_u64().unwrap().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(line) = lines.lock().unwrap().try_recv() {
+            if let Some(order) = line.get("order") {
+                seen.push(order.clone());
+            }
+        }
+    }
+    for order in &seen {
+        assert!(
+            placed.contains(&order["id"].as_str().unwrap().to_string()),
+            "{order} not in {placed:?}"
+        );
+        assert_eq!(
+            (&order["symbol"], &order["side"], &order["type"]),
+            (&json!("BTC/USDT"), &json!("buy"), &json!("market")),
+            "{order}"
+        );
+        assert!(
+            matches!(order["status"].as_str(), Some("open" | "closed")),
+            "{order}"
+        );
+    }
+    common::scripts::wait_success(child, Duration::from_secs(30));
+}

@@ -4,6 +4,11 @@
         ccxt.pro's hashkey on /quote/ws/v1: watch_trades('BTC/USDT') until <count> trades, then
         watch_order_book('BTC/USDT') <count> times.
 
+    dialect_clients.py hashkey-orders <http-base> <ws-base> <api-key> <secret> <count>
+        ccxt.pro's hashkey with credentials: a listen key from the signed
+        POST /api/v1/userDataStream, then watch_orders('BTC/USDT') on /api/v1/ws/<listenKey>
+        until <count> orders were seen (the test places them).
+
     dialect_clients.py binanceusdm <ws-base> <count>
         ccxt.pro's binanceusdm on /futures/ws (ccxt turns it into /futures/public/ws and
         /futures/market/ws): watch_trades('BTC/USDT:USDT') until <count> trades, then
@@ -72,6 +77,25 @@ async def hashkey(ws_base, count):
         await exchange.close()
 
 
+async def hashkey_orders(http_base, ws_base, api_key, secret, count):
+    import ccxt.pro as ccxtpro
+
+    exchange = ccxtpro.hashkey({"enableRateLimit": False, "apiKey": api_key, "secret": secret})
+    exchange.urls["api"]["private"] = http_base
+    exchange.urls["api"]["ws"]["private"] = f"{ws_base}/api/v1/ws"
+    exchange.set_markets([market("BTC/USDT", False)])
+    try:
+        emit(listen_key=await exchange.authenticate())
+        seen = 0
+        while seen < count:
+            orders = await asyncio.wait_for(exchange.watch_orders("BTC/USDT"), TIMEOUT)
+            for order in orders[-count:]:
+                emit(order={k: order[k] for k in ("id", "symbol", "side", "type", "status", "filled")})
+                seen += 1
+    finally:
+        await exchange.close()
+
+
 async def binanceusdm(ws_base, count):
     import ccxt.pro as ccxtpro
 
@@ -90,9 +114,13 @@ async def binanceusdm(ws_base, count):
 
 
 def main():
-    client, ws_base, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    run = {"hashkey": hashkey, "binanceusdm": binanceusdm}[client]
-    asyncio.run(run(ws_base, count))
+    client, args = sys.argv[1], sys.argv[2:]
+    if client == "hashkey-orders":
+        http_base, ws_base, api_key, secret, count = args
+        asyncio.run(hashkey_orders(http_base, ws_base, api_key, secret, int(count)))
+    else:
+        run = {"hashkey": hashkey, "binanceusdm": binanceusdm}[client]
+        asyncio.run(run(args[0], int(args[1])))
     emit(done=True)
 
 
