@@ -10,17 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use common::{next_seen, request, Client, Gateway, Seen};
-
-/// The keys of a JSON object, in order.
-fn keys(value: &Value) -> Vec<&str> {
-    value
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {value}"))
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
+use common::{during, keys, request, Gateway};
 
 fn decimal(value: &Value) -> f64 {
     let text = value
@@ -28,20 +18,6 @@ fn decimal(value: &Value) -> f64 {
         .unwrap_or_else(|| panic!("not a decimal string: {value}"));
     assert_eq!(text.split('.').nth(1).map(str::len), Some(8), "{value}");
     text.parse().unwrap()
-}
-
-/// Messages received within `window`.
-async fn during(client: &mut Client, window: Duration) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + window;
-    let longer = window + Duration::from_secs(10);
-    let mut got = Vec::new();
-    while let Ok(seen) = tokio::time::timeout_at(deadline, next_seen(client, longer)).await {
-        match seen {
-            Seen::Json(value) => got.push(value),
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-    got
 }
 
 /// Eight hours in ms: funding times are multiples of it.

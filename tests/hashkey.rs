@@ -13,17 +13,7 @@ use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{expect_close, next_seen, send_text, Client, Gateway, Seen};
-
-/// The keys of a JSON object, in order.
-fn keys(value: &Value) -> Vec<&str> {
-    value
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {value}"))
-        .keys()
-        .map(String::as_str)
-        .collect()
-}
+use common::{during, expect_close, keys, next_seen, send_text, Client, Gateway, Seen};
 
 /// A decimal string's value (HashKey prints decimals trimmed, Binance with 8 places).
 fn decimal(value: &Value) -> f64 {
@@ -55,20 +45,6 @@ async fn next_reply(client: &mut Client) -> Value {
 async fn send(client: &mut Client, message: Value) -> Value {
     send_text(client, &message.to_string()).await;
     next_reply(client).await
-}
-
-/// Messages received within `window` (a close ends the window).
-async fn during(client: &mut Client, window: Duration) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + window;
-    let mut got = Vec::new();
-    let longer = window + Duration::from_secs(10);
-    while let Ok(seen) = tokio::time::timeout_at(deadline, next_seen(client, longer)).await {
-        match seen {
-            Seen::Json(value) => got.push(value),
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
-    got
 }
 
 fn assert_trade_item(item: &Value) {

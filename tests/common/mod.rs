@@ -430,6 +430,30 @@ pub async fn next_reply(client: &mut Client) -> Value {
     }
 }
 
+/// Every message received within `window`; panics if the connection ends.
+pub async fn during(client: &mut Client, window: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + window;
+    let longer = window + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while let Ok(seen) = tokio::time::timeout_at(deadline, next_seen(client, longer)).await {
+        match seen {
+            Seen::Json(value) => got.push(value),
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+    got
+}
+
+/// The keys of a JSON object, in order.
+pub fn keys(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 /// Sends a text message.
 pub async fn send_text(client: &mut Client, text: &str) {
     client.send(Message::text(text)).await.expect("sending");

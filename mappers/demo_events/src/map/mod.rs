@@ -21,8 +21,28 @@ pub mod ticker;
 pub mod trade;
 pub mod user_data;
 
-use crate::events::Level;
+use crate::events::{Fill, Level, Match, MatchType};
+use crate::output::{symbol_var, Output};
+use crate::parse::parse_event;
 use crate::MapError;
+
+/// One output per fill of a `match` payload: `payload` builds each from the event, the fill, the
+/// event time in ms and the topic vars (`symbol`). Other events map to nothing.
+fn per_fill(
+    payload: &[u8],
+    build: impl Fn(&Match<'_>, &Fill<'_>, u64, Vec<(String, String)>) -> Result<Output, MapError>,
+) -> Result<Vec<Output>, MapError> {
+    let Some(event) = parse_event::<Match<'_>>(payload, MatchType::TYPE)? else {
+        return Ok(Vec::new());
+    };
+    let time = ms(event.ts_us);
+    let vars = vec![symbol_var(event.symbol)];
+    event
+        .fills
+        .iter()
+        .map(|fill| build(&event, fill, time, vars.clone()))
+        .collect()
+}
 
 /// Microseconds to whole milliseconds, as Binance's `E` and `T`.
 fn ms(ts_us: u64) -> u64 {

@@ -50,6 +50,16 @@ struct Named {
     kline_type: Option<String>,
 }
 
+impl Named {
+    /// `,"klineType":"<interval>"` for a kline stream, to close its `params`; empty otherwise.
+    fn kline_param(&self) -> String {
+        self.kline_type
+            .as_ref()
+            .map(|interval| format!(",\"klineType\":\"{interval}\""))
+            .unwrap_or_default()
+    }
+}
+
 fn named(stream: &str) -> Named {
     let (symbol, kind) = strip_namespace(stream)
         .split_once('@')
@@ -67,14 +77,8 @@ fn named(stream: &str) -> Named {
 
 /// The v1 push of `delivery`, sent at `send_time_ms`.
 pub fn encode_v1(delivery: &Delivery, send_time_ms: u64) -> Bytes {
-    let Named {
-        symbol,
-        topic,
-        kline_type,
-    } = named(&delivery.stream);
-    let kline = kline_type
-        .map(|interval| format!(",\"klineType\":\"{interval}\""))
-        .unwrap_or_default();
+    let named = named(&delivery.stream);
+    let (symbol, topic, kline) = (&named.symbol, &named.topic, named.kline_param());
     let full = if topic == "depth" { "true" } else { "false" };
     let head = format!(
         "{{\"symbol\":\"{symbol}\",\"symbolName\":\"{symbol}\",\"topic\":\"{topic}\",\
@@ -86,14 +90,8 @@ pub fn encode_v1(delivery: &Delivery, send_time_ms: u64) -> Bytes {
 
 /// The v2 push of `delivery`.
 pub fn encode_v2(delivery: &Delivery) -> Bytes {
-    let Named {
-        symbol,
-        topic,
-        kline_type,
-    } = named(&delivery.stream);
-    let kline = kline_type
-        .map(|interval| format!(",\"klineType\":\"{interval}\""))
-        .unwrap_or_default();
+    let named = named(&delivery.stream);
+    let (symbol, topic, kline) = (&named.symbol, &named.topic, named.kline_param());
     let head =
         format!("{{\"topic\":\"{topic}\",\"params\":{{\"symbol\":\"{symbol}\"{kline}}},\"data\":");
     frame::text(&[head.as_bytes(), &delivery.payload, b"}"])
