@@ -125,33 +125,8 @@ fn payload_fields_are_exactly_the_documented_ones_in_order() {
                 "trade_count",
             ],
         ),
-        (
-            "mark_price",
-            vec![
-                "type",
-                "symbol",
-                "ts_us",
-                "time_ms",
-                "mark_price",
-                "mark_price_avg",
-                "index_price",
-                "estimated_settle_price",
-                "funding_rate",
-                "next_funding_time_ms",
-            ],
-        ),
-        (
-            "liquidation",
-            vec![
-                "type",
-                "symbol",
-                "ts_us",
-                "side",
-                "price",
-                "qty",
-                "avg_price",
-            ],
-        ),
+        ("mark_price", perp::MARK_FIELDS.to_vec()),
+        ("liquidation", perp::LIQUIDATION_FIELDS.to_vec()),
     ]
     .into_iter()
     .collect();

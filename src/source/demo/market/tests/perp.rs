@@ -7,7 +7,19 @@ use super::super::DemoEvent;
 use super::util::{dec_wide, of_type, parse, props, run, J, START};
 use super::SYMBOLS;
 
-const MARK_FIELDS: [&str; 10] = [
+/// The fields of a `liquidation` event, in order.
+pub(super) const LIQUIDATION_FIELDS: [&str; 7] = [
+    "type",
+    "symbol",
+    "ts_us",
+    "side",
+    "price",
+    "qty",
+    "avg_price",
+];
+
+/// The fields of a `mark_price` event, in order.
+pub(super) const MARK_FIELDS: [&str; 10] = [
     "type",
     "symbol",
     "ts_us",
@@ -120,18 +132,7 @@ fn liquidations_arrive_at_the_configured_rate_against_the_position() {
                 "mark_price" => mark = Some(j.dec("mark_price")),
                 "liquidation" => {
                     assert_eq!(e.channel, format!("perp.{sym}"));
-                    assert_eq!(
-                        j.keys(),
-                        [
-                            "type",
-                            "symbol",
-                            "ts_us",
-                            "side",
-                            "price",
-                            "qty",
-                            "avg_price"
-                        ]
-                    );
+                    assert_eq!(j.keys(), LIQUIDATION_FIELDS);
                     let (price, qty, avg) = (j.dec("price"), j.dec("qty"), j.dec("avg_price"));
                     assert!(price % tick == 0 && avg % tick == 0, "{sym} off tick");
                     assert!(qty >= lot && qty % lot == 0, "{sym} qty {qty}");
