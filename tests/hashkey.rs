@@ -386,3 +386,51 @@ fn ccxt_hashkey_watches_trades_and_an_order_book() {
     }
     assert_eq!(lines.last(), Some(&json!({"done": true})));
 }
+
+/// In a cluster, the node owning the demo source maps each trade once per format, and HashKey
+/// and futures clients on every node receive them over the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_every_node_serves_both_dialects_from_one_mapping_per_format() {
+    let redis = common::redis::RedisServer::new();
+    let nats = common::nats::NatsServer::new();
+    let config = common::shipped_config();
+    let nodes: Vec<Gateway> = ["hk-a", "hk-b"]
+        .iter()
+        .map(|id| Gateway::cluster_node(&config, &redis.url(), &nats.url(), id))
+        .collect();
+    let calls = |node: &Gateway, mapper: &str| {
+        node.metric(&format!(
+            "wsgate_mapper_calls_total{{mapper=\"{mapper}@1\"}}"
+        ))
+    };
+    common::wait_for("one node mapping the demo trades", || {
+        nodes.iter().any(|n| calls(n, "hashkey_trade") > 0.0)
+    });
+    for node in &nodes {
+        let mut hashkey = node.connect("/quote/ws/v2").await;
+        let sub = json!({"topic": "trade", "event": "sub", "params": {"symbol": "ETHUSDT"}});
+        assert_eq!(send(&mut hashkey, sub).await["code"], "0");
+        let push = next(&mut hashkey).await;
+        assert_eq!(push["params"]["symbol"], "ETHUSDT", "{push}");
+        assert_trade_item(&push["data"]);
+        let mut futures = node.connect("/futures/ws/ethusdt@trade").await;
+        assert_eq!(next(&mut futures).await["X"], "MARKET");
+    }
+    // Settled, one owner maps (a node that owned the source before the other joined may have
+    // mapped earlier): over a second, exactly one node's mappers run, each once per trade.
+    let before: Vec<(f64, f64)> = nodes
+        .iter()
+        .map(|n| (calls(n, "binance_trade"), calls(n, "hashkey_trade")))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut mapping = 0;
+    for (node, (binance, hashkey)) in nodes.iter().zip(before) {
+        let ran = (
+            calls(node, "binance_trade") - binance,
+            calls(node, "hashkey_trade") - hashkey,
+        );
+        assert!((ran.0 - ran.1).abs() <= 2.0, "{ran:?}");
+        mapping += usize::from(ran.1 > 0.0);
+    }
+    assert_eq!(mapping, 1, "nodes mapping trades");
+}
