@@ -25,6 +25,7 @@ use crate::util::MAX_ERROR_TEXT;
 use crate::ws::dialect::binance::envelope::Format;
 use crate::ws::dialect::binance::{control, looks_like_stream, url};
 use crate::ws::dialect::binance_api::request;
+use crate::ws::dialect::hashkey;
 use crate::ws::frame::{self, ClientFrame, FrameError, FrameReader};
 
 /// A target's body: takes any bytes, panics only on a bug.
@@ -111,8 +112,9 @@ fn check_message(message: &ClientFrame, max_message: usize) {
     }
 }
 
-/// The control messages of both dialects: a market-stream connection's `SUBSCRIBE`… and a
-/// WebSocket API request. Every answer is JSON and echoes the id as JSON.
+/// The control messages of the dialects: a market-stream connection's `SUBSCRIBE`…, a
+/// WebSocket API request, and a HashKey `sub`/`cancel` or JSON ping. Every answer is JSON and
+/// echoes the id as JSON.
 pub fn control_message(data: &[u8]) {
     // The session hands dialects only text that is UTF-8.
     let Ok(text) = std::str::from_utf8(data) else {
@@ -120,6 +122,34 @@ pub fn control_message(data: &[u8]) {
     };
     market_stream_request(text);
     api_request(text);
+    for version in [hashkey::Version::V1, hashkey::Version::V2] {
+        hashkey_request(text, version);
+    }
+}
+
+fn hashkey_request(text: &str, version: hashkey::Version) {
+    use hashkey::request::{self, Message};
+    match request::parse(text, version) {
+        Ok(Message::Request(parsed)) => {
+            assert!(!parsed.streams.is_empty());
+            for stream in &parsed.streams {
+                // Every name it asks the hub for is a HashKey stream name.
+                assert!(crate::config::is_stream_name(stream), "{stream}");
+                assert_eq!(crate::config::split_namespace(stream).0, Some("hashkey"));
+            }
+            if let Some(reply) = parsed.success() {
+                assert_eq!(json(&reply)["code"], "0");
+            }
+            assert_eq!(json(&parsed.refused().reply())["code"], "-100011");
+        }
+        Ok(Message::Ping(_) | Message::Pong) => {}
+        Err(refused) => {
+            let reply = json(&refused.reply());
+            assert_eq!(reply["code"], "-100011");
+            // A v1 error never carries a topic: its clients would take it for a push.
+            assert!(version == hashkey::Version::V2 || reply.get("topic").is_none());
+        }
+    }
 }
 
 fn market_stream_request(text: &str) {
