@@ -109,9 +109,7 @@ impl Market {
 
 /// Binance Spot market streams and listen-key user-data streams.
 pub struct MarketStreams {
-    /// Which market: spot or USD-M futures.
-    market: Market,
-    /// Shared by every connection's conversation (one pointer each).
+    /// Shared by every connection's conversation (one pointer each), with the market it serves.
     shared: Arc<Shared>,
     listen_key_api: ListenKeyApi,
     /// Where `/api/v3/depth` snapshots come from.
@@ -130,7 +128,6 @@ impl MarketStreams {
     ) -> (Self, Self) {
         let variants = Variants::register(variants);
         let market = |market: Market| MarketStreams {
-            market,
             shared: Arc::new(Shared {
                 variants,
                 user_data: Arc::clone(user_data),
@@ -150,7 +147,7 @@ impl MarketStreams {
     ) -> Result<Connect, Refusal> {
         let invalid = |msg: &str| Refusal::new(StatusCode::BAD_REQUEST, 2, msg);
         let mut target = target;
-        if !self.market.accounts {
+        if !self.shared.market.accounts {
             // A key-shaped segment is then no stream at all, like ccxt's `/ws/0`.
             target.listen_keys.clear();
         }
@@ -160,11 +157,11 @@ impl MarketStreams {
         if !target
             .streams
             .iter()
-            .all(|name| self.market.is_stream(name))
+            .all(|name| self.shared.market.is_stream(name))
         {
             return Err(invalid(control::INVALID_STREAM));
         }
-        let market = self.market;
+        let market = self.shared.market;
         target.streams = target.streams.iter().map(|s| market.hub_name(s)).collect();
         for (stream, _) in &mut target.resume_from {
             *stream = market.hub_name(stream);
@@ -231,7 +228,7 @@ impl MarketStreams {
 
 impl Dialect for MarketStreams {
     fn name(&self) -> &'static str {
-        self.market.name
+        self.shared.market.name
     }
 
     fn route<'a>(
@@ -240,7 +237,7 @@ impl Dialect for MarketStreams {
         serving: &'a Serving<'a>,
     ) -> BoxFuture<'a, Option<Result<Connect, Refusal>>> {
         async move {
-            let path = self.market.strip(handshake.path)?;
+            let path = self.shared.market.strip(handshake.path)?;
             match url::parse_target(path, handshake.query) {
                 Err(TargetError::NotFound) => None,
                 Err(
@@ -259,7 +256,7 @@ impl Dialect for MarketStreams {
     }
 
     fn answer<'a>(&'a self, request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
-        if !self.market.accounts {
+        if !self.shared.market.accounts {
             return None;
         }
         match request.path.as_str() {
