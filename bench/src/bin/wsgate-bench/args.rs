@@ -17,7 +17,9 @@ pub const MAX_FILES_PER_PROC: usize = 20_000;
 /// Opens `--connections` WebSocket connections (spread over the `--url`s and the source
 /// addresses), subscribes each to `--streams-per-conn` streams, ramps at `--ramp-per-sec`,
 /// waits `--warmup`, then measures end-to-end latency (now − event time `E`, in µs) and
-/// sequence gaps for `--duration`.
+/// sequence gaps for `--duration`. With `--subscribe hashkey` the connections speak HashKey's
+/// public streams (v2) instead, whose event times are milliseconds: latency then has 1 ms
+/// resolution.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "wsgate-bench", version, about)]
 pub struct Args {
@@ -55,7 +57,10 @@ pub struct Args {
     pub streams_per_conn: usize,
 
     /// How to subscribe: in the URL (/stream?streams=..), with a SUBSCRIBE message,
-    /// or raw /ws/<stream> (one stream per connection, unwrapped payloads).
+    /// raw /ws/<stream> (one stream per connection, unwrapped payloads), or HashKey's
+    /// /quote/ws/v2 (one `sub` per stream; event times in ms, so latency has 1 ms resolution).
+    /// Streams are named as Binance names them in every mode (btcusdt@trade is HashKey's
+    /// symbol BTCUSDT, topic trade).
     #[arg(long, value_enum, default_value_t = SubscribeMode::Url)]
     pub subscribe: SubscribeMode,
 
@@ -142,6 +147,10 @@ pub enum SubscribeMode {
     Message,
     /// `/ws/<stream>?timeUnit=MICROSECOND` (bare payloads, one stream per connection)
     Raw,
+    /// `/quote/ws/v2` then one `{"topic":..,"event":"sub","params":{"symbol":..}}` per stream
+    /// (HashKey's public streams: trade id `data.v`, event time `data.t` in ms, taken as
+    /// `t × 1000` µs, so latency reads up to 1 ms high)
+    Hashkey,
 }
 
 /// A TLS key exchange group.
@@ -192,6 +201,15 @@ impl Args {
         }
         if self.subscribe == SubscribeMode::Raw && self.streams_per_conn > 1 {
             bail!("--subscribe raw takes exactly one stream per connection");
+        }
+        if self.subscribe == SubscribeMode::Hashkey {
+            if let Some(s) = self
+                .streams
+                .iter()
+                .find(|s| crate::hashkey::split_stream(s).is_none())
+            {
+                bail!("--subscribe hashkey takes streams as symbol@topic (btcusdt@trade): {s}");
+            }
         }
         let procs = self.effective_procs();
         let per_proc = self.connections.div_ceil(procs);
@@ -340,6 +358,24 @@ mod tests {
         assert_eq!(parse_child("1/4").unwrap(), (1, 4));
         assert!(parse_child("4/4").is_err());
         assert!(parse_child("x").is_err());
+    }
+
+    #[test]
+    fn hashkey_streams_are_symbol_at_topic() {
+        let a = |streams: &str| {
+            Args::parse_from([
+                "b",
+                "--url",
+                "ws://x",
+                "--subscribe",
+                "hashkey",
+                "--streams",
+                streams,
+            ])
+        };
+        assert!(a("btcusdt@trade,ethusdt@depth").validate().is_ok());
+        assert!(a("btcusdt@depth@100ms").validate().is_err());
+        assert!(a("btcusdt").validate().is_err());
     }
 
     #[test]

@@ -26,8 +26,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::args::SubscribeMode;
-use crate::event::Event;
+use crate::event::{Event, Fields};
 use crate::gap::{GapTracker, SeqKind};
+use crate::hashkey::{self, Push};
 use crate::plan::{ConnPlan, Target};
 use crate::stats::{Phase, Stats};
 use crate::sys::now_us;
@@ -139,8 +140,10 @@ async fn establish<D: Dial>(
     // Counts as connected while subscribing; undone if subscribing fails or times out
     // (the timeout drops this future mid-await).
     let connected = Gauge::up(&ctx.stats.connected);
-    if ctx.mode == SubscribeMode::Message {
-        subscribe(&mut ws, plan).await?;
+    match ctx.mode {
+        SubscribeMode::Message => subscribe(&mut ws, plan).await?,
+        SubscribeMode::Hashkey => hashkey::subscribe(&mut ws, &plan.streams).await?,
+        SubscribeMode::Url | SubscribeMode::Raw => {}
     }
     connected.keep();
     ctx.stats.subscribed.fetch_add(1, Relaxed);
@@ -232,23 +235,41 @@ where
     Err(anyhow!("closed before SUBSCRIBE reply"))
 }
 
-/// Reads until the connection ends; returns the close code or failure reason.
+/// Reads until the connection ends; returns the close code or failure reason. A HashKey
+/// connection also sends a JSON ping every [`hashkey::PING_EVERY`].
 async fn read_loop<S>(mut ws: WebSocketStream<S>, plan: &ConnPlan, ctx: &ConnCtx) -> String
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut table = StreamTable::new(&plan.streams);
-    let raw = ctx.mode == SubscribeMode::Raw;
+    let mode = ctx.mode;
+    let pings = mode == SubscribeMode::Hashkey;
+    let start = tokio::time::Instant::now() + hashkey::PING_EVERY;
+    let mut ping = tokio::time::interval_at(start, hashkey::PING_EVERY);
     let mut counted_receiving = false;
     loop {
-        let msg = match ws.next().await {
+        let next = if pings {
+            tokio::select! {
+                next = ws.next() => next,
+                _ = ping.tick() => {
+                    let text = format!("{{\"ping\":{}}}", now_us() / 1000);
+                    if let Err(e) = ws.send(Message::text(text)).await {
+                        return classify(&e.into());
+                    }
+                    continue;
+                }
+            }
+        } else {
+            ws.next().await
+        };
+        let msg = match next {
             Some(Ok(m)) => m,
             Some(Err(e)) => return classify(&e.into()),
             None => return "eof".into(),
         };
         let data = match msg {
-            Message::Text(t) => on_event(t.as_bytes(), raw, &mut table, &ctx.stats),
-            Message::Binary(b) => on_event(&b, raw, &mut table, &ctx.stats),
+            Message::Text(t) => on_event(t.as_bytes(), mode, &mut table, &ctx.stats),
+            Message::Binary(b) => on_event(&b, mode, &mut table, &ctx.stats),
             Message::Ping(_) => {
                 // tungstenite queued the pong; push it out now.
                 if let Err(e) = ws.flush().await {
@@ -270,13 +291,17 @@ where
 }
 
 /// Times and sequence-checks one frame; true when it was a data event of a stream.
-fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) -> bool {
+fn on_event(bytes: &[u8], mode: SubscribeMode, table: &mut StreamTable, stats: &Stats) -> bool {
     let now = now_us();
+    if mode == SubscribeMode::Hashkey {
+        return on_push(bytes, now, table, stats);
+    }
     let Ok(ev) = Event::parse(bytes) else {
         stats.bad_msg();
         return false;
     };
     let f = ev.fields;
+    let raw = mode == SubscribeMode::Raw;
     let tracker = match (&ev.stream, raw) {
         (Some(name), _) => match table.get(name) {
             Some(t) => t,
@@ -293,6 +318,37 @@ fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) -> 
             return false;
         }
     };
+    record(tracker, f, now, stats);
+    true
+}
+
+/// [`on_event`] for a HashKey frame: pushes name their stream by `params.symbol` and `topic`;
+/// replies and pongs carry no `data`.
+fn on_push(bytes: &[u8], now: u64, table: &mut StreamTable, stats: &Stats) -> bool {
+    let Ok(push) = Push::parse(bytes) else {
+        stats.bad_msg();
+        return false;
+    };
+    if !push.data {
+        return false;
+    }
+    let mut buf = [0; hashkey::MAX_NAME];
+    let name = match (&push.symbol, &push.topic) {
+        (Some(symbol), Some(topic)) => hashkey::stream_name(symbol, topic, &mut buf),
+        _ => None,
+    };
+    match name.and_then(|n| table.get(n)) {
+        Some(tracker) => record(tracker, push.fields, now, stats),
+        None => {
+            stats.unknown_stream();
+            return false;
+        }
+    }
+    true
+}
+
+/// Checks an event's id against its stream's tracker and records its latency at `now` (µs).
+fn record(tracker: &mut GapTracker, f: Fields, now: u64, stats: &Stats) {
     let verdict = match tracker.kind() {
         SeqKind::Trade => f.trade_id.map(|t| tracker.observe_id(t)),
         SeqKind::AggTrade => f.agg_id.map(|a| tracker.observe_id(a)),
@@ -319,7 +375,6 @@ fn on_event(bytes: &[u8], raw: bool, table: &mut StreamTable, stats: &Stats) -> 
         Some(e) => Some(now - e),
     };
     stats.record_event(latency, verdict);
-    true
 }
 
 /// The gap trackers of one connection, looked up by stream name.
@@ -358,7 +413,9 @@ impl StreamTable {
 }
 
 /// Close code of a close frame (`1005` when the frame had none).
-fn close_code(f: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+pub(crate) fn close_code(
+    f: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) -> String {
     f.map(|f| u16::from(f.code).to_string())
         .unwrap_or_else(|| "1005".into())
 }
@@ -411,13 +468,23 @@ mod tests {
         let frame = |s: &str, d: &str| format!(r#"{{"stream":"{s}","data":{d}}}"#);
         for t in [1, 2, 4] {
             let f = frame("x@trade", &format!(r#"{{"E":{e},"t":{t}}}"#));
-            on_event(f.as_bytes(), false, &mut table, &stats);
+            on_event(f.as_bytes(), SubscribeMode::Url, &mut table, &stats);
         }
         let f = frame("x@depth@100ms", r#"{"E":1700000000000,"U":1,"u":3}"#);
-        on_event(f.as_bytes(), false, &mut table, &stats);
-        on_event(frame("y@trade", "{}").as_bytes(), false, &mut table, &stats);
-        on_event(b"garbage", false, &mut table, &stats);
-        on_event(br#"{"result":null,"id":3}"#, false, &mut table, &stats);
+        on_event(f.as_bytes(), SubscribeMode::Url, &mut table, &stats);
+        on_event(
+            frame("y@trade", "{}").as_bytes(),
+            SubscribeMode::Url,
+            &mut table,
+            &stats,
+        );
+        on_event(b"garbage", SubscribeMode::Url, &mut table, &stats);
+        on_event(
+            br#"{"result":null,"id":3}"#,
+            SubscribeMode::Url,
+            &mut table,
+            &stats,
+        );
         let s = stats.snapshot(false);
         assert_eq!(s.total.msgs, 4);
         assert_eq!((s.total.lost, s.total.gaps), (1, 1));
@@ -427,5 +494,84 @@ mod tests {
         let h = crate::hist::decode_hist(&s.interval_hist);
         assert_eq!(h.len(), 3);
         assert!(h.min() >= 1400, "{}", h.min());
+    }
+
+    #[test]
+    fn binance_t_is_a_trade_id_outside_hashkey_mode() {
+        let names: Vec<Arc<str>> = vec!["btcusdt@trade".into()];
+        let e = now_us() - 1500;
+        for mode in [
+            SubscribeMode::Url,
+            SubscribeMode::Message,
+            SubscribeMode::Raw,
+        ] {
+            let stats = Stats::new(1);
+            let mut table = StreamTable::new(&names);
+            for t in [5001, 5002, 5005] {
+                let data = format!(r#"{{"e":"trade","E":{e},"t":{t},"p":"1","q":"1"}}"#);
+                let f = match mode {
+                    SubscribeMode::Raw => data,
+                    _ => format!(r#"{{"stream":"btcusdt@trade","data":{data}}}"#),
+                };
+                assert!(on_event(f.as_bytes(), mode, &mut table, &stats));
+            }
+            let s = stats.snapshot(false);
+            assert_eq!((s.total.msgs, s.total.lost), (3, 2), "{mode:?}");
+            assert_eq!(s.anomalies.ms_stamps, 0, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn hashkey_pushes_are_timed_and_checked() {
+        let stats = Stats::new(1);
+        let names: Vec<Arc<str>> = vec!["btcusdt@trade".into(), "ethusdt@trade".into()];
+        let mut table = StreamTable::new(&names);
+        let t = now_us() / 1000 - 2;
+        let push = |symbol: &str, v: u64| {
+            format!(
+                r#"{{"topic":"trade","params":{{"symbol":"{symbol}"}},"data":{{"v":"{v}","t":{t},"p":"1","q":"1","m":true}}}}"#
+            )
+        };
+        let mode = SubscribeMode::Hashkey;
+        for v in [7, 8, 10] {
+            assert!(on_event(
+                push("BTCUSDT", v).as_bytes(),
+                mode,
+                &mut table,
+                &stats
+            ));
+        }
+        assert!(on_event(
+            push("ETHUSDT", 3).as_bytes(),
+            mode,
+            &mut table,
+            &stats
+        ));
+        assert!(!on_event(
+            push("SOLUSDT", 1).as_bytes(),
+            mode,
+            &mut table,
+            &stats
+        ));
+        let reply = br#"{"topic":"trade","event":"sub","params":{"symbol":"BTCUSDT"},"code":"0","msg":"Success"}"#;
+        assert!(!on_event(reply, mode, &mut table, &stats));
+        assert!(!on_event(
+            br#"{"pong":1767000000123}"#,
+            mode,
+            &mut table,
+            &stats
+        ));
+        assert!(!on_event(b"garbage", mode, &mut table, &stats));
+        // A Binance frame has no `params.symbol`: an unknown stream here.
+        let binance = br#"{"stream":"btcusdt@trade","data":{"E":1,"t":11}}"#;
+        assert!(!on_event(binance, mode, &mut table, &stats));
+        let s = stats.snapshot(false);
+        assert_eq!(s.total.msgs, 4);
+        assert_eq!((s.total.lost, s.total.gaps), (1, 1));
+        assert_eq!((s.anomalies.unknown_stream, s.anomalies.bad_msgs), (2, 1));
+        assert_eq!(s.anomalies.ms_stamps, 0);
+        let h = crate::hist::decode_hist(&s.interval_hist);
+        assert_eq!(h.len(), 4);
+        assert!(h.min() >= 2000, "{}", h.min());
     }
 }

@@ -62,10 +62,10 @@ enum Key {
 }
 
 /// An integer if the value is a non-negative integer, otherwise `None` (value skipped).
-struct Num(Option<u64>);
+pub(crate) struct Num(pub(crate) Option<u64>);
 
 /// A string, borrowed when the input allows it; `None` for other value types.
-struct Str<'a>(Option<Cow<'a, str>>);
+pub(crate) struct Str<'a>(pub(crate) Option<Cow<'a, str>>);
 
 /// Implements the visitor methods shared by the tolerant visitors: every value type they
 /// do not care about is consumed and mapped to `$none`.

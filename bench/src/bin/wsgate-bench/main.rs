@@ -10,6 +10,7 @@ mod conn;
 mod controller;
 mod event;
 mod gap;
+mod hashkey;
 mod hist;
 mod plan;
 mod progress;

@@ -91,6 +91,7 @@ impl Target {
             SubscribeMode::Raw => {
                 format!("{}/ws/{}?timeUnit=MICROSECOND", self.base, streams[0])
             }
+            SubscribeMode::Hashkey => format!("{}{}", self.base, crate::hashkey::PATH),
         }
     }
 }

@@ -219,6 +219,13 @@ impl Report {
                 bench.cpu_per_proc_core_share * 100.0
             ));
         }
+        if args.subscribe == SubscribeMode::Hashkey && !args.idle {
+            warnings.push(
+                "HashKey event times are milliseconds: latency has 1 ms resolution \
+                 (now − t × 1000, up to 1 ms high)"
+                    .into(),
+            );
+        }
         if f.anomalies.ms_stamps > 0 {
             warnings.push("some events carried millisecond stamps (timeUnit ignored?)".into());
         }
