@@ -84,23 +84,25 @@ fn the_signed_endpoint_creates_extends_and_deletes_listen_keys() {
     }
 }
 
-/// Sends a Binance WebSocket API request signed with `who`; its answer.
+/// Sends a Binance WebSocket API request signed with `who`; its answer, and the stream events
+/// that arrived before it.
 async fn call(
     client: &mut Client,
     id: u64,
     method: &str,
     who: (&str, &str),
     params: Value,
-) -> Value {
+) -> (Value, Vec<Value>) {
     let mut params = params;
     params["apiKey"] = json!(who.0);
     params["timestamp"] = json!(now_ms());
     let request = json!({"id": id, "method": method, "params": sign(params, Signer::Hmac(who.1))});
     send_text(client, &request.to_string()).await;
+    let mut events = Vec::new();
     loop {
         match next_seen(client, Duration::from_secs(10)).await {
-            Seen::Json(m) if m["id"] == id => return m,
-            Seen::Json(_) => continue,
+            Seen::Json(m) if m["id"] == id => return (m, events),
+            Seen::Json(m) => events.push(m),
             other => panic!("no answer to {id}: {other:?}"),
         }
     }
@@ -132,14 +134,18 @@ async fn one_order_reaches_the_hashkey_stream_as_arrays_and_the_binance_stream_i
         ALICE,
         json!({}),
     )
-    .await;
+    .await
+    .0;
     assert_eq!(subscribed["status"], 200, "{subscribed}");
 
     let start = Instant::now();
+    // The order's first events may come before the answer to order.place.
+    let mut binance_frames = Vec::new();
     let placed = loop {
         let order =
             json!({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.01"});
-        let answer = call(&mut binance, 2, "order.place", ALICE, order).await;
+        let (answer, events) = call(&mut binance, 2, "order.place", ALICE, order).await;
+        binance_frames.extend(events);
         if answer["status"] == 200 || start.elapsed() > Duration::from_secs(10) {
             break answer;
         }
@@ -148,10 +154,11 @@ async fn one_order_reaches_the_hashkey_stream_as_arrays_and_the_binance_stream_i
     assert_eq!(placed["result"]["status"], "FILLED", "{placed}");
     let order_id = placed["result"]["orderId"].as_u64().unwrap();
 
-    let (hashkey_frames, binance_frames) = tokio::join!(
+    let (hashkey_frames, binance_later) = tokio::join!(
         drain(&mut hashkey, Duration::from_millis(1_500)),
         drain(&mut binance, Duration::from_millis(1_500))
     );
+    binance_frames.extend(binance_later);
     let events = unwrap_arrays(&hashkey_frames);
     let kinds: Vec<&str> = events.iter().map(|e| e["e"].as_str().unwrap()).collect();
     assert_eq!(
@@ -308,7 +315,8 @@ async fn ccxt_hashkey_watches_its_orders() {
             ALICE,
             order,
         )
-        .await;
+        .await
+        .0;
         if answer["status"] == 200 {
             placed.push(answer["result"]["orderId"].as_u64().unwrap().to_string());
         }
