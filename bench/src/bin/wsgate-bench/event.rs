@@ -83,6 +83,7 @@ macro_rules! ignore_other_types {
         }
     };
 }
+pub(crate) use ignore_other_types;
 
 struct NumVisitor;
 

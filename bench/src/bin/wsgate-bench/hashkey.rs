@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::conn::close_code;
-use crate::event::{Fields, Num, Str};
+use crate::event::{ignore_other_types, Fields, Num, Str};
 
 /// The request path of the v2 public streams.
 pub const PATH: &str = "/quote/ws/v2";
@@ -191,16 +191,7 @@ macro_rules! only_objects {
         fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
             Ok($none)
         }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok($none)
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok($none)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok($none)
-        }
+        ignore_other_types!($none);
     };
 }
 
