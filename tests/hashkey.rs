@@ -121,6 +121,40 @@ async fn v1_subscribes_pushes_trades_in_data_arrays_and_cancels() {
 }
 
 #[tokio::test]
+async fn v1_realtimes_pushes_the_24_hour_ticker_with_the_change_as_a_ratio() {
+    let gateway = Gateway::start(&[]);
+    let mut client = gateway.connect("/quote/ws/v1").await;
+    let sub = json!({"symbol": "ETHUSDT", "topic": "realtimes", "event": "sub"});
+    send_text(&mut client, &sub.to_string()).await;
+    for _ in 0..2 {
+        let push = next(&mut client).await;
+        assert_eq!(
+            (&push["symbol"], &push["topic"]),
+            (&json!("ETHUSDT"), &json!("realtimes"))
+        );
+        let ticker = &push["data"][0];
+        assert_eq!(
+            keys(ticker),
+            ["t", "s", "sn", "c", "h", "l", "o", "v", "qv", "m", "e"],
+            "{ticker}"
+        );
+        assert_eq!(
+            (&ticker["s"], &ticker["sn"], &ticker["e"]),
+            (&json!("ETHUSDT"), &json!("ETHUSDT"), &json!(301))
+        );
+        let (last, open) = (decimal(&ticker["c"]), decimal(&ticker["o"]));
+        let (high, low) = (decimal(&ticker["h"]), decimal(&ticker["l"]));
+        assert!(
+            low <= last && last <= high && low <= open && open <= high,
+            "{ticker}"
+        );
+        // HashKey's `m` is the change as a ratio (Binance's percentage / 100).
+        let ratio = decimal(&ticker["m"]);
+        assert!((ratio - (last - open) / open).abs() < 1e-4, "{ticker}");
+    }
+}
+
+#[tokio::test]
 async fn v2_names_the_symbol_in_params_and_pushes_full_depth_snapshots() {
     let gateway = Gateway::start(&[]);
     let mut client = gateway.connect("/quote/ws/v2").await;
@@ -369,10 +403,10 @@ async fn one_upstream_trade_reaches_binance_and_hashkey_clients_each_mapped_once
     }
 }
 
-/// ccxt.pro's `hashkey`, unmodified but for its public stream URL, watches trades and an order
-/// book from the gateway.
+/// ccxt.pro's `hashkey`, unmodified but for its public stream URL, watches trades, the 24-hour
+/// ticker and an order book from the gateway.
 #[test]
-fn ccxt_hashkey_watches_trades_and_an_order_book() {
+fn ccxt_hashkey_watches_trades_a_ticker_and_an_order_book() {
     let gateway = Gateway::start(&[]);
     let lines = common::scripts::run_to_end(
         "dialect_clients.py",
@@ -391,6 +425,19 @@ fn ccxt_hashkey_watches_trades_and_an_order_book() {
             "{trade}"
         );
     }
+    let tickers: Vec<&Value> = lines.iter().filter_map(|l| l.get("ticker")).collect();
+    assert_eq!(tickers.len(), 1, "{lines:?}");
+    let ticker = tickers[0];
+    assert_eq!(ticker["symbol"], "BTC/USDT", "{ticker}");
+    let (last, open) = (
+        ticker["last"].as_f64().unwrap(),
+        ticker["open"].as_f64().unwrap(),
+    );
+    let percentage = ticker["percentage"].as_f64().expect("ccxt read the change");
+    assert!(
+        (percentage - (last - open) / open * 100.0).abs() < 0.01,
+        "{ticker}"
+    );
     assert_eq!(books.len(), 5, "{lines:?}");
     for book in &books {
         // Every push is a full snapshot: ccxt resets its book to it.

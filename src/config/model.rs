@@ -140,13 +140,15 @@ pub fn strip_namespace(stream: &str) -> &str {
 /// `depth` (diff depth at any speed), `partialDepth` (`depth5|10|20`), `bookTicker`, `kline`,
 /// `miniTicker`, `ticker` (also `ticker_<window>`), `avgPrice`, `markPrice`, `forceOrder`,
 /// `user` (private streams), `other`. All-market streams (`!ticker@arr`) are of their kind, as
-/// are the streams of every namespace (`futures:btcusdt@markPrice` is `markPrice`), except that
-/// HashKey's `depth` is a full snapshot of the top levels each push, so `partialDepth`.
+/// are the streams of every namespace (`futures:btcusdt@markPrice` is `markPrice`), HashKey's
+/// topics by what they carry: its `depth` is a full snapshot of the top levels each push, so
+/// `partialDepth`, and `realtimes` is the 24-hour `ticker`.
 pub fn stream_kind(stream: &str) -> &'static str {
     let (namespace, stream) = split_namespace(stream);
     let kind = binance_stream_kind(stream);
     match (namespace, kind) {
         (Some("hashkey"), "depth") => "partialDepth",
+        (Some("hashkey"), "other") if stream.ends_with("@realtimes") => "ticker",
         _ => kind,
     }
 }

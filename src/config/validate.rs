@@ -386,6 +386,7 @@ mod tests {
             ("futures:!forceOrder@arr", "forceOrder"),
             ("hashkey:btcusdt@trade", "trade"),
             ("hashkey:btcusdt@depth", "partialDepth"),
+            ("hashkey:btcusdt@realtimes", "ticker"),
             ("hashkey:userData", "user"),
             ("btcusdt@kline_1m@+08:00", "kline"),
             ("userData", "user"),

@@ -1,8 +1,8 @@
 """Real ccxt exchanges against a wsgate node's other dialects, unmodified but for their URLs.
 
     dialect_clients.py hashkey <ws-base> <count>
-        ccxt.pro's hashkey on /quote/ws/v1: watch_trades('BTC/USDT') until <count> trades, then
-        watch_order_book('BTC/USDT') <count> times.
+        ccxt.pro's hashkey on /quote/ws/v1: watch_trades('BTC/USDT') until <count> trades,
+        watch_ticker('BTC/USDT') once, then watch_order_book('BTC/USDT') <count> times.
 
     dialect_clients.py hashkey-orders <http-base> <ws-base> <api-key> <secret> <count>
         ccxt.pro's hashkey with credentials: a listen key from the signed
@@ -15,7 +15,7 @@
         watch_mark_price('BTC/USDT:USDT') <count> times.
 
 Markets are set by hand (ccxt would ask the exchange's REST API). Each line of output is one JSON
-object: `{"trade": ...}`, `{"book": ...}`, `{"mark": ...}`, then `{"done": true}`.
+object: `{"trade": ...}`, `{"ticker": ...}`, `{"book": ...}`, `{"mark": ...}`, then `{"done": true}`.
 """
 
 import asyncio
@@ -68,6 +68,8 @@ async def hashkey(ws_base, count):
     exchange.set_markets([market("BTC/USDT", False)])
     try:
         await trades(exchange, "BTC/USDT", count)
+        ticker = await asyncio.wait_for(exchange.watch_ticker("BTC/USDT"), TIMEOUT)
+        emit(ticker={k: ticker.get(k) for k in ("symbol", "last", "open", "high", "low", "percentage")})
         for _ in range(count):
             book = await asyncio.wait_for(exchange.watch_order_book("BTC/USDT"), TIMEOUT)
             emit(book={"symbol": book["symbol"], "timestamp": book["timestamp"],

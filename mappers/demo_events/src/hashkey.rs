@@ -223,3 +223,41 @@ impl Serialize for IdString {
         serializer.collect_str(self)
     }
 }
+
+/// The rolling 24-hour ticker of the `realtimes` topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct Realtimes<'a> {
+    /// Time of the statistics, ms.
+    #[serde(rename = "t")]
+    pub time: u64,
+    /// Symbol.
+    #[serde(rename = "s")]
+    pub symbol: &'a str,
+    /// Symbol name.
+    #[serde(rename = "sn")]
+    pub symbol_name: &'a str,
+    /// Last price.
+    #[serde(rename = "c")]
+    pub close: &'a str,
+    /// Highest price.
+    #[serde(rename = "h")]
+    pub high: &'a str,
+    /// Lowest price.
+    #[serde(rename = "l")]
+    pub low: &'a str,
+    /// Price 24 hours ago.
+    #[serde(rename = "o")]
+    pub open: &'a str,
+    /// Base volume.
+    #[serde(rename = "v")]
+    pub volume: &'a str,
+    /// Quote volume.
+    #[serde(rename = "qv")]
+    pub quote_volume: &'a str,
+    /// Price change as a ratio of the open price.
+    #[serde(rename = "m")]
+    pub change: &'a str,
+    /// Exchange id (HashKey prints 301).
+    #[serde(rename = "e")]
+    pub exchange: u32,
+}

@@ -8,7 +8,7 @@ use demo_events::map;
 
 /// Every mapper with the event `type` it handles.
 /// (`hashkey_depth` maps only 100 ms snapshots: `tests/hashkey_depth.rs` covers it.)
-const MAPPERS: [(&str, MapFn, &str); 12] = [
+const MAPPERS: [(&str, MapFn, &str); 13] = [
     ("trade", map::trade::map, "match"),
     ("agg_trade", map::agg_trade::map, "match"),
     ("depth", map::depth::map, "book_delta"),
@@ -18,6 +18,7 @@ const MAPPERS: [(&str, MapFn, &str); 12] = [
     ("mini_ticker", map::mini_ticker::map, "ticker"),
     ("ticker", map::ticker::map, "ticker"),
     ("hashkey_trade", map::hashkey_trade::map, "match"),
+    ("hashkey_realtimes", map::hashkey_realtimes::map, "ticker"),
     ("futures_trade", map::futures_trade::map, "match"),
     ("mark_price", map::mark_price::map, "mark_price"),
     ("force_order", map::force_order::map, "liquidation"),

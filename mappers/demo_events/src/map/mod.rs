@@ -11,6 +11,7 @@ pub mod depth;
 pub mod force_order;
 pub mod futures_trade;
 pub mod hashkey_depth;
+pub mod hashkey_realtimes;
 pub mod hashkey_trade;
 pub mod hashkey_user_data;
 pub mod kline;
