@@ -111,7 +111,8 @@ impl Market {
 pub struct MarketStreams {
     /// Shared by every connection's conversation (one pointer each), with the market it serves.
     shared: Arc<Shared>,
-    listen_key_api: ListenKeyApi,
+    /// `/api/v3/userDataStream`, where the market serves accounts.
+    listen_key_api: Option<ListenKeyApi>,
     /// Where `/api/v3/depth` snapshots come from.
     books: Books,
 }
@@ -133,7 +134,9 @@ impl MarketStreams {
                 user_data: Arc::clone(user_data),
                 market,
             }),
-            listen_key_api: ListenKeyApi::new(&accounts.listen_key_settings, Flavor::BINANCE),
+            listen_key_api: market
+                .accounts
+                .then(|| ListenKeyApi::new(&accounts.listen_key_settings, Flavor::BINANCE)),
             books: books.clone(),
         };
         (market(Market::SPOT), market(Market::USD_FUTURES))
@@ -256,12 +259,11 @@ impl Dialect for MarketStreams {
     }
 
     fn answer<'a>(&'a self, request: &'a HttpRequest) -> Option<BoxFuture<'a, HttpAnswer>> {
-        if !self.shared.market.accounts {
-            return None;
-        }
+        // A market without accounts answers no plain HTTP request.
+        let listen_key_api = self.listen_key_api.as_ref()?;
         match request.path.as_str() {
-            path if path == self.listen_key_api.path() => Some(
-                self.listen_key_api
+            path if path == listen_key_api.path() => Some(
+                listen_key_api
                     .answer(&self.shared.user_data, request)
                     .boxed(),
             ),
