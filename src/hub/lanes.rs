@@ -1,6 +1,10 @@
 //! Fan-out lanes: tasks on the runtime's workers that push each batch to subscribers and wake
 //! them.
 //!
+//! A lane writes the connections it fed itself, once per turn, when they lent it their socket
+//! (see [`super::wire`]); it wakes the others. A lane behind takes every batch waiting (up to
+//! [`BATCHES_PER_TURN`]) in one turn, so a subscriber gets them all in one write.
+//!
 //! Every lane owns a fixed subset of each topic's subscriber shards, so lanes work in parallel
 //! without sharing a lock, each keeps its batches in order, and the connections it wakes land
 //! in its worker's local run queue rather than in the runtime's shared injection queue.
@@ -9,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{Delivery, FanOut, Topic};
+use super::{Delivery, FanOut, Flushed, Topic};
 use crate::metrics::Metrics;
 
 /// A batch for the lanes: each message with the topic it goes to.
@@ -46,27 +50,67 @@ impl Lanes {
     }
 }
 
+/// The topic of every message of `messages`, if they all have the same.
+fn one_topic<'a>(
+    mut messages: impl Iterator<Item = &'a (Arc<Topic>, Arc<Delivery>)>,
+) -> Option<&'a Arc<Topic>> {
+    let (first, _) = messages.next()?;
+    messages
+        .all(|(topic, _)| Arc::ptr_eq(topic, first))
+        .then_some(first)
+}
+
+/// Batches a lane takes together at most when several wait: their messages reach each
+/// subscriber in one write.
+const BATCHES_PER_TURN: usize = 64;
+
 async fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metrics: Arc<Metrics>) {
     let slow = metrics
         .messages_dropped
         .with_label_values(&["slow_consumer"]);
-    while let Some(batch) = batches.recv().await {
-        let mut touched: Vec<&Arc<Topic>> = Vec::with_capacity(batch.len());
-        let mut counts = FanOut::default();
-        for (topic, delivery) in batch.iter() {
-            let fanned = topic.fan_out(delivery, lane, lanes);
-            counts.overflowed += fanned.overflowed;
-            counts.refused += fanned.refused;
-            if !touched.iter().any(|t| Arc::ptr_eq(t, topic)) {
-                touched.push(topic);
+    let mut taken = Vec::with_capacity(BATCHES_PER_TURN);
+    let mut deliveries = Vec::new();
+    while batches.recv_many(&mut taken, BATCHES_PER_TURN).await > 0 {
+        let mut messages = taken.iter().flat_map(|batch| batch.iter());
+        let (counts, flushed) = match one_topic(messages.clone()) {
+            // The whole turn is one stream's: each subscriber is fed and written in one visit.
+            Some(topic) => {
+                deliveries.extend(messages.map(|(_, delivery)| Arc::clone(delivery)));
+                let done = topic.deliver(&deliveries, lane, lanes);
+                deliveries.clear();
+                done
             }
-        }
-        for topic in touched.drain(..) {
-            topic.wake(lane, lanes);
+            // Several streams: every message is queued first, so a subscriber of several gets
+            // them all in one write.
+            None => {
+                let mut touched: Vec<&Arc<Topic>> = Vec::new();
+                let mut counts = FanOut::default();
+                for (topic, delivery) in messages.by_ref() {
+                    let fanned = topic.fan_out(delivery, lane, lanes);
+                    counts.overflowed += fanned.overflowed;
+                    counts.refused += fanned.refused;
+                    if !touched.iter().any(|t| Arc::ptr_eq(t, topic)) {
+                        touched.push(topic);
+                    }
+                }
+                let mut flushed = Flushed::default();
+                for topic in touched {
+                    flushed += topic.wake(lane, lanes);
+                }
+                (counts, flushed)
+            }
+        };
+        if flushed.sends > 0 {
+            metrics.socket_writes.inc_by(flushed.sends as u64);
+            metrics.messages_out.inc_by(flushed.frames as u64);
         }
         let dropped = counts.overflowed + counts.refused;
         if dropped > 0 {
             slow.inc_by(dropped as u64);
         }
+        taken.clear();
+        // A turn may write thousands of sockets: the worker's other tasks (handshakes, client
+        // messages) and its I/O driver get their turn before the next one.
+        tokio::task::yield_now().await;
     }
 }

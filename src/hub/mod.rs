@@ -13,6 +13,7 @@ pub mod outbox;
 mod private;
 mod ring;
 mod topic;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -35,6 +36,7 @@ pub use outbox::{ConnId, Outbox, Pushed};
 pub use private::{UserSubscription, Users, Wrap};
 pub use ring::{Ring, RingLimits, RingRead};
 pub use topic::{FanOut, InterestWatcher, Topic, TopicId};
+pub use wire::{Flushed, Wire};
 
 /// One message on its way to every subscriber of its stream.
 pub struct Delivery {

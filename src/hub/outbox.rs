@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
 use governor::Quota;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::flow::{self, Bucket, Flow, Overflow};
-use super::topic::TopicId;
+use super::topic::{FanOut, TopicId};
+use super::wire::{self, Flushed, Outcome, Wire};
 use super::Delivery;
 
 /// Identifies a connection within one node.
@@ -55,6 +56,12 @@ pub struct Outbox {
     removals: AtomicBool,
     /// A rate-limited stream holds a message back (see [`release_at`](Self::release_at)).
     holding: AtomicBool,
+    /// The connection lent its socket to the lanes (mirrors `State::lent`, read without the
+    /// lock).
+    lent: AtomicBool,
+    /// The front of the queue is what is left of a frame a lane wrote only part of: it must
+    /// go out before anything else ([`take_partial_front`](Self::take_partial_front)).
+    partial_front: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -72,6 +79,8 @@ struct State {
     /// reason, and empty on every connection whose streams are unlimited.
     #[allow(clippy::box_collection)]
     limited: Option<Box<Vec<Limited>>>,
+    /// The connection's socket while it is lent to the lanes ([`Outbox::lend_wire`]).
+    lent: Option<Wire>,
 }
 
 /// One rate-limited stream of a connection.
@@ -96,6 +105,8 @@ impl Outbox {
             wake_due: AtomicBool::new(false),
             removals: AtomicBool::new(false),
             holding: AtomicBool::new(false),
+            lent: AtomicBool::new(false),
+            partial_front: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         })
     }
@@ -122,14 +133,74 @@ impl Outbox {
         topic: TopicId,
         now: Option<Instant>,
     ) -> Pushed {
-        let size = delivery.payload.len();
+        self.push_locked(&mut self.state.lock(), delivery, flow, topic, now)
+    }
+
+    /// [`push_flow`](Self::push_flow) of each of `deliveries` (one stream's, in order) under
+    /// one lock, counted in `counts`, then what [`flush_or_wake`](Self::flush_or_wake) does,
+    /// still under that lock: how a lane feeds a subscriber with one visit per turn.
+    pub fn deliver(
+        &self,
+        deliveries: &[Arc<Delivery>],
+        flow: &Flow,
+        topic: TopicId,
+        now: Option<Instant>,
+        counts: &mut FanOut,
+    ) -> Flushed {
         let mut state = self.state.lock();
+        if let Some(wire) = state.lent {
+            if flow.limit.is_none() && state.queue.is_empty() && !self.needs_attention(&state) {
+                // Nothing waits: written straight from the turn's messages, without a queue
+                // entry or a reference each; queued only if the socket does not take them all.
+                let mut flushed = Flushed::default();
+                let written = wire::write_slice(&wire, deliveries, &mut flushed);
+                if written.outcome == Outcome::Drained {
+                    counts.queued += deliveries.len();
+                    return flushed;
+                }
+                let mut rest = &deliveries[written.done..];
+                if let (Some(left), Some(partial)) = (written.rest, rest.first()) {
+                    let left = Arc::new(partial.prebuilt(left, partial.variant_slots()));
+                    counts.count(self.push_locked(&mut state, &left, flow, topic, now));
+                    self.partial_front.store(true, Ordering::Release);
+                    rest = &rest[1..];
+                }
+                counts.queued += written.done;
+                for delivery in rest {
+                    counts.count(self.push_locked(&mut state, delivery, flow, topic, now));
+                }
+                state.lent = None;
+                self.lent.store(false, Ordering::Release);
+                self.wake_due.store(false, Ordering::Release);
+                drop(state);
+                self.signalled.store(true, Ordering::Release);
+                self.waker.wake();
+                return flushed;
+            }
+        }
+        for delivery in deliveries {
+            counts.count(self.push_locked(&mut state, delivery, flow, topic, now));
+        }
+        if !self.wake_due.swap(false, Ordering::AcqRel) {
+            return Flushed::default();
+        }
+        self.flush_locked(state)
+    }
+
+    fn push_locked(
+        &self,
+        state: &mut State,
+        delivery: &Arc<Delivery>,
+        flow: &Flow,
+        topic: TopicId,
+        now: Option<Instant>,
+    ) -> Pushed {
+        let size = delivery.payload.len();
         if state.overflowed || state.closed {
             return Pushed::Refused;
         }
         if let (Some(quota), Some(now)) = (flow.limit, now) {
             if let Some(pushed) = state.over_limit(topic, quota, delivery, flow.overflow, now) {
-                drop(state);
                 match pushed {
                     Pushed::Held => {
                         // The writer must learn when to come back for it.
@@ -144,7 +215,6 @@ impl Outbox {
         }
         if state.bytes + size > self.limit_bytes && !state.queue.is_empty() {
             let pushed = state.absorb(delivery, flow.overflow);
-            drop(state);
             if pushed == Pushed::Overflowed {
                 self.signal();
             }
@@ -153,7 +223,6 @@ impl Outbox {
         let was_empty = state.queue.is_empty();
         state.queue.push_back(Arc::clone(delivery));
         state.bytes += size;
-        drop(state);
         if was_empty {
             self.signal();
         }
@@ -176,6 +245,85 @@ impl Outbox {
     pub fn wake_if_due(&self) {
         if self.wake_due.load(Ordering::Relaxed) && self.wake_due.swap(false, Ordering::AcqRel) {
             self.waker.wake();
+        }
+    }
+
+    /// What [`wake_if_due`](Self::wake_if_due) does, unless the connection lent its socket
+    /// ([`lend_wire`](Self::lend_wire)): then what is queued is written to the socket here,
+    /// and the writer is woken only if the socket could not take it all (the wire is then
+    /// returned to the connection, with what is left of the queue), or the outbox
+    /// needs the connection's attention (an overflow, a held message, a removed stream).
+    pub fn flush_or_wake(&self) -> Flushed {
+        if !(self.wake_due.load(Ordering::Relaxed) && self.wake_due.swap(false, Ordering::AcqRel))
+        {
+            return Flushed::default();
+        }
+        if !self.lent.load(Ordering::Acquire) {
+            self.waker.wake();
+            return Flushed::default();
+        }
+        self.flush_locked(self.state.lock())
+    }
+
+    /// Writes the queue to the lent socket, or gives the socket back and wakes the writer (see
+    /// [`flush_or_wake`](Self::flush_or_wake)).
+    fn flush_locked(&self, mut guard: MutexGuard<'_, State>) -> Flushed {
+        let mut flushed = Flushed::default();
+        let state = &mut *guard;
+        if let Some(wire) = state.lent {
+            if !self.needs_attention(state) {
+                match wire::write_queue(&wire, &mut state.queue, &mut state.bytes, &mut flushed) {
+                    Outcome::Drained => return flushed,
+                    Outcome::Partial => self.partial_front.store(true, Ordering::Release),
+                    Outcome::Blocked | Outcome::Failed => {}
+                }
+            }
+            state.lent = None;
+            self.lent.store(false, Ordering::Release);
+        }
+        drop(guard);
+        self.waker.wake();
+        flushed
+    }
+
+    /// True when the outbox holds news only the connection can act on: an overflow, a close,
+    /// a removed stream, a held message.
+    fn needs_attention(&self, state: &State) -> bool {
+        state.overflowed
+            || state.closed
+            || state.removed.is_some()
+            || self.holding.load(Ordering::Acquire)
+    }
+
+    /// Lends the connection's socket to the lanes, which then write what they queue for it
+    /// straight to the socket ([`flush_or_wake`](Self::flush_or_wake)) until the connection
+    /// takes it back ([`reclaim_wire`](Self::reclaim_wire)). Refused (false) while something
+    /// is queued or the outbox needs the connection's attention: the connection writes that
+    /// first. The connection must keep the socket open while it is lent.
+    pub fn lend_wire(&self, wire: Wire) -> bool {
+        let mut state = self.state.lock();
+        if !state.queue.is_empty() || self.needs_attention(&state) {
+            return false;
+        }
+        state.lent = Some(wire);
+        self.lent.store(true, Ordering::Release);
+        true
+    }
+
+    /// True (once) when the oldest message the last [`take_all`](Self::take_all) took is what
+    /// is left of a frame a lane wrote only part of: the writer must finish it before it
+    /// writes anything of its own.
+    pub fn take_partial_front(&self) -> bool {
+        self.partial_front.load(Ordering::Acquire)
+            && self.partial_front.swap(false, Ordering::AcqRel)
+    }
+
+    /// Takes the socket back from the lanes: when this returns, no lane is writing it, nor
+    /// will one until it is lent again.
+    pub fn reclaim_wire(&self) {
+        if self.lent.load(Ordering::Acquire) {
+            self.state.lock().lent = None;
+            self.lent.store(false, Ordering::Release);
         }
     }
 
@@ -286,6 +434,8 @@ impl Outbox {
     /// Refuses further pushes and frees what is queued.
     pub fn close(&self) {
         let mut state = self.state.lock();
+        state.lent = None;
+        self.lent.store(false, Ordering::Release);
         state.closed = true;
         state.queue = VecDeque::new();
         state.bytes = 0;

@@ -11,6 +11,7 @@ use prometheus::{Histogram, IntCounterVec, IntGauge};
 
 use super::flow::Flow;
 use super::outbox::{ConnId, Outbox, Pushed};
+use super::wire::Flushed;
 use super::Delivery;
 use crate::bus::Origin;
 use crate::metrics::Metrics;
@@ -35,6 +36,20 @@ pub struct FanOut {
     pub dropped: usize,
     /// Subscribers over their rate limit that hold it back for later.
     pub held: usize,
+}
+
+impl FanOut {
+    /// Counts one subscriber's push.
+    pub fn count(&mut self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => self.queued += 1,
+            Pushed::Held => self.held += 1,
+            Pushed::Coalesced => self.coalesced += 1,
+            Pushed::Dropped => self.dropped += 1,
+            Pushed::Overflowed => self.overflowed += 1,
+            Pushed::Refused => self.refused += 1,
+        }
+    }
 }
 
 /// A topic's share of `wsgate_slow_consumer_total`: its stream's series, by reason.
@@ -272,28 +287,49 @@ impl Topic {
         for shard in self.lane_shards(lane, lanes) {
             let subscribers = shard.read();
             for outbox in subscribers.values() {
-                match outbox.push_flow(delivery, &flow, self.id, now) {
-                    Pushed::Queued => counts.queued += 1,
-                    Pushed::Held => counts.held += 1,
-                    Pushed::Coalesced => counts.coalesced += 1,
-                    Pushed::Dropped => counts.dropped += 1,
-                    Pushed::Overflowed => counts.overflowed += 1,
-                    Pushed::Refused => counts.refused += 1,
-                }
+                counts.count(outbox.push_flow(delivery, &flow, self.id, now));
             }
         }
         self.slow.count(&counts);
         counts
     }
 
-    /// Wakes the subscribers of lane `lane` of `lanes` that received something since they
-    /// were last woken.
-    pub fn wake(&self, lane: usize, lanes: usize) {
+    /// Queues `deliveries` (this stream's messages of one lane turn, in order) for the
+    /// subscribers of lane `lane` of `lanes` and writes out, or wakes, each one in the same
+    /// visit ([`Outbox::deliver`]): one lock and one write per subscriber for the whole turn.
+    pub fn deliver(
+        &self,
+        deliveries: &[Arc<Delivery>],
+        lane: usize,
+        lanes: usize,
+    ) -> (FanOut, Flushed) {
+        let Some(last) = deliveries.last() else {
+            return Default::default();
+        };
+        self.last_seq.fetch_max(last.seq, Ordering::Relaxed);
+        let flow = self.flow.load();
+        let now = flow.limit.map(|_| Instant::now());
+        let mut counts = FanOut::default();
+        let mut flushed = Flushed::default();
         for shard in self.lane_shards(lane, lanes) {
             for outbox in shard.read().values() {
-                outbox.wake_if_due();
+                flushed += outbox.deliver(deliveries, &flow, self.id, now, &mut counts);
             }
         }
+        self.slow.count(&counts);
+        (counts, flushed)
+    }
+
+    /// Writes out, or wakes, the subscribers of lane `lane` of `lanes` that received
+    /// something since (see [`Outbox::flush_or_wake`]); what the lane wrote itself.
+    pub fn wake(&self, lane: usize, lanes: usize) -> Flushed {
+        let mut flushed = Flushed::default();
+        for shard in self.lane_shards(lane, lanes) {
+            for outbox in shard.read().values() {
+                flushed += outbox.flush_or_wake();
+            }
+        }
+        flushed
     }
 }
 

@@ -274,11 +274,12 @@ where
             let boxed = opening;
             *boxed
         };
+        let tracker = session_ctx.tracker.clone();
         let session = Session::new(session_ctx, transport, &early, opening);
-        // The leftover bytes may share hyper's 8 KiB read buffer: free it before the
-        // session's lifetime, not after.
-        drop(early);
-        session.run().await
+        // The session runs as a task of its own, whose state is the session's alone (this
+        // task's upgrade, boxes and hyper's 8 KiB read buffer end here): every connection
+        // carries its task's state for its whole life.
+        tracker.spawn(session.run());
     });
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

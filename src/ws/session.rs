@@ -175,6 +175,7 @@ impl Session {
         metrics.connections.inc();
         metrics.connections_opened.inc();
         let ending = self.serve().await;
+        self.outbox.reclaim_wire();
         metrics.closes.with_label_values(&[&ending.label()]).inc();
         self.finish(&ending).await;
         self.streams.clear(&self.outbox);
@@ -206,6 +207,9 @@ impl Session {
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
+            // Woken for any reason, the connection writes its socket itself until it is idle
+            // again: no lane writes between its frames.
+            self.outbox.reclaim_wire();
             if self.ctx.connections.closing(self.outbox.id()) {
                 return self.close_for(Cause::Shutdown);
             }
@@ -222,7 +226,11 @@ impl Session {
                 self.writer.data_queue().append(resumes.ready());
             }
             if self.writer.data_queue().is_empty() {
-                if self.outbox.take_all(self.writer.data_queue()) {
+                let overflowed = self.outbox.take_all(self.writer.data_queue());
+                if self.outbox.take_partial_front() {
+                    self.writer.finish_front_first(self.variant);
+                }
+                if overflowed {
                     return self.close_for(Cause::SlowConsumer);
                 }
                 if let Some(resumes) = &mut self.resumes {
@@ -238,6 +246,13 @@ impl Session {
                 Ok(blocked) => blocked,
                 Err(_) => return Ending::Dropped,
             };
+            if !blocked && self.writer.is_empty() && self.resumes.is_none() {
+                // Plain TCP only. Refused while something waits in the outbox: its signal
+                // brings the loop back to write it.
+                if let Some(wire) = self.socket.wire(self.variant) {
+                    self.outbox.lend_wire(wire);
+                }
+            }
             // A rate-limited stream's held message is due at its next token (taken above once
             // the writer is idle; while it is busy, its socket wakes the loop).
             if let Some(release) = self
@@ -530,5 +545,13 @@ impl Session {
                 _ = sleep_until(deadline) => return,
             }
         }
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped anywhere (its task cancelled too) takes its socket back from the
+    /// lanes before the socket closes.
+    fn drop(&mut self) {
+        self.outbox.reclaim_wire();
     }
 }

@@ -4,14 +4,22 @@
 //! and `WouldBlock` sends the session back to waiting on the socket's readiness. Plain writes
 //! go straight from the shared frame buffers to `sendmsg`; TLS writes are encrypted by rustls
 //! (sans-I/O) into its buffer, whose records then go out as the socket takes them.
+//!
+//! Several small frames bound for one plain socket are first gathered into the worker
+//! thread's scratch buffer and sent as one contiguous slice: copying a few hundred cache-hot
+//! bytes in user space costs less than the kernel's walk over one iovec per frame (measured
+//! in `docs/benchmarks.md`, "Against uWebSockets").
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::task::{Context, Poll};
 
 use rustls::ServerConnection;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+
+use crate::hub::{FrameVariant, Wire};
 
 /// The stream a session reads and writes.
 pub enum Transport {
@@ -69,8 +77,19 @@ impl Transport {
     /// (`WouldBlock` when none could be).
     pub fn try_write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Transport::Plain(socket) => send_vectored(socket, slices),
+            Transport::Plain(socket) => send_on(socket, slices),
             Transport::Tls(tls) => tls.try_write_vectored(slices),
+        }
+    }
+
+    /// The socket as the fan-out lanes may write it, in frames of `variant`: plain TCP only
+    /// (a TLS connection's records are its own to write).
+    pub fn wire(&self, variant: FrameVariant) -> Option<Wire> {
+        match self {
+            Transport::Plain(socket) => {
+                Some(Wire::new(socket.as_raw_fd(), send_gathered, variant))
+            }
+            Transport::Tls(_) => None,
         }
     }
 
@@ -173,26 +192,62 @@ impl TlsTransport {
     }
 }
 
-/// Sends `slices` with one `sendmsg` call, without waiting: `sendmsg` on a socket skips the
-/// file-position and VFS work `writev` does, which is a measurable share of a fan-out's CPU.
-fn send_vectored(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    socket.try_io(Interest::WRITABLE, || {
-        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the header only
-        // borrows `slices`, which outlives the call; the descriptor is the stream's own.
-        let sent = unsafe {
-            let mut header: libc::msghdr = std::mem::zeroed();
-            header.msg_iov = slices.as_ptr() as *mut libc::iovec;
-            header.msg_iovlen = slices.len() as _;
-            libc::sendmsg(
-                socket.as_raw_fd(),
-                &header,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(sent as usize)
+/// Most bytes gathered into one contiguous send.
+const GATHER_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// The worker thread's gather buffer (one per thread, never per connection).
+    static GATHER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(GATHER_BYTES));
+}
+
+/// Sends `slices` on `socket` as [`send_gathered`] does, clearing the socket's write readiness
+/// when it takes nothing.
+fn send_on(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket.try_io(Interest::WRITABLE, || send_gathered(socket.as_raw_fd(), slices))
+}
+
+/// Sends the leading slices of `slices` that fit in [`GATHER_BYTES`] (at least the first) on
+/// the non-blocking socket `fd` with one `sendmsg` call, without waiting: copied into the
+/// thread's gather buffer when there are several, so the kernel copies one contiguous slice.
+/// Returns the bytes the socket took, which may end anywhere in the slices, as a vectored
+/// write's may. This is how the fan-out lanes write a lent socket ([`crate::hub::Wire`]).
+pub fn send_gathered(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let mut total = 0;
+    let count = slices
+        .iter()
+        .take_while(|slice| {
+            total += slice.len();
+            total <= GATHER_BYTES
+        })
+        .count()
+        .max(1)
+        .min(slices.len());
+    if count <= 1 {
+        return sendmsg(fd, &slices[..count]);
+    }
+    GATHER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        for slice in &slices[..count] {
+            buffer.extend_from_slice(slice);
         }
+        sendmsg(fd, &[IoSlice::new(buffer)])
     })
+}
+
+/// One `sendmsg` call on `fd`, without waiting: `sendmsg` on a socket skips the file-position
+/// and VFS work `writev` does, which is a measurable share of a fan-out's CPU.
+fn sendmsg(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the header only
+    // borrows `slices`, which outlives the call; the caller keeps `fd` open.
+    let sent = unsafe {
+        let mut header: libc::msghdr = std::mem::zeroed();
+        header.msg_iov = slices.as_ptr() as *mut libc::iovec;
+        header.msg_iovlen = slices.len() as _;
+        libc::sendmsg(fd, &header, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
 }

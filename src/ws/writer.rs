@@ -63,6 +63,16 @@ impl Writer {
         &mut self.data
     }
 
+    /// Makes the oldest queued market-data frame one already partly written (what a fan-out
+    /// lane left of it), so it goes out before anything else.
+    pub fn finish_front_first(&mut self, variant: FrameVariant) {
+        if self.partial.is_none() {
+            if let Some(front) = self.data.pop_front() {
+                self.partial = Some((front.frame(variant).clone(), 0, true));
+            }
+        }
+    }
+
     /// Drops queued market data (the connection is closing).
     pub fn discard_data(&mut self) {
         self.data = VecDeque::new();
