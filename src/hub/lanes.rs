@@ -71,35 +71,43 @@ async fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metr
     let mut taken = Vec::with_capacity(BATCHES_PER_TURN);
     let mut deliveries = Vec::new();
     while batches.recv_many(&mut taken, BATCHES_PER_TURN).await > 0 {
+        let turn = tokio::time::Instant::now();
         let mut messages = taken.iter().flat_map(|batch| batch.iter());
-        let (counts, flushed) = match one_topic(messages.clone()) {
+        let parts = Topic::lane_parts(lane, lanes);
+        let mut counts = FanOut::default();
+        let mut flushed = Flushed::default();
+        match one_topic(messages.clone()) {
             // The whole turn is one stream's: each subscriber is fed and written in one visit.
             Some(topic) => {
                 deliveries.extend(messages.map(|(_, delivery)| Arc::clone(delivery)));
-                let done = topic.deliver(&deliveries, lane, lanes);
+                for part in 0..parts {
+                    let (fanned, wrote) = topic.deliver(&deliveries, (lane, lanes, part));
+                    counts += fanned;
+                    flushed += wrote;
+                    // A turn may write thousands of sockets: the worker's other tasks (the
+                    // next batch on its way, handshakes, client messages) run between parts.
+                    tokio::task::yield_now().await;
+                }
                 deliveries.clear();
-                done
             }
             // Several streams: every message is queued first, so a subscriber of several gets
             // them all in one write.
             None => {
                 let mut touched: Vec<&Arc<Topic>> = Vec::new();
-                let mut counts = FanOut::default();
                 for (topic, delivery) in messages.by_ref() {
-                    let fanned = topic.fan_out(delivery, lane, lanes);
-                    counts.overflowed += fanned.overflowed;
-                    counts.refused += fanned.refused;
+                    counts += topic.fan_out(delivery, lane, lanes);
                     if !touched.iter().any(|t| Arc::ptr_eq(t, topic)) {
                         touched.push(topic);
                     }
                 }
-                let mut flushed = Flushed::default();
-                for topic in touched {
-                    flushed += topic.wake(lane, lanes);
+                for part in 0..parts {
+                    for topic in &touched {
+                        flushed += topic.wake((lane, lanes, part));
+                    }
+                    tokio::task::yield_now().await;
                 }
-                (counts, flushed)
             }
-        };
+        }
         if flushed.sends > 0 {
             metrics.socket_writes.inc_by(flushed.sends as u64);
             metrics.messages_out.inc_by(flushed.frames as u64);
@@ -109,8 +117,14 @@ async fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metr
             slow.inc_by(dropped as u64);
         }
         taken.clear();
-        // A turn may write thousands of sockets: the worker's other tasks (handshakes, client
-        // messages) and its I/O driver get their turn before the next one.
-        tokio::task::yield_now().await;
+        let took = turn.elapsed();
+        if took >= PACE_FROM {
+            tokio::time::sleep(took.mul_f64(PACE)).await;
+        }
     }
 }
+
+/// A turn that took this long is followed by a pause...
+const PACE_FROM: std::time::Duration = std::time::Duration::from_millis(2);
+/// ... of this share of its length.
+const PACE: f64 = 1.0;

@@ -596,6 +596,137 @@ mod tests {
         assert_eq!(taken.len(), 1);
     }
 
+    mod lent {
+        use super::*;
+        use crate::hub::wire::test_socket::{self, wire};
+        use std::task::{Wake, Waker};
+
+        /// Counts its wake-ups.
+        struct Counter(std::sync::atomic::AtomicUsize);
+
+        impl Wake for Counter {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+
+        /// An outbox whose writer waits (a registered waker), and its wake-up count.
+        fn waiting(limit: usize) -> (Arc<Outbox>, Arc<Counter>) {
+            let outbox = Outbox::new(1, limit);
+            let counter = Arc::new(Counter(Default::default()));
+            outbox.waker.register(&Waker::from(Arc::clone(&counter)));
+            (outbox, counter)
+        }
+
+        /// What the writer would write of each queued message: the frame a lane left, or
+        /// the payload (the test wire's frame) of one never written.
+        fn frames(taken: &VecDeque<Arc<Delivery>>) -> Vec<String> {
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+            taken
+                .iter()
+                .map(|d| text(d.cached(0).unwrap_or(&d.payload)))
+                .collect()
+        }
+
+        fn wakes(counter: &Counter) -> usize {
+            counter.0.load(Ordering::Relaxed)
+        }
+
+        fn on(payload: &'static str) -> Arc<Delivery> {
+            let payload = Bytes::from_static(payload.as_bytes());
+            Arc::new(Delivery::new(Arc::from("s"), 1, 0, 0, payload, 1))
+        }
+
+        #[test]
+        fn a_lane_writes_a_lent_socket_without_waking_the_writer() {
+            test_socket::reset(usize::MAX);
+            let (outbox, counter) = waiting(1000);
+            assert!(outbox.lend_wire(wire()));
+            outbox.push(&on("ab"));
+            outbox.push(&on("cd"));
+            let flushed = outbox.flush_or_wake();
+            assert_eq!(flushed, Flushed { frames: 2, sends: 1 });
+            assert_eq!(test_socket::taken(), b"abcd");
+            assert_eq!(wakes(&counter), 0);
+            assert!(!outbox.has_news());
+        }
+
+        #[test]
+        fn a_socket_taken_back_is_never_written_by_a_lane() {
+            test_socket::reset(usize::MAX);
+            let (outbox, counter) = waiting(1000);
+            assert!(outbox.lend_wire(wire()));
+            outbox.reclaim_wire();
+            outbox.push(&on("ab"));
+            assert_eq!(outbox.flush_or_wake(), Flushed::default());
+            assert!(test_socket::taken().is_empty());
+            assert_eq!(wakes(&counter), 1, "the writer writes it");
+            let mut taken = VecDeque::new();
+            outbox.take_all(&mut taken);
+            assert_eq!(taken.len(), 1);
+        }
+
+        #[test]
+        fn lending_is_refused_while_something_waits_or_needs_the_connection() {
+            let outbox = Outbox::new(1, 10);
+            outbox.push(&on("abcdefgh"));
+            assert!(!outbox.lend_wire(wire()), "a message waits");
+            outbox.push(&on("abcdefgh"));
+            outbox.take_all(&mut VecDeque::new());
+            assert!(!outbox.lend_wire(wire()), "overflowed");
+            let closed = Outbox::new(2, 10);
+            closed.close();
+            assert!(!closed.lend_wire(wire()), "closed");
+        }
+
+        #[test]
+        fn a_socket_full_mid_frame_goes_back_to_the_writer_with_the_rest_first() {
+            test_socket::reset(3);
+            let (outbox, counter) = waiting(1000);
+            assert!(outbox.lend_wire(wire()));
+            outbox.push(&on("ab"));
+            outbox.push(&on("cde"));
+            let flushed = outbox.flush_or_wake();
+            assert_eq!(flushed, Flushed { frames: 1, sends: 1 });
+            assert_eq!(wakes(&counter), 1);
+            // The wire is the writer's again: a later push is not written by a lane.
+            outbox.push(&on("f"));
+            test_socket::make_room(usize::MAX);
+            outbox.flush_or_wake();
+            assert_eq!(test_socket::taken(), b"abc");
+            let mut taken = VecDeque::new();
+            outbox.take_all(&mut taken);
+            assert!(outbox.take_partial_front(), "the front is the rest of a frame");
+            assert!(!outbox.take_partial_front(), "told once");
+            assert_eq!(frames(&taken), ["de", "f"]);
+        }
+
+        #[test]
+        fn a_turn_goes_straight_to_a_lent_socket_and_queues_only_what_it_did_not_take() {
+            test_socket::reset(usize::MAX);
+            let (outbox, counter) = waiting(1000);
+            assert!(outbox.lend_wire(wire()));
+            let turn = [on("ab"), on("cd")];
+            let mut counts = FanOut::default();
+            let flushed = outbox.deliver(&turn, &Flow::UNLIMITED, 7, None, &mut counts);
+            assert_eq!(flushed, Flushed { frames: 2, sends: 1 });
+            assert_eq!(counts.queued, 2);
+            assert_eq!(Arc::strong_count(&turn[0]), 1, "no reference kept");
+            assert_eq!(wakes(&counter), 0);
+
+            test_socket::reset(3);
+            let turn = [on("ef"), on("gh"), on("ij")];
+            let flushed = outbox.deliver(&turn, &Flow::UNLIMITED, 7, None, &mut counts);
+            assert_eq!(flushed, Flushed { frames: 1, sends: 1 });
+            assert_eq!(test_socket::taken(), b"efg");
+            assert_eq!(wakes(&counter), 1);
+            let mut taken = VecDeque::new();
+            outbox.take_all(&mut taken);
+            assert!(outbox.take_partial_front());
+            assert_eq!(frames(&taken), ["h", "ij"]);
+        }
+    }
+
     #[test]
     fn a_message_larger_than_the_limit_still_goes_to_an_idle_connection() {
         let outbox = Outbox::new(1, 10);

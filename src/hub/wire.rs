@@ -157,18 +157,34 @@ pub(super) fn write_slice(
     stop(done, Outcome::Drained)
 }
 
+/// A socket for tests: what it took, and how much room it has left.
 #[cfg(test)]
-mod tests {
+pub(super) mod test_socket {
     use super::*;
     use crate::hub::FrameVariants;
     use std::cell::RefCell;
 
     thread_local! {
-        /// What the test socket took, and how many bytes it takes per send (`usize::MAX`: all).
+        /// What the socket took, and how many more bytes it takes (`usize::MAX`: any).
         static SOCKET: RefCell<(Vec<u8>, usize)> = const { RefCell::new((Vec::new(), usize::MAX)) };
     }
 
-    fn test_send(_fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Empties the socket; it takes `room` bytes from now on.
+    pub fn reset(room: usize) {
+        SOCKET.with_borrow_mut(|s| *s = (Vec::new(), room));
+    }
+
+    /// Gives the socket `room` more bytes.
+    pub fn make_room(room: usize) {
+        SOCKET.with_borrow_mut(|s| s.1 = room);
+    }
+
+    /// What the socket took so far.
+    pub fn taken() -> Vec<u8> {
+        SOCKET.with_borrow(|s| s.0.clone())
+    }
+
+    fn send(_fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         SOCKET.with_borrow_mut(|(taken, room)| {
             if *room == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
@@ -189,11 +205,18 @@ mod tests {
         })
     }
 
-    fn wire() -> Wire {
+    /// The test socket as a wire, its frames the payloads themselves.
+    pub fn wire() -> Wire {
         let mut variants = FrameVariants::new();
         let variant = variants.register("test/payload", |d| d.payload.clone());
-        Wire::new(-1, test_send, variant)
+        Wire::new(-1, send, variant)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_socket::{self, wire};
+    use super::*;
 
     fn queue(payloads: &[&'static str]) -> VecDeque<Arc<Delivery>> {
         payloads
@@ -208,19 +231,19 @@ mod tests {
 
     #[test]
     fn a_socket_that_takes_everything_drains_the_queue_in_one_send() {
-        SOCKET.with_borrow_mut(|s| *s = (Vec::new(), usize::MAX));
+        test_socket::reset(usize::MAX);
         let mut q = queue(&["ab", "cde", "f"]);
         let (mut bytes, mut flushed) = (6, Flushed::default());
         let outcome = write_queue(&wire(), &mut q, &mut bytes, &mut flushed);
         assert_eq!(outcome, Outcome::Drained);
         assert_eq!(flushed, Flushed { frames: 3, sends: 1 });
         assert_eq!((q.len(), bytes), (0, 0));
-        assert_eq!(SOCKET.with_borrow(|s| s.0.clone()), b"abcdef");
+        assert_eq!(test_socket::taken(), b"abcdef");
     }
 
     #[test]
     fn a_full_socket_leaves_the_rest_and_how_far_the_front_got() {
-        SOCKET.with_borrow_mut(|s| *s = (Vec::new(), 4));
+        test_socket::reset(4);
         let mut q = queue(&["ab", "cde", "f"]);
         let (mut bytes, mut flushed) = (6, Flushed::default());
         let outcome = write_queue(&wire(), &mut q, &mut bytes, &mut flushed);
@@ -231,16 +254,16 @@ mod tests {
         assert_eq!(bytes, 2);
 
         // Room again: the front goes on from where it stopped.
-        SOCKET.with_borrow_mut(|s| s.1 = usize::MAX);
+        test_socket::make_room(usize::MAX);
         let outcome = write_queue(&wire(), &mut q, &mut bytes, &mut flushed);
         assert_eq!(outcome, Outcome::Drained);
         assert_eq!(flushed.frames, 3);
-        assert_eq!(SOCKET.with_borrow(|s| s.0.clone()), b"abcdef");
+        assert_eq!(test_socket::taken(), b"abcdef");
     }
 
     #[test]
     fn a_socket_that_takes_nothing_changes_nothing() {
-        SOCKET.with_borrow_mut(|s| *s = (Vec::new(), 0));
+        test_socket::reset(0);
         let mut q = queue(&["ab"]);
         let (mut bytes, mut flushed) = (2, Flushed::default());
         let outcome = write_queue(&wire(), &mut q, &mut bytes, &mut flushed);
