@@ -1,15 +1,17 @@
-//! Fan-out lanes: tasks on the runtime's workers that push each batch to subscribers and wake
-//! them.
+//! Fan-out lanes: one thread per core that pushes each batch to its subscribers and writes
+//! their sockets (docs/fan-out.md).
 //!
 //! A lane writes the connections it fed itself, once per turn, when they lent it their socket
 //! (see [`super::wire`]); it wakes the others. A lane behind takes every batch waiting (up to
 //! [`BATCHES_PER_TURN`]) in one turn, so a subscriber gets them all in one write.
 //!
 //! Every lane owns a fixed subset of each topic's subscriber shards, so lanes work in parallel
-//! without sharing a lock, each keeps its batches in order, and the connections it wakes land
-//! in its worker's local run queue rather than in the runtime's shared injection queue.
+//! without sharing a lock, and each keeps its batches in order. Lanes are threads of their own,
+//! not runtime tasks: the kernel runs them on separate cores, and a turn that writes thousands
+//! of sockets never holds up a runtime worker's other tasks.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -28,13 +30,18 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// Starts `count` lanes on the current runtime.
+    /// Starts `count` lanes, each on a thread of its own; a lane ends when its [`Lanes`] is
+    /// dropped.
     pub fn start(count: usize, metrics: Arc<Metrics>) -> Self {
         let count = count.max(1);
         let senders = (0..count)
             .map(|lane| {
                 let (tx, rx) = mpsc::channel(LANE_QUEUE);
-                tokio::spawn(run(lane, count, rx, Arc::clone(&metrics)));
+                let metrics = Arc::clone(&metrics);
+                std::thread::Builder::new()
+                    .name(format!("wsgate-lane-{lane}"))
+                    .spawn(move || run(lane, count, rx, metrics))
+                    .expect("the lane's thread starts");
                 tx
             })
             .collect();
@@ -64,14 +71,14 @@ fn one_topic<'a>(
 /// subscriber in one write.
 const BATCHES_PER_TURN: usize = 64;
 
-async fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metrics: Arc<Metrics>) {
+fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metrics: Arc<Metrics>) {
     let slow = metrics
         .messages_dropped
         .with_label_values(&["slow_consumer"]);
     let mut taken = Vec::with_capacity(BATCHES_PER_TURN);
     let mut deliveries = Vec::new();
-    while batches.recv_many(&mut taken, BATCHES_PER_TURN).await > 0 {
-        let turn = tokio::time::Instant::now();
+    while batches.blocking_recv_many(&mut taken, BATCHES_PER_TURN) > 0 {
+        let turn = Instant::now();
         let mut messages = taken.iter().flat_map(|batch| batch.iter());
         let parts = Topic::lane_parts(lane, lanes);
         let mut counts = FanOut::default();
@@ -84,9 +91,6 @@ async fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metr
                     let (fanned, wrote) = topic.deliver(&deliveries, (lane, lanes, part));
                     counts += fanned;
                     flushed += wrote;
-                    // A turn may write thousands of sockets: the worker's other tasks (the
-                    // next batch on its way, handshakes, client messages) run between parts.
-                    tokio::task::yield_now().await;
                 }
                 deliveries.clear();
             }
@@ -104,7 +108,6 @@ async fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metr
                     for topic in &touched {
                         flushed += topic.wake((lane, lanes, part));
                     }
-                    tokio::task::yield_now().await;
                 }
             }
         }
@@ -119,12 +122,12 @@ async fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metr
         taken.clear();
         let took = turn.elapsed();
         if took >= PACE_FROM {
-            tokio::time::sleep(took.mul_f64(PACE)).await;
+            std::thread::sleep(took.mul_f64(PACE));
         }
     }
 }
 
 /// A turn that took this long is followed by a pause...
-const PACE_FROM: std::time::Duration = std::time::Duration::from_millis(2);
+const PACE_FROM: Duration = Duration::from_millis(2);
 /// ... of this share of its length.
 const PACE: f64 = 1.0;
