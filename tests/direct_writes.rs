@@ -95,7 +95,8 @@ async fn a_reader_whose_socket_fills_mid_frame_gets_every_frame_whole_with_pings
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Then drains what waits, until quiet.
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), slow.next()).await
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), slow.next()).await
     {
         seen.take(message.expect("a whole frame"));
     }
@@ -109,7 +110,11 @@ async fn a_reader_whose_socket_fills_mid_frame_gets_every_frame_whole_with_pings
             .collect();
         assert!(ids.len() > 100, "{stream}: only {} trades", ids.len());
         for pair in ids.windows(2) {
-            assert_eq!(pair[1], pair[0] + 1, "{stream}: a gap or repeat in {pair:?}");
+            assert_eq!(
+                pair[1],
+                pair[0] + 1,
+                "{stream}: a gap or repeat in {pair:?}"
+            );
         }
     }
     assert_eq!(
@@ -119,4 +124,3 @@ async fn a_reader_whose_socket_fills_mid_frame_gets_every_frame_whole_with_pings
     );
     assert!(seen.pings >= 5, "pings between the trades: {}", seen.pings);
 }
-

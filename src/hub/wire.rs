@@ -128,9 +128,7 @@ pub(super) fn write_slice(
         let mut written = match (wire.send)(wire.fd, &slices[..count]) {
             Ok(0) => return stop(done, Outcome::Failed),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return stop(done, Outcome::Blocked)
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return stop(done, Outcome::Blocked),
             Err(_) => return stop(done, Outcome::Failed),
         };
         if first {
@@ -236,7 +234,13 @@ mod tests {
         let (mut bytes, mut flushed) = (6, Flushed::default());
         let outcome = write_queue(&wire(), &mut q, &mut bytes, &mut flushed);
         assert_eq!(outcome, Outcome::Drained);
-        assert_eq!(flushed, Flushed { frames: 3, sends: 1 });
+        assert_eq!(
+            flushed,
+            Flushed {
+                frames: 3,
+                sends: 1
+            }
+        );
         assert_eq!((q.len(), bytes), (0, 0));
         assert_eq!(test_socket::taken(), b"abcdef");
     }
@@ -248,7 +252,13 @@ mod tests {
         let (mut bytes, mut flushed) = (6, Flushed::default());
         let outcome = write_queue(&wire(), &mut q, &mut bytes, &mut flushed);
         assert_eq!(outcome, Outcome::Partial);
-        assert_eq!(flushed, Flushed { frames: 1, sends: 1 });
+        assert_eq!(
+            flushed,
+            Flushed {
+                frames: 1,
+                sends: 1
+            }
+        );
         assert_eq!(q.len(), 2);
         assert_eq!(q[0].frame(wire().variant), "e", "what is left of \"cde\"");
         assert_eq!(bytes, 2);

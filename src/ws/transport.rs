@@ -86,9 +86,7 @@ impl Transport {
     /// (a TLS connection's records are its own to write).
     pub fn wire(&self, variant: FrameVariant) -> Option<Wire> {
         match self {
-            Transport::Plain(socket) => {
-                Some(Wire::new(socket.as_raw_fd(), send_gathered, variant))
-            }
+            Transport::Plain(socket) => Some(Wire::new(socket.as_raw_fd(), send_gathered, variant)),
             Transport::Tls(_) => None,
         }
     }
@@ -203,7 +201,9 @@ thread_local! {
 /// Sends `slices` on `socket` as [`send_gathered`] does, clearing the socket's write readiness
 /// when it takes nothing.
 fn send_on(socket: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-    socket.try_io(Interest::WRITABLE, || send_gathered(socket.as_raw_fd(), slices))
+    socket.try_io(Interest::WRITABLE, || {
+        send_gathered(socket.as_raw_fd(), slices)
+    })
 }
 
 /// Sends the leading slices of `slices` that fit in [`GATHER_BYTES`] (at least the first) on
