@@ -1,11 +1,12 @@
 //! The fan-out lanes write a connection's socket themselves while the connection lends it to
-//! them, and hand it back when the socket fills, often in the middle of a frame. A reader
-//! whose socket fills again and again, while the gateway also pings it and answers its
-//! requests (frames of the connection's own, written by its task), must still receive every
-//! frame whole and in order: the rest of a frame a lane began goes out before anything else.
+//! them, and hand it back when the socket fills, often in the middle of a frame. Readers whose
+//! sockets fill again and again, while the gateway also pings them and answers their requests
+//! (frames of the connection's own, written by its task), must still receive every frame whole
+//! and in order: the rest of a frame a lane began goes out before anything else.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -60,22 +61,12 @@ impl Seen {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_whose_socket_fills_mid_frame_gets_every_frame_whole_with_pings_and_replies_between(
-) {
-    let mut config = shipped_config();
-    config["datasource"][0]["properties"]["trades_per_sec"] = json!(200);
-    // Small kernel buffers on both ends: the lanes' sends end in the middle of frames.
-    let gateway = Gateway::start_with(
-        config,
-        &["--socket-send-buffer", "4096", "--ping-interval", "300ms"],
-    );
-    let streams = ["btcusdt@trade", "ethusdt@trade"];
-    let path = format!("/stream?streams={}", streams.join("/"));
+/// Connects to `path` with a 4 KiB receive buffer and reads in small sips with pauses for 6 s,
+/// asking for its subscriptions every 500 ms (with its pongs, within Binance's 5 client
+/// messages a second), then drains what waits.
+async fn read_slowly(gateway: Arc<Gateway>, path: String) -> (Seen, u64) {
     let mut slow = connect_small(&gateway, &path, 4096).await;
     let mut seen = Seen::default();
-
-    // Reads in small sips with pauses, asking for its subscriptions every 200 ms, for 6 s.
     let mut next_request = Instant::now();
     let mut request_id = 0;
     let until = Instant::now() + Duration::from_secs(6);
@@ -84,7 +75,7 @@ async fn a_reader_whose_socket_fills_mid_frame_gets_every_frame_whole_with_pings
             request_id += 1;
             let list = json!({"method": "LIST_SUBSCRIPTIONS", "id": request_id});
             slow.send(Message::text(list.to_string())).await.unwrap();
-            next_request += Duration::from_millis(200);
+            next_request += Duration::from_millis(500);
         }
         for _ in 0..5 {
             match tokio::time::timeout(Duration::from_secs(5), slow.next()).await {
@@ -94,33 +85,75 @@ async fn a_reader_whose_socket_fills_mid_frame_gets_every_frame_whole_with_pings
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Then drains what waits, until quiet.
     while let Ok(Some(message)) =
         tokio::time::timeout(Duration::from_millis(500), slow.next()).await
     {
         seen.take(message.expect("a whole frame"));
     }
+    (seen, request_id)
+}
 
-    for stream in streams {
-        let ids: Vec<u64> = seen
-            .trades
-            .iter()
-            .filter(|(s, _)| s == stream)
-            .map(|(_, id)| *id)
-            .collect();
-        assert!(ids.len() > 100, "{stream}: only {} trades", ids.len());
-        for pair in ids.windows(2) {
-            assert_eq!(
-                pair[1],
-                pair[0] + 1,
-                "{stream}: a gap or repeat in {pair:?}"
-            );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_whose_sockets_fill_mid_frame_get_every_frame_whole_with_pings_and_replies_between()
+{
+    let mut config = shipped_config();
+    config["datasource"][0]["properties"]["trades_per_sec"] = json!(200);
+    // No per-connection rate limit on trades: a lane writes a single-stream turn straight
+    // from its messages (a two-stream reader takes the queued path).
+    for topic in config["topics"].as_array_mut().unwrap() {
+        if topic["topic"] == "{symbol}@trade" {
+            let topic = topic.as_object_mut().unwrap();
+            topic.remove("rate");
+            topic.remove("burst");
         }
     }
-    assert_eq!(
-        seen.answered,
-        (1..=request_id).collect::<Vec<_>>(),
-        "every request answered once, in order"
-    );
-    assert!(seen.pings >= 5, "pings between the trades: {}", seen.pings);
+    // Small kernel buffers on both ends: the lanes' sends end in the middle of frames.
+    let gateway = Arc::new(Gateway::start_with(
+        config,
+        &["--socket-send-buffer", "4096", "--ping-interval", "1s"],
+    ));
+    let one = "btcusdt@trade";
+    let two = ["btcusdt@trade", "ethusdt@trade"];
+    let readers: Vec<_> = (0..32)
+        .map(|i| {
+            let streams = if i % 2 == 0 {
+                one.to_owned()
+            } else {
+                two.join("/")
+            };
+            let path = format!("/stream?streams={streams}");
+            tokio::spawn(read_slowly(Arc::clone(&gateway), path))
+        })
+        .collect();
+
+    for (i, reader) in readers.into_iter().enumerate() {
+        let (seen, requests) = reader.await.unwrap();
+        let streams: &[&str] = if i % 2 == 0 { &[one] } else { &two };
+        for stream in streams {
+            let ids: Vec<u64> = seen
+                .trades
+                .iter()
+                .filter(|(s, _)| s == stream)
+                .map(|(_, id)| *id)
+                .collect();
+            assert!(
+                ids.len() > 100,
+                "reader {i}, {stream}: {} trades",
+                ids.len()
+            );
+            for pair in ids.windows(2) {
+                assert_eq!(
+                    pair[1],
+                    pair[0] + 1,
+                    "reader {i}, {stream}: a gap or repeat in {pair:?}"
+                );
+            }
+        }
+        assert_eq!(
+            seen.answered,
+            (1..=requests).collect::<Vec<_>>(),
+            "reader {i}: every request answered once, in order"
+        );
+        assert!(seen.pings >= 4, "reader {i}: {} pings", seen.pings);
+    }
 }
