@@ -13,23 +13,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::MaybeTlsStream;
-
-/// A client whose socket takes at most about `receive_buffer` bytes before the gateway has to
-/// wait for it to read.
-async fn connect_small(gateway: &Gateway, path: &str, receive_buffer: usize) -> Client {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(receive_buffer).unwrap();
-    socket.connect(&gateway.addr.into()).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
-    let (client, _) =
-        tokio_tungstenite::client_async(gateway.url(path), MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
-    client
-}
 
 /// What a reader saw: trade ids per stream, request ids answered, pings.
 #[derive(Default)]
@@ -65,7 +48,7 @@ impl Seen {
 /// asking for its subscriptions every 500 ms (with its pongs, within Binance's 5 client
 /// messages a second), then drains what waits.
 async fn read_slowly(gateway: Arc<Gateway>, path: String) -> (Seen, u64) {
-    let mut slow = connect_small(&gateway, &path, 4096).await;
+    let mut slow = gateway.connect_small(&path, 4096).await;
     let mut seen = Seen::default();
     let mut next_request = Instant::now();
     let mut request_id = 0;

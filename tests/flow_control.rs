@@ -15,29 +15,12 @@ use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::MaybeTlsStream;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Held by each test for its whole run: the latency comparison must not share the machine's
 /// two cores with another gateway of this file.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A client whose socket takes at most about `receive_buffer` bytes before the gateway has to
-/// wait for it to read.
-async fn connect_small(gateway: &Gateway, path: &str, receive_buffer: usize) -> Client {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(receive_buffer).unwrap();
-    socket.connect(&gateway.addr.into()).unwrap();
-    socket.set_nonblocking(true).unwrap();
-    let tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
-    let (client, _) =
-        tokio_tungstenite::client_async(gateway.url(path), MaybeTlsStream::Plain(tcp))
-            .await
-            .unwrap();
-    client
-}
 
 /// The next text message as JSON within `limit`, `None` if none came.
 async fn next_within(client: &mut Client, limit: Duration) -> Option<Value> {
@@ -96,7 +79,7 @@ async fn a_slow_depth_reader_gets_coalesced_events_that_chain_and_build_the_same
     );
     let path = "/ws/btcusdt@depth@100ms";
     let mut full = gateway.connect(path).await;
-    let mut slow = connect_small(&gateway, path, 4096).await;
+    let mut slow = gateway.connect_small(path, 4096).await;
 
     // The full-rate reader reads everything while the slow one reads one event a second
     // (a tenth of the stream's ten a second), then drains what it was left.
@@ -361,7 +344,7 @@ async fn a_trade_reader_that_stops_is_closed_with_4100_and_the_others_keep_their
         tokio::time::sleep(Duration::from_secs(5)).await;
         // A reader that subscribes to every trade stream and never reads.
         let stalled_at = Instant::now();
-        let stalled = connect_small(&gateway, &path, 4096).await;
+        let stalled = gateway.connect_small(&path, 4096).await;
         while metric(&gateway, "wsgate_closes_total{code=\"4100\"}").await < attempt as f64 {
             assert!(
                 stalled_at.elapsed() < Duration::from_secs(60),

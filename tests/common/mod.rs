@@ -192,6 +192,24 @@ impl Gateway {
     }
 
     /// Opens a WebSocket connection to `path`.
+    /// A client of `path` whose socket takes at most about `receive_buffer` bytes before the
+    /// gateway has to wait for it to read.
+    pub async fn connect_small(&self, path: &str, receive_buffer: usize) -> Client {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(receive_buffer).unwrap();
+        socket.connect(&self.addr.into()).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let tcp = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+        let (client, _) = tokio_tungstenite::client_async(
+            self.url(path),
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        )
+        .await
+        .unwrap();
+        client
+    }
+
     pub async fn connect(&self, path: &str) -> Client {
         let (client, _) = tokio_tungstenite::connect_async(self.url(path))
             .await
