@@ -44,9 +44,7 @@ fn fan_out(c: &mut Criterion) {
                         0,
                     ));
                     topic.fan_out(&delivery, 0, 1);
-                    for part in 0..Topic::lane_parts(0, 1) {
-                        topic.wake((0, 1, part));
-                    }
+                    topic.wake(0, 1);
                     for outbox in &outboxes {
                         outbox.take_all(&mut drained);
                         drained.clear();

@@ -80,23 +80,18 @@ fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metrics: A
     while batches.blocking_recv_many(&mut taken, BATCHES_PER_TURN) > 0 {
         let turn = Instant::now();
         let mut messages = taken.iter().flat_map(|batch| batch.iter());
-        let parts = Topic::lane_parts(lane, lanes);
-        let mut counts = FanOut::default();
-        let mut flushed = Flushed::default();
-        match one_topic(messages.clone()) {
+        let (counts, flushed) = match one_topic(messages.clone()) {
             // The whole turn is one stream's: each subscriber is fed and written in one visit.
             Some(topic) => {
                 deliveries.extend(messages.map(|(_, delivery)| Arc::clone(delivery)));
-                for part in 0..parts {
-                    let (fanned, wrote) = topic.deliver(&deliveries, (lane, lanes, part));
-                    counts += fanned;
-                    flushed += wrote;
-                }
+                let done = topic.deliver(&deliveries, lane, lanes);
                 deliveries.clear();
+                done
             }
             // Several streams: every message is queued first, so a subscriber of several gets
             // them all in one write.
             None => {
+                let mut counts = FanOut::default();
                 let mut touched: Vec<&Arc<Topic>> = Vec::new();
                 for (topic, delivery) in messages.by_ref() {
                     counts += topic.fan_out(delivery, lane, lanes);
@@ -104,13 +99,13 @@ fn run(lane: usize, lanes: usize, mut batches: mpsc::Receiver<Batch>, metrics: A
                         touched.push(topic);
                     }
                 }
-                for part in 0..parts {
-                    for topic in &touched {
-                        flushed += topic.wake((lane, lanes, part));
-                    }
+                let mut flushed = Flushed::default();
+                for topic in &touched {
+                    flushed += topic.wake(lane, lanes);
                 }
+                (counts, flushed)
             }
-        }
+        };
         if flushed.sends > 0 {
             metrics.socket_writes.inc_by(flushed.sends as u64);
             metrics.messages_out.inc_by(flushed.frames as u64);

@@ -169,8 +169,7 @@ impl Outbox {
                 for delivery in rest {
                     counts.count(self.push_locked(&mut state, delivery, flow, topic, now));
                 }
-                state.lent = None;
-                self.lent.store(false, Ordering::Release);
+                self.give_back(&mut state);
                 self.wake_due.store(false, Ordering::Release);
                 drop(state);
                 self.signalled.store(true, Ordering::Release);
@@ -277,8 +276,7 @@ impl Outbox {
                     Outcome::Blocked | Outcome::Failed => {}
                 }
             }
-            state.lent = None;
-            self.lent.store(false, Ordering::Release);
+            self.give_back(state);
         }
         drop(guard);
         self.waker.wake();
@@ -309,6 +307,12 @@ impl Outbox {
         true
     }
 
+    /// Clears the lent socket (the caller holds the outbox's lock).
+    fn give_back(&self, state: &mut State) {
+        state.lent = None;
+        self.lent.store(false, Ordering::Release);
+    }
+
     /// True (once) when the oldest message the last [`take_all`](Self::take_all) took is what
     /// is left of a frame a lane wrote only part of: the writer must finish it before it
     /// writes anything of its own.
@@ -321,8 +325,7 @@ impl Outbox {
     /// will one until it is lent again.
     pub fn reclaim_wire(&self) {
         if self.lent.load(Ordering::Acquire) {
-            self.state.lock().lent = None;
-            self.lent.store(false, Ordering::Release);
+            self.give_back(&mut self.state.lock());
         }
     }
 
@@ -433,8 +436,7 @@ impl Outbox {
     /// Refuses further pushes and frees what is queued.
     pub fn close(&self) {
         let mut state = self.state.lock();
-        state.lent = None;
-        self.lent.store(false, Ordering::Release);
+        self.give_back(&mut state);
         state.closed = true;
         state.queue = VecDeque::new();
         state.bytes = 0;

@@ -305,28 +305,17 @@ impl Topic {
         counts
     }
 
-    /// How many parts lane `lane` of `lanes` takes the subscribers of a topic in (its shards):
-    /// a lane lets its worker's other tasks run between two parts.
-    pub fn lane_parts(lane: usize, lanes: usize) -> usize {
-        SHARDS.saturating_sub(lane).div_ceil(lanes.max(1))
-    }
-
-    /// The subscribers of part `part` of lane `lane` of `lanes` (see
-    /// [`lane_parts`](Self::lane_parts)).
-    fn part(&self, lane: usize, lanes: usize, part: usize) -> Option<&Shard> {
-        self.shards.get(lane + part * lanes.max(1))
-    }
-
     /// Queues `deliveries` (this stream's messages of one lane turn, in order) for the
-    /// subscribers of part `part` of lane `lane` of `lanes`, and writes out, or wakes, each one
-    /// in the same visit ([`Outbox::deliver`]): one lock and one write per subscriber for the
+    /// subscribers of lane `lane` of `lanes`, and writes out, or wakes, each one in the same
+    /// visit ([`Outbox::deliver`]): one lock and one write per subscriber for the
     /// whole turn.
     pub fn deliver(
         &self,
         deliveries: &[Arc<Delivery>],
-        (lane, lanes, part): (usize, usize, usize),
+        lane: usize,
+        lanes: usize,
     ) -> (FanOut, Flushed) {
-        let (Some(last), Some(shard)) = (deliveries.last(), self.part(lane, lanes, part)) else {
+        let Some(last) = deliveries.last() else {
             return Default::default();
         };
         self.last_seq.fetch_max(last.seq, Ordering::Relaxed);
@@ -334,18 +323,20 @@ impl Topic {
         let now = flow.limit.map(|_| Instant::now());
         let mut counts = FanOut::default();
         let mut flushed = Flushed::default();
-        for outbox in shard.read().values() {
-            flushed += outbox.deliver(deliveries, &flow, self.id, now, &mut counts);
+        for shard in self.lane_shards(lane, lanes) {
+            for outbox in shard.read().values() {
+                flushed += outbox.deliver(deliveries, &flow, self.id, now, &mut counts);
+            }
         }
         self.slow.count(&counts);
         (counts, flushed)
     }
 
-    /// Writes out, or wakes, the subscribers of part `part` of lane `lane` of `lanes` that
-    /// received something since (see [`Outbox::flush_or_wake`]); what the lane wrote itself.
-    pub fn wake(&self, (lane, lanes, part): (usize, usize, usize)) -> Flushed {
+    /// Writes out, or wakes, the subscribers of lane `lane` of `lanes` that received something
+    /// since (see [`Outbox::flush_or_wake`]); what the lane wrote itself.
+    pub fn wake(&self, lane: usize, lanes: usize) -> Flushed {
         let mut flushed = Flushed::default();
-        if let Some(shard) = self.part(lane, lanes, part) {
+        for shard in self.lane_shards(lane, lanes) {
             for outbox in shard.read().values() {
                 flushed += outbox.flush_or_wake();
             }
