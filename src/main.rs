@@ -21,6 +21,9 @@ use wsgate::ws::WsSettings;
 
 mod edge_args;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// WebSocket gateway streaming exchange market data in the Binance Spot protocol.
 #[derive(Parser)]
 #[command(version, about)]
@@ -368,6 +371,9 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes no pointers; it fails harmlessly (EINVAL)
+    // on kernels without it.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

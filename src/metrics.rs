@@ -14,6 +14,9 @@ pub struct Metrics {
     pub registry: Registry,
     /// Open client WebSocket connections.
     pub connections: IntGauge,
+    /// Open connections that are idle without a task of their own (parked: the lanes write
+    /// their sockets, and a client message, a timer or news wakes them).
+    pub connections_parked: IntGauge,
     /// Client WebSocket connections accepted since start.
     pub connections_opened: IntCounter,
     /// Connections closed by the gateway or the client, by close code.
@@ -123,6 +126,11 @@ impl Metrics {
         let mapper_buckets = exponential_buckets(0.000_001, 2.0, 24).expect("valid buckets");
         let metrics = Metrics {
             connections: IntGauge::new("connections", "Open client connections").unwrap(),
+            connections_parked: IntGauge::new(
+                "connections_parked",
+                "Open client connections idle without a task (their sockets written by the lanes)",
+            )
+            .unwrap(),
             connections_opened: IntCounter::new(
                 "connections_opened_total",
                 "Client connections accepted",
@@ -386,6 +394,8 @@ impl Metrics {
     fn register_all(&self) {
         let r = &self.registry;
         r.register(Box::new(self.connections.clone())).unwrap();
+        r.register(Box::new(self.connections_parked.clone()))
+            .unwrap();
         r.register(Box::new(self.connections_opened.clone()))
             .unwrap();
         r.register(Box::new(self.closes.clone())).unwrap();

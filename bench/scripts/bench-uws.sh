@@ -3,7 +3,10 @@
 # alternating in one run (wsgate, uWebSockets, wsgate, ...) at each load.
 #
 #   UWS_BASELINE=/path/to/uws-server bench/scripts/bench-uws.sh [CONNECTIONS] [TAKERS_PER_SEC...]
+#   BEFORE=/path/to/older/wsgate bench/scripts/bench-uws.sh [CONNECTIONS] [TAKERS_PER_SEC...]
 #
+# With BEFORE (a wsgate binary, e.g. an earlier commit's), its rounds come first in each
+# alternation, on the same workload; with both BEFORE and UWS_BASELINE, all three alternate.
 # Every connection takes `btcusdt@trade` (URL subscription). wsgate serves
 # bench/config/one-stream.json (the demo market with BTCUSDT only, `stamp: schedule`, the
 # binance_trade mapper, no per-connection rate limit) at TAKERS_PER_SEC taker orders a second;
@@ -17,7 +20,16 @@
 # and `jq`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."   # the repository root, from any working directory
-uws=${UWS_BASELINE:?set UWS_BASELINE to the uWebSockets server binary}
+uws=${UWS_BASELINE:-}
+before=${BEFORE:-}
+servers=()
+[ -n "$before" ] && servers+=(before)
+servers+=(wsgate)
+[ -n "$uws" ] && servers+=(uws)
+if [ ${#servers[@]} -lt 2 ]; then
+  echo "set UWS_BASELINE (a uWebSockets server) and/or BEFORE (another wsgate binary)" >&2
+  exit 2
+fi
 connections=${1:-10000}
 shift || true
 rates=("${@:-1}")
@@ -52,9 +64,11 @@ for rate in "${rates[@]}"; do
     bench/config/one-stream.json > "$config"
   for round in $(seq "$rounds"); do
     echo "== $rate takers/s, round $round =="
-    for server in wsgate uws; do
-      if [ "$server" = wsgate ]; then
-        target/release/wsgate serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
+    for server in "${servers[@]}"; do
+      if [ "$server" != uws ]; then
+        binary=target/release/wsgate
+        [ "$server" = before ] && binary=$before
+        "$binary" serve --listen 127.0.0.1:9100 --admin-listen 127.0.0.1:9101 \
           --config "$config" --mappers-dir target/mappers 2>/dev/null &
         port=9100
       else

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
@@ -388,18 +388,20 @@ impl Outbox {
     /// Waits until a push arrives after the last [`take_all`](Self::take_all) (or an overflow).
     /// Only one task (the connection's) may wait.
     pub async fn ready(&self) {
-        poll_fn(|cx| {
-            if self.signalled.swap(false, Ordering::AcqRel) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if self.signalled.swap(false, Ordering::AcqRel) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// [`ready`](Self::ready) as a poll: `cx`'s waker is woken by the next news.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.signalled.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Tells the connection that `topic` was retired (a config change removed its stream)

@@ -9,6 +9,7 @@ pub mod dialect;
 pub mod frame;
 mod hangup;
 mod keepalive;
+mod park;
 mod proxy_protocol;
 mod rate;
 pub mod resume;

@@ -1,24 +1,30 @@
-//! One client connection: a single task that reads the client's frames, writes queued frames,
-//! keeps the connection alive and closes it with the right code. It knows no client protocol:
-//! text and binary messages go to the connection's [`Conversation`], which answers through a
-//! [`Link`], and the dialect chose the heartbeat rule and the words of every close.
+//! One client connection: reads the client's frames, writes queued frames, keeps the
+//! connection alive and closes it with the right code. It knows no client protocol: text and
+//! binary messages go to the connection's [`Conversation`], which answers through a [`Link`],
+//! and the dialect chose the heartbeat rule and the words of every close.
 //!
-//! The task owns the socket and waits on four things at once: the socket becoming readable, the
-//! socket becoming writable again (only while a write is blocked), the connection's outbox
-//! receiving news, and its single timer (heartbeat or end of life). Reads go through a stack
-//! buffer, so an idle connection holds no read buffer.
+//! While it has something to do, the session runs as a task that owns the socket and waits on
+//! four things at once: the socket becoming readable, the socket becoming writable again (only
+//! while a write is blocked), the connection's outbox receiving news, and its single timer
+//! (heartbeat, end of life or a held message's release). Once it has lent its socket to the
+//! lanes and nothing else is pending, it leaves its task and parks ([`park`]) until one of
+//! those wakes it. Reads go through a stack buffer, so an idle connection holds no read buffer.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Context;
 
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
+use tokio_util::task::TaskTracker;
 
 use super::admission::Ticket;
 use super::close;
 use super::dialect::{Cause, Closing, Connect, Conversation, Link};
 use super::frame::{self, ClientFrame, FrameReader};
 use super::keepalive::{Beat, Keepalive};
+use super::park;
 use super::rate::MessageRate;
 use super::resume::Resumes;
 use super::subscriptions::Streams;
@@ -41,6 +47,14 @@ enum Ending {
     ClientClosed(Option<u16>),
     /// The socket ended without a close handshake.
     Dropped,
+}
+
+/// Why [`Session::serve`] returned.
+enum Served {
+    /// The connection ends.
+    Ended(Ending),
+    /// Nothing to do, the socket lent to the lanes: the session may park.
+    Idle,
 }
 
 impl Ending {
@@ -120,6 +134,10 @@ pub struct Session {
     started: Instant,
     keepalive: Keepalive,
     expires: Instant,
+    /// The next heartbeat, end of life or held message's release, whichever is first (boxed:
+    /// it is registered with the runtime's timer, so it keeps its place while the session
+    /// moves in and out of tasks).
+    timer: Pin<Box<Sleep>>,
     hangup: Option<Arc<Hangup>>,
     feeds: Option<Arc<UserFeeds>>,
     /// Streams being resumed (boxed: most connections never resume).
@@ -130,8 +148,13 @@ pub struct Session {
 
 impl Session {
     /// A session for an upgraded `socket`; `early` holds bytes the client sent right after the
-    /// handshake.
-    pub fn new(ctx: Arc<WsContext>, socket: Transport, early: &[u8], opening: Opening) -> Self {
+    /// handshake. Boxed: a session moves between tasks (see [`park`](super::park)).
+    pub fn new(
+        ctx: Arc<WsContext>,
+        socket: Transport,
+        early: &[u8],
+        opening: Opening,
+    ) -> Box<Self> {
         let settings = &ctx.settings;
         let started = Instant::now();
         let mut reader = FrameReader::new(settings.max_message_bytes);
@@ -143,7 +166,12 @@ impl Session {
             ticket,
             resumes,
         } = opening;
-        Session {
+        let keepalive = Keepalive::new(connect.heartbeat, started);
+        let expires = started + settings.max_lifetime;
+        let first_deadline = keepalive
+            .deadline()
+            .map_or(expires, |beat| beat.min(expires));
+        Box::new(Session {
             outbox,
             socket,
             reader,
@@ -158,23 +186,63 @@ impl Session {
                 1000,
             ),
             started,
-            keepalive: Keepalive::new(connect.heartbeat, started),
-            expires: started + settings.max_lifetime,
+            keepalive,
+            expires,
+            timer: Box::pin(sleep_until(first_deadline)),
             hangup: connect.hangup,
             feeds: None,
             resumes,
             _ticket: ticket,
             ctx,
-        }
+        })
     }
 
-    /// Serves the connection until it ends, then cleans up.
-    pub async fn run(mut self) {
-        let metrics = Arc::clone(&self.ctx.metrics);
+    /// Registers the connection, then serves it until it ends (parked whenever it is idle)
+    /// and cleans up.
+    pub fn run(self: Box<Self>) -> impl Future<Output = ()> + Send {
         self.ctx.connections.insert(&self.outbox);
-        metrics.connections.inc();
-        metrics.connections_opened.inc();
-        let ending = self.serve().await;
+        self.ctx.metrics.connections.inc();
+        self.ctx.metrics.connections_opened.inc();
+        self.drive()
+    }
+
+    /// Serves the connection in this task until it ends or parks.
+    pub(super) async fn drive(mut self: Box<Self>) {
+        let ending = loop {
+            match self.serve().await {
+                Served::Ended(ending) => break ending,
+                Served::Idle => match park::park(self) {
+                    Some(session) => self = session,
+                    None => return,
+                },
+            }
+        };
+        self.end(ending).await;
+    }
+
+    /// The node's metrics.
+    pub(super) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.ctx.metrics
+    }
+
+    /// The tracker of the node's connection tasks.
+    pub(super) fn tracker(&self) -> TaskTracker {
+        self.ctx.tracker.clone()
+    }
+
+    /// Registers `cx`'s waker with everything that can need a parked session (the socket's
+    /// readability, the outbox's news, the timer); true if one of them already has.
+    pub(super) fn poll_wake_sources(&mut self, cx: &mut Context<'_>) -> bool {
+        let readable = self.socket.poll_read_ready(cx).is_ready();
+        let news = self.outbox.poll_ready(cx).is_ready();
+        let due = self.timer.as_mut().poll(cx).is_ready();
+        readable || news || due
+    }
+
+    /// Ends the connection as `ending` says (its closing frames, then the client's close),
+    /// and removes it from the node's books.
+    async fn end(mut self: Box<Self>, ending: Ending) {
+        let metrics = Arc::clone(&self.ctx.metrics);
         self.outbox.reclaim_wire();
         metrics.closes.with_label_values(&[&ending.label()]).inc();
         self.finish(&ending).await;
@@ -196,31 +264,30 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self) -> Ending {
+    async fn serve(&mut self) -> Served {
         // TLS may hold decrypted bytes the upgrade did not consume, with nothing left for the
-        // socket to signal.
+        // socket to signal (a TLS session never lends its socket, so never parks, and comes
+        // here once).
         if self.socket.is_tls() {
             if let Some(ending) = self.on_readable() {
-                return ending;
+                return Served::Ended(ending);
             }
         }
-        let timer = sleep_until(self.next_deadline());
-        tokio::pin!(timer);
         loop {
             // Woken for any reason, the connection writes its socket itself until it is idle
             // again: no lane writes between its frames.
             self.outbox.reclaim_wire();
             if self.ctx.connections.closing(self.outbox.id()) {
-                return self.close_for(Cause::Shutdown);
+                return Served::Ended(self.close_for(Cause::Shutdown));
             }
             if let Some(closing) = self.hangup.as_ref().and_then(|h| h.take()) {
-                return Ending::Close {
+                return Served::Ended(Ending::Close {
                     closing: Box::new(closing),
                     linger: true,
-                };
+                });
             }
             if let Some(ending) = self.on_streams_removed() {
-                return ending;
+                return Served::Ended(ending);
             }
             if let Some(resumes) = &mut self.resumes {
                 self.writer.data_queue().append(resumes.ready());
@@ -231,7 +298,7 @@ impl Session {
                     self.writer.finish_front_first(self.variant);
                 }
                 if overflowed {
-                    return self.close_for(Cause::SlowConsumer);
+                    return Served::Ended(self.close_for(Cause::SlowConsumer));
                 }
                 if let Some(resumes) = &mut self.resumes {
                     resumes.take_live(self.writer.data_queue());
@@ -244,13 +311,14 @@ impl Session {
                 && self.writer.data_queue().len() < REPLAY_BUFFER;
             let blocked = match self.flush_now() {
                 Ok(blocked) => blocked,
-                Err(_) => return Ending::Dropped,
+                Err(_) => return Served::Ended(Ending::Dropped),
             };
+            let mut lent = false;
             if !blocked && self.writer.is_empty() && self.resumes.is_none() {
                 // Plain TCP only. Refused while something waits in the outbox: its signal
                 // brings the loop back to write it.
                 if let Some(wire) = self.socket.wire(self.variant) {
-                    self.outbox.lend_wire(wire);
+                    lent = self.outbox.lend_wire(wire);
                 }
             }
             // A rate-limited stream's held message is due at its next token (taken above once
@@ -261,37 +329,38 @@ impl Session {
                 .filter(|_| self.writer.data_queue().is_empty())
                 .map(Instant::from_std)
             {
-                if release < timer.deadline() {
-                    timer.as_mut().reset(release);
+                if release < self.timer.deadline() {
+                    self.timer.as_mut().reset(release);
                 }
             }
             tokio::select! {
                 biased;
-                _ = &mut timer => {
+                _ = &mut self.timer => {
                     if let Some(ending) = self.on_timer(Instant::now()) {
-                        return ending;
+                        return Served::Ended(ending);
                     }
-                    timer.as_mut().reset(self.next_deadline());
+                    let deadline = self.next_deadline();
+                    self.timer.as_mut().reset(deadline);
                 }
                 readable = poll_fn(|cx| self.socket.poll_read_ready(cx)) => {
                     if readable.is_err() {
-                        return Ending::Dropped;
+                        return Served::Ended(Ending::Dropped);
                     }
                     if let Some(ending) = self.on_readable() {
-                        return ending;
+                        return Served::Ended(ending);
                     }
                     if self.writer.own_bytes() > self.ctx.settings.reply_bytes {
                         // A client that asks and never reads: its replies are bounded too.
-                        return self.close_for(Cause::SlowConsumer);
+                        return Served::Ended(self.close_for(Cause::SlowConsumer));
                     }
                     let deadline = self.next_deadline();
-                    if deadline != timer.deadline() {
-                        timer.as_mut().reset(deadline);
+                    if deadline != self.timer.deadline() {
+                        self.timer.as_mut().reset(deadline);
                     }
                 }
                 writable = poll_fn(|cx| self.socket.poll_write_ready(cx)), if blocked => {
                     if writable.is_err() {
-                        return Ending::Dropped;
+                        return Served::Ended(Ending::Dropped);
                     }
                 }
                 _ = self.outbox.ready() => {
@@ -299,7 +368,7 @@ impl Session {
                     // nothing) is seen here; with the writer idle, the loop's next take of the
                     // outbox reports it without this extra lock.
                     if !self.writer.data_queue().is_empty() && self.outbox.overflowed() {
-                        return self.close_for(Cause::SlowConsumer);
+                        return Served::Ended(self.close_for(Cause::SlowConsumer));
                     }
                 }
                 (i, captured) = poll_fn(|cx| match self.resumes.as_mut() {
@@ -310,6 +379,8 @@ impl Session {
                         resumes.on_archive(i, captured);
                     }
                 }
+                // Polled last: nothing above is ready, and the lanes write what comes.
+                _ = std::future::ready(()), if lent => return Served::Idle,
             }
         }
     }
