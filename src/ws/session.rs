@@ -166,12 +166,8 @@ impl Session {
             ticket,
             resumes,
         } = opening;
-        let keepalive = Keepalive::new(connect.heartbeat, started);
         let expires = started + settings.max_lifetime;
-        let first_deadline = keepalive
-            .deadline()
-            .map_or(expires, |beat| beat.min(expires));
-        Box::new(Session {
+        let mut session = Box::new(Session {
             outbox,
             socket,
             reader,
@@ -186,15 +182,18 @@ impl Session {
                 1000,
             ),
             started,
-            keepalive,
+            keepalive: Keepalive::new(connect.heartbeat, started),
             expires,
-            timer: Box::pin(sleep_until(first_deadline)),
+            timer: Box::pin(sleep_until(expires)),
             hangup: connect.hangup,
             feeds: None,
             resumes,
             _ticket: ticket,
             ctx,
-        })
+        });
+        let first = session.next_deadline();
+        session.timer.as_mut().reset(first);
+        session
     }
 
     /// Registers the connection, then serves it until it ends (parked whenever it is idle)
