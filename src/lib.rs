@@ -20,6 +20,7 @@ pub mod mapper;
 pub mod metrics;
 pub mod node;
 pub mod position;
+pub mod region;
 pub mod route;
 pub mod source;
 pub mod subject;

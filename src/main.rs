@@ -15,6 +15,7 @@ use wsgate::cli;
 use wsgate::hub::RingLimits;
 use wsgate::mapper::{self, MapperLimits};
 use wsgate::node::{self, AutoRollback, Drain, NodeSettings};
+use wsgate::region::RegionSettings;
 use wsgate::trade::TradeSettings;
 use wsgate::ws::dialect::{self, echo::Echo};
 use wsgate::ws::WsSettings;
@@ -95,6 +96,23 @@ struct ServeArgs {
     /// make it not ready and force a reconnect.
     #[arg(long, env = "WSGATE_BUS_PROBE_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
     bus_probe_every: Duration,
+    /// This node's region in a multi-region deployment: datasources are consumed in one region
+    /// at a time (their `regions` list), told apart over the bus. Needs --nats.
+    #[arg(long, env = "WSGATE_REGION", requires = "nats", value_parser = region_name)]
+    region: Option<String>,
+    /// After how long without a word from any of its nodes a region counts as lost and another
+    /// region takes its datasources.
+    #[arg(long, env = "WSGATE_REGION_TTL", default_value = "3s", value_parser = humantime::parse_duration)]
+    region_ttl: Duration,
+    /// Redis URL of the leader region's config store: this region's store follows its config,
+    /// mappers and API keys (same --redis-prefix). Needs --region.
+    #[arg(
+        long,
+        env = "WSGATE_CONFIG_LEADER",
+        requires = "region",
+        hide_env_values = true
+    )]
+    config_leader: Option<String>,
     /// How long a cluster keeps every fanout message in JetStream for replay (0s: none).
     #[arg(long, env = "WSGATE_REPLAY_RETENTION", default_value = "5m", value_parser = humantime::parse_duration)]
     replay_retention: Duration,
@@ -301,6 +319,12 @@ impl ServeArgs {
             peer_ttl: self.peer_ttl,
             bus_probe_every: self.bus_probe_every,
             replay_retention: self.replay_retention,
+            region: self.region.clone().map(|name| RegionSettings {
+                name,
+                heartbeat: self.heartbeat,
+                ttl: self.region_ttl,
+            }),
+            config_leader: self.config_leader.clone().filter(|l| !l.is_empty()),
             replay_ring: RingLimits {
                 messages: self.replay_ring_messages,
                 bytes: self.replay_ring_bytes,
@@ -409,6 +433,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A path flag whose empty value means "none" (clap's path parser refuses an empty value).
+/// A valid `--region` name (as in a datasource's `regions`).
+fn region_name(value: &str) -> Result<String, String> {
+    if wsgate::config::is_region_name(value) {
+        Ok(value.to_string())
+    } else {
+        Err("a region name is 1 to 32 of a-z, 0-9, `-` and `_`".to_string())
+    }
+}
+
 fn possibly_empty_path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(value))
 }

@@ -76,6 +76,12 @@ pub struct Metrics {
     pub bus_subscriptions: IntGauge,
     /// 1 while the bus answers this node's probes (cluster mode).
     pub bus_up: IntGauge,
+    /// 1 while a region's nodes are heard on the bus, by region (`--region`).
+    pub region_up: IntGaugeVec,
+    /// 1 while the leader region's config store answers (`--config-leader`).
+    pub config_leader_up: IntGauge,
+    /// Changes copied from the leader region's config store, by what (`config`, `mapper`, `key`).
+    pub region_follows: IntCounterVec,
     /// Config version the node runs.
     pub config_version: IntGauge,
     /// Store revision the node runs.
@@ -240,6 +246,24 @@ impl Metrics {
             )
             .unwrap(),
             bus_up: IntGauge::new("bus_up", "1 while the bus answers this node's probes").unwrap(),
+            region_up: IntGaugeVec::new(
+                Opts::new("region_up", "1 while a region's nodes are heard on the bus"),
+                &["region"],
+            )
+            .unwrap(),
+            config_leader_up: IntGauge::new(
+                "config_leader_up",
+                "1 while the leader region's config store answers",
+            )
+            .unwrap(),
+            region_follows: IntCounterVec::new(
+                Opts::new(
+                    "region_follows_total",
+                    "Changes copied from the leader region's config store",
+                ),
+                &["what"],
+            )
+            .unwrap(),
             bus_subscriptions: IntGauge::new(
                 "bus_subscriptions",
                 "Bus subjects subscribed to for this node's clients",
@@ -423,6 +447,9 @@ impl Metrics {
         r.register(Box::new(self.bus_subscriptions.clone()))
             .unwrap();
         r.register(Box::new(self.bus_up.clone())).unwrap();
+        r.register(Box::new(self.region_up.clone())).unwrap();
+        r.register(Box::new(self.config_leader_up.clone())).unwrap();
+        r.register(Box::new(self.region_follows.clone())).unwrap();
         r.register(Box::new(self.source_up.clone())).unwrap();
         r.register(Box::new(self.source_reconnects.clone()))
             .unwrap();

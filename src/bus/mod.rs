@@ -6,6 +6,7 @@
 //! published batch straight to the sinks; in a cluster, NATS.
 
 mod capture;
+mod last_seen;
 mod memory;
 mod nats;
 mod origin;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use capture::Captured;
+pub use last_seen::LastDelivered;
 pub use memory::MemoryBus;
 pub use nats::NatsBus;
 pub use origin::Origin;
@@ -95,8 +97,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// The last message of `stream` the cluster captured for replay on `subject` (its sequence
     /// number and origin), so that a node that starts publishing a stream another node
-    /// published before continues its numbering; `None` without a capture (the default), or
-    /// when nothing of the stream was captured.
+    /// published before continues its numbering; `None` when nothing of the stream was
+    /// captured. A cluster without a capture asks the hubs that delivered the stream instead;
+    /// a bus in the process has neither (the default).
     fn last_captured<'a>(
         &'a self,
         _subject: &'a str,

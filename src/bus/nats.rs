@@ -236,7 +236,14 @@ impl Bus for NatsBus {
         subject: &'a str,
         stream: &'a str,
     ) -> BoxFuture<'a, Option<BusMessage>> {
-        self.last_in_capture(subject, stream).boxed()
+        async move {
+            // Without a readable capture, the hubs that delivered the stream know.
+            if self.capture.get().is_some() && self.capture_stream().await.is_some() {
+                return self.last_in_capture(subject, stream).await;
+            }
+            self.last_seen_by_hubs(stream).await
+        }
+        .boxed()
     }
 
     fn unsubscribe(&self, id: SubscriptionId) -> BoxFuture<'_, Result<(), BusError>> {
@@ -249,7 +256,7 @@ impl Bus for NatsBus {
 }
 
 /// The headers that carry `message`'s fields besides its payload.
-fn headers_of(message: &BusMessage) -> HeaderMap {
+pub(super) fn headers_of(message: &BusMessage) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::STREAM, &*message.stream);
     headers.insert(header::SEQ, message.seq.to_string().as_str());

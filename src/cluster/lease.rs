@@ -50,6 +50,17 @@ pub enum Tenure {
     Released,
     /// Another node took the lease while the source ran, which stopped it.
     Lost,
+    /// The datasource went to another region while the source ran, which stopped it
+    /// ([`crate::region::Regions`]); the lease was released.
+    Yielded,
+}
+
+impl Tenure {
+    /// Whether the source must start again, waiting for its turn: it stopped for another node
+    /// or region, not for the node.
+    pub fn restarts(self) -> bool {
+        matches!(self, Tenure::Lost | Tenure::Yielded)
+    }
 }
 
 /// One node's leases.

@@ -17,7 +17,9 @@ pub use model::{
     Mapping, Overflow, Route, TopicConfig,
 };
 pub use template::{Template, TemplateError};
-pub use validate::{is_stream_name, is_subject, validate, ConfigError, MAX_STREAM_NAME};
+pub use validate::{
+    is_region_name, is_stream_name, is_subject, validate, ConfigError, MAX_STREAM_NAME,
+};
 
 /// A validated config, with its topic templates expanded into concrete stream names.
 #[derive(Debug, Clone)]

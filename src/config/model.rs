@@ -41,6 +41,10 @@ pub struct Datasource {
     /// Kind-specific settings (for Kafka, librdkafka properties).
     #[serde(default)]
     pub properties: Map<String, Value>,
+    /// The regions that may own it, preferred first (`docs/multi-region.md`); empty: any
+    /// region, in name order. Only nodes started with `--region` read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 /// The kinds of upstream wsgate consumes.

@@ -105,8 +105,31 @@ fn check_datasources(config: &GatewayConfig) -> Result<(), ConfigError> {
                 format!("duplicate datasource name `{}`", ds.name),
             ));
         }
+        let mut regions = HashSet::new();
+        for (j, region) in ds.regions.iter().enumerate() {
+            if !is_region_name(region) {
+                return Err(err(
+                    format!("{at}.regions[{j}]"),
+                    "a region name is 1 to 32 of a-z, 0-9, `-` and `_`",
+                ));
+            }
+            if !regions.insert(region.as_str()) {
+                return Err(err(
+                    format!("{at}.regions[{j}]"),
+                    format!("region `{region}` is listed twice"),
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// True for a region name: 1 to 32 of `a-z`, `0-9`, `-` and `_`.
+pub fn is_region_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 fn expand_topics(config: &GatewayConfig) -> Result<BTreeMap<Arc<str>, StreamSpec>, ConfigError> {
@@ -320,6 +343,20 @@ mod tests {
         let snapshot = validate(sample(), &all_mappers).unwrap();
         let names: Vec<&str> = snapshot.streams.keys().map(|k| &**k).collect();
         assert_eq!(names, ["btcusdt@trade", "ethusdt@trade"]);
+    }
+
+    #[test]
+    fn a_datasource_names_each_region_once_and_validly() {
+        let mut config = sample();
+        config.datasource[0].regions = vec!["eu-1".into(), "us_2".into()];
+        assert!(validate(config.clone(), &all_mappers).is_ok());
+        config.datasource[0].regions = vec!["eu-1".into(), "eu-1".into()];
+        let e = validate(config.clone(), &all_mappers).unwrap_err();
+        assert_eq!(e.field, "datasource[0].regions[1]");
+        assert!(e.message.contains("twice"), "{e:?}");
+        config.datasource[0].regions = vec!["EU".into()];
+        let e = validate(config, &all_mappers).unwrap_err();
+        assert_eq!(e.field, "datasource[0].regions[0]");
     }
 
     #[test]

@@ -102,6 +102,14 @@ static NEXT_TOPIC_ID: AtomicU64 = AtomicU64::new(1);
 /// Told the name of a stream whose subscriber count left or reached zero.
 pub type InterestWatcher = Arc<dyn Fn(&Arc<str>) + Send + Sync>;
 
+/// What a topic remembers of the origins it delivered: the last order per feed, and the last
+/// origin admitted.
+#[derive(Default)]
+struct Delivered {
+    marks: Watermarks<Arc<str>>,
+    last: Option<Origin>,
+}
+
 /// One shard of a topic's subscribers.
 type Shard = RwLock<IndexMap<ConnId, Arc<Outbox>>>;
 
@@ -117,7 +125,7 @@ pub struct Topic {
     subscribers: AtomicUsize,
     retired: AtomicBool,
     last_seq: AtomicU64,
-    delivered: Mutex<Watermarks<Arc<str>>>,
+    delivered: Mutex<Delivered>,
     flow: ArcSwap<Flow>,
     latency: arc_swap::ArcSwapOption<Histogram>,
     gauge: IntGauge,
@@ -149,7 +157,7 @@ impl Topic {
             subscribers: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             last_seq: AtomicU64::new(0),
-            delivered: Mutex::new(Watermarks::new()),
+            delivered: Mutex::new(Delivered::default()),
             watcher,
         }
     }
@@ -200,7 +208,22 @@ impl Topic {
     /// false for a redelivery, which must be dropped. Only publishers take this lock, once per
     /// message, never a subscriber.
     pub fn admit(&self, origin: &Origin) -> bool {
-        self.delivered.lock().admit(&origin.feed, origin.order)
+        let mut delivered = self.delivered.lock();
+        if !delivered.marks.admit(&origin.feed, origin.order) {
+            return false;
+        }
+        match &mut delivered.last {
+            // The feed rarely changes: no reference count touched per message.
+            Some(last) if Arc::ptr_eq(&last.feed, &origin.feed) => last.order = origin.order,
+            last => *last = Some(origin.clone()),
+        }
+        true
+    }
+
+    /// The origin of the last message admitted, if it had one: with [`last_seq`](Self::last_seq),
+    /// where a new publisher of the stream continues (`crate::bus::NatsBus::last_seen_by_hubs`).
+    pub fn last_origin(&self) -> Option<Origin> {
+        self.delivered.lock().last.clone()
     }
 
     fn shard(&self, id: ConnId) -> &Shard {
@@ -379,6 +402,16 @@ mod tests {
         assert!(!topic.admit(&at(&feed, (11, 0, 0))), "the last one again");
         assert!(topic.admit(&at(&other, (3, 0, 0))), "feeds are independent");
         assert!(topic.admit(&at(&feed, (12, 0, 0))));
+        assert_eq!(topic.last_origin(), Some(at(&feed, (12, 0, 0))));
+        assert!(
+            !topic.admit(&at(&other, (2, 0, 0))),
+            "a redelivery on the other feed"
+        );
+        assert_eq!(
+            topic.last_origin(),
+            Some(at(&feed, (12, 0, 0))),
+            "a dropped redelivery is not the last origin"
+        );
     }
 
     #[test]

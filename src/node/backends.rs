@@ -26,7 +26,7 @@ use crate::admin::{AdminState, Readiness};
 use crate::auth::listen_keys::{ListenKeyStore, MemoryListenKeys, RedisListenKeys};
 use crate::auth::{Accounts, DelegatedKeys, KeyLookup, StoreKeys};
 use crate::book::{self, Books};
-use crate::bus::{Bus, BusSink, MemoryBus, NatsBus};
+use crate::bus::{Bus, BusMessage, BusSink, LastDelivered, MemoryBus, NatsBus};
 use crate::cluster::directory::Directory;
 use crate::cluster::{Cluster, ClusterSettings, Leases, Tenure};
 use crate::config::secrets::redact_text;
@@ -38,6 +38,7 @@ use crate::config::GatewayConfig;
 use crate::control::mapper_ops;
 use crate::hub::{Archive, Hub};
 use crate::metrics::Metrics;
+use crate::region::{ConfigFollower, Regions};
 use crate::source::demo::exchange;
 use crate::source::{Consumers, SourceHealth};
 use crate::trade::demo::{self, DemoBackend};
@@ -127,8 +128,42 @@ pub async fn open(
         .connect(nats_url.as_str())
         .await
         .with_context(|| format!("connecting to the bus at {}", redact_text(nats_url)))?;
-    let nats = NatsBus::new(client);
+    let nats = NatsBus::new(client.clone());
     let bus: Arc<dyn Bus> = Arc::clone(&nats) as Arc<dyn Bus>;
+    let background = CancellationToken::new();
+    tokio::spawn({
+        let nats = Arc::clone(&nats);
+        let lookup = last_delivered(hub);
+        let stop = background.clone();
+        async move { nats.answer_last_seen(lookup, stop).await }
+    });
+    let regions = match &settings.region {
+        None => None,
+        Some(region) => {
+            let up = metrics.region_up.clone();
+            let started = Regions::start(
+                region.clone(),
+                &settings.node_id,
+                client,
+                up,
+                background.clone(),
+            );
+            let regions = started.await.context("joining the regions on the bus")?;
+            tracing::info!(region = %region.name, "taking part as a region");
+            Some(regions)
+        }
+    };
+    if let Some(leader) = &settings.config_leader {
+        let follower = ConfigFollower::new(
+            leader,
+            &settings.redis_prefix,
+            Arc::clone(&store),
+            &settings.node_id,
+            metrics.region_follows.clone(),
+            metrics.config_leader_up.clone(),
+        );
+        tokio::spawn(follower.run(background.clone()));
+    }
     // With a capture, streams taken over continue their numbering from it, and resuming
     // clients are replayed from it on any node.
     let archive = (!settings.replay_retention.is_zero()).then(|| {
@@ -146,13 +181,14 @@ pub async fn open(
     let member = Member {
         node_id: settings.node_id.clone(),
         leases: cluster.leases(),
+        regions,
         cluster: Mutex::new(Some(cluster)),
         interest,
         nats,
         archive,
         retention: settings.replay_retention,
         probe_every: settings.bus_probe_every,
-        probe_stop: CancellationToken::new(),
+        background,
         runtime: tokio::runtime::Handle::current(),
     };
     Ok(Backends {
@@ -400,6 +436,8 @@ struct Member {
     node_id: String,
     cluster: Mutex<Option<Cluster>>,
     leases: Leases,
+    /// Which region consumes each datasource, in a multi-region deployment.
+    regions: Option<Arc<Regions>>,
     interest: Interest,
     nats: Arc<NatsBus>,
     /// Where resuming clients are replayed from, with a capture.
@@ -407,9 +445,79 @@ struct Member {
     /// How long JetStream keeps the fanout subjects for replay (zero: not captured).
     retention: Duration,
     probe_every: Duration,
-    probe_stop: CancellationToken,
+    /// Stops the bus probe, the answers on where streams stopped, the region beats and the
+    /// config follower.
+    background: CancellationToken,
     /// The node's runtime, for the lease's Redis calls from a source's thread.
     runtime: tokio::runtime::Handle,
+}
+
+impl Member {
+    /// Runs `consume` once this node holds `datasource`'s lease.
+    fn consume_leased(
+        &self,
+        datasource: &str,
+        stop: &CancellationToken,
+        health: &SourceHealth,
+        consume: Box<dyn FnOnce() + '_>,
+    ) -> Tenure {
+        health.set_down("waiting for the datasource's lease");
+        let tenure = self.leases.hold_while(datasource, stop, &self.runtime, || {
+            health.set_down("connecting");
+            consume()
+        });
+        if tenure == Tenure::Lost {
+            health.set_down("lease lost to another node");
+        }
+        tenure
+    }
+}
+
+/// How often a consuming source checks that its datasource still belongs to this region.
+const REGION_CHECK: Duration = Duration::from_millis(50);
+
+/// Stops the source (`stop`) once `datasource` belongs to another region, marking `yielded`;
+/// ends when the source has stopped for any reason (`consumed`).
+async fn yield_when_moved(
+    regions: Arc<Regions>,
+    datasource: String,
+    stop: CancellationToken,
+    consumed: CancellationToken,
+    yielded: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REGION_CHECK) => {}
+            _ = consumed.cancelled() => return,
+        }
+        if regions.must_yield(&datasource) {
+            let owner = regions.owner(&datasource);
+            tracing::info!(%datasource, to = owner.as_deref().unwrap_or("no live region"),
+                "the datasource belongs to another region now; stopping its source");
+            yielded.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// What the hub last delivered of a stream: the answer this node gives a new publisher of it
+/// (see [`NatsBus::answer_last_seen`]).
+fn last_delivered(hub: &Arc<Hub>) -> LastDelivered {
+    let hub = Arc::clone(hub);
+    Arc::new(move |stream| {
+        let topic = hub.topic(stream)?;
+        let seq = topic.last_seq();
+        (seq > 0).then(|| BusMessage {
+            stream: Arc::clone(topic.name()),
+            seq,
+            event_time_us: 0,
+            published_us: 0,
+            payload: bytes::Bytes::new(),
+            user_id: None,
+            origin: topic.last_origin(),
+        })
+    })
 }
 
 /// The JetStream stream capturing every fanout subject.
@@ -418,6 +526,9 @@ const REPLAY_STREAM: &str = "wsgate_fanout";
 impl Membership for Member {
     /// The routes the cluster assigned to this node.
     fn keep_own(&self, config: &mut GatewayConfig) {
+        if let Some(regions) = &self.regions {
+            regions.set_preferences(config);
+        }
         config
             .routes
             .retain(|route| route.peer_id.as_deref() == Some(self.node_id.as_str()));
@@ -449,13 +560,28 @@ impl Membership for Member {
         health: &SourceHealth,
         consume: Box<dyn FnOnce() + '_>,
     ) -> Tenure {
-        health.set_down("waiting for the datasource's lease");
-        let tenure = self.leases.hold_while(datasource, stop, &self.runtime, || {
-            health.set_down("connecting");
-            consume()
-        });
-        if tenure == Tenure::Lost {
-            health.set_down("lease lost to another node");
+        let Some(regions) = &self.regions else {
+            return self.consume_leased(datasource, stop, health, consume);
+        };
+        let waited = regions.wait_turn(datasource, stop, |why| health.set_down(why));
+        if !self.runtime.block_on(waited) {
+            return Tenure::NeverTaken;
+        }
+        let yielded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let consumed = CancellationToken::new();
+        self.runtime.spawn(yield_when_moved(
+            Arc::clone(regions),
+            datasource.to_string(),
+            stop.clone(),
+            consumed.clone(),
+            Arc::clone(&yielded),
+        ));
+        let tenure = self.consume_leased(datasource, stop, health, consume);
+        consumed.cancel();
+        regions.release(datasource);
+        if tenure != Tenure::Lost && yielded.load(std::sync::atomic::Ordering::SeqCst) {
+            health.set_down("handed over to another region");
+            return Tenure::Yielded;
         }
         tenure
     }
@@ -490,7 +616,7 @@ impl Membership for Member {
         let (nats, every, stop) = (
             Arc::clone(&self.nats),
             self.probe_every,
-            self.probe_stop.clone(),
+            self.background.clone(),
         );
         tokio::spawn(async move { nats.probe(subject, every, report, stop).await });
     }
@@ -506,6 +632,6 @@ impl Membership for Member {
     }
 
     fn stop(&self) {
-        self.probe_stop.cancel();
+        self.background.cancel();
     }
 }

@@ -6,8 +6,9 @@
 //! - A route whose mappings or resolved mapper versions changed gets new mapper instances,
 //!   warmed up first and swapped in between two batches: no event is dropped or mapped twice.
 //! - Every stream's sequence numbers continue across swaps and restarts.
-//! - In a cluster, a source that loses its lease to another node stops and is reported as a
-//!   [`LostLease`]; [`Components::restart_lost`] starts it again, queued for the lease.
+//! - In a cluster, a source that loses its lease to another node, or whose datasource goes to
+//!   another region, stops and is reported as a [`LostLease`]; [`Components::restart_lost`]
+//!   starts it again, queued for the lease (and its region's turn).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
@@ -22,7 +23,6 @@ use super::backends::Membership;
 use super::state::{Desired, ResolvedMapper};
 use crate::book::Books;
 use crate::bus::Bus;
-use crate::cluster::Tenure;
 use crate::config::{Auth, Datasource, Mapping, Route, StreamSpec};
 use crate::hub::{Flow, Hub};
 use crate::mapper::{MapperEngine, MapperInstance};
@@ -52,7 +52,7 @@ struct RunningSource {
     generation: u64,
 }
 
-/// A source stopped because another node took its lease.
+/// A source stopped because another node took its lease, or another region its datasource.
 #[derive(Debug, Clone)]
 pub struct LostLease {
     /// The datasource.
@@ -349,7 +349,7 @@ impl Components {
             .spawn(move || {
                 let consume = Box::new(|| source.run(dispatcher, token.clone()));
                 let tenure = membership.consume(&lost.datasource, &token, &source_health, consume);
-                if tenure == Tenure::Lost {
+                if tenure.restarts() {
                     let _ = lost_leases.send(lost);
                 }
             })?;

@@ -70,6 +70,10 @@ pub struct NodeSettings {
     pub bus_probe_every: Duration,
     /// How long JetStream keeps the fanout subjects for replay (zero: no capture).
     pub replay_retention: Duration,
+    /// The region of a node in a multi-region deployment (`docs/multi-region.md`).
+    pub region: Option<crate::region::RegionSettings>,
+    /// Redis URL of the leader region's config store, which this region's store follows.
+    pub config_leader: Option<String>,
     /// How much of each stream the node keeps in memory for clients that resume.
     pub replay_ring: RingLimits,
     /// The config an empty store is seeded with.
@@ -139,6 +143,8 @@ impl NodeSettings {
             peer_ttl: Duration::from_secs(3),
             bus_probe_every: Duration::from_secs(1),
             replay_retention: Duration::ZERO,
+            region: None,
+            config_leader: None,
             replay_ring: RingLimits::default(),
             config_path,
             mappers_dir,

@@ -116,5 +116,6 @@ pub(crate) fn datasource(
         kind,
         name: name.to_string(),
         properties: properties.as_object().cloned().unwrap(),
+        regions: Vec::new(),
     }
 }

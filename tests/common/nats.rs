@@ -31,6 +31,25 @@ pub struct NatsServer {
     starts: usize,
     /// The one user and password clients must log in with, if any.
     user: Option<(String, String)>,
+    /// A gateway joining other clusters into a supercluster, if any (then without JetStream).
+    gateway: Option<GatewayLink>,
+}
+
+/// A server's gateway: its cluster's name, where it listens, the clusters it reaches, and
+/// the monitoring port its statistics are read on.
+struct GatewayLink {
+    name: String,
+    port: u16,
+    remotes: Vec<(String, u16)>,
+    monitor: u16,
+}
+
+/// A port free on 127.0.0.1 now (for listeners that must know each other's before starting).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl NatsServer {
@@ -44,16 +63,66 @@ impl NatsServer {
         NatsServer::started(Some((user.to_string(), password.to_string())))
     }
 
+    /// A server of its own cluster `name` in a supercluster: its gateway listens on
+    /// `gateway` and reaches the clusters `remotes` (name and gateway port), and its
+    /// statistics are served on a monitoring port ([`monitor`](Self::monitor)). Without
+    /// JetStream: a lone server of a cluster cannot run it once joined by a gateway.
+    pub fn in_supercluster(name: &str, gateway: u16, remotes: &[(&str, u16)]) -> NatsServer {
+        let gateway = GatewayLink {
+            name: name.to_string(),
+            port: gateway,
+            remotes: remotes.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            monitor: free_port(),
+        };
+        NatsServer::started_with(None, Some(gateway))
+    }
+
     fn started(user: Option<(String, String)>) -> NatsServer {
+        NatsServer::started_with(user, None)
+    }
+
+    fn started_with(user: Option<(String, String)>, gateway: Option<GatewayLink>) -> NatsServer {
         let mut server = NatsServer {
             child: None,
             port: None,
             dir: tempfile::tempdir().expect("temporary directory"),
             starts: 0,
             user,
+            gateway,
         };
         server.start();
         server
+    }
+
+    /// A monitoring endpoint's JSON, e.g. `/gatewayz` (a supercluster server only).
+    pub fn monitor(&self, path: &str) -> serde_json::Value {
+        let port = self
+            .gateway
+            .as_ref()
+            .expect("a supercluster server")
+            .monitor;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let (status, body) = super::http_get(addr, path).expect("nats monitoring answers");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("nats monitoring JSON")
+    }
+
+    /// Writes the gateway's config file and returns its path.
+    fn gateway_config(&self, gateway: &GatewayLink) -> PathBuf {
+        let remotes: Vec<String> = gateway
+            .remotes
+            .iter()
+            .map(|(name, port)| format!("{{name: \"{name}\", url: \"nats://127.0.0.1:{port}\"}}"))
+            .collect();
+        let text = format!(
+            "gateway {{\n  name: \"{}\"\n  listen: \"127.0.0.1:{}\"\n  gateways: [{}]\n}}\n",
+            gateway.name,
+            gateway.port,
+            remotes.join(", ")
+        );
+        let path = self.dir.path().join("gateway.conf");
+        std::fs::write(&path, text).expect("writing the gateway config");
+        path
     }
 
     /// The port it listens on (the same across restarts).
@@ -95,10 +164,23 @@ impl NatsServer {
         if let Some((user, password)) = &self.user {
             command.args(["--user", user, "--pass", password]);
         }
+        match &self.gateway {
+            None => {
+                command.args(["-js", "-sd"]).arg(&store);
+            }
+            Some(gateway) => {
+                let config = self.gateway_config(gateway);
+                command.arg("-c").arg(config);
+                command.args(["-m", &gateway.monitor.to_string()]);
+            }
+        }
+        let name = match &self.gateway {
+            None => format!("wsgate-test-{}", std::process::id()),
+            Some(g) => format!("wsgate-test-{}-{}", g.name, std::process::id()),
+        };
         let child = command
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
-            .arg(&store)
-            .args(["-n", &format!("wsgate-test-{}", std::process::id())])
+            .args(["-a", "127.0.0.1", "-p", &port])
+            .args(["-n", &name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
