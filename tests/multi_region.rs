@@ -473,3 +473,89 @@ async fn a_lost_region_hands_its_datasource_over_and_its_return_repeats_nothing(
         "region b took {failover:?} to take the datasource over"
     );
 }
+
+/// When a client got each trade, until trade `last`.
+fn arrivals(mut client: Client, last: u64) -> tokio::task::JoinHandle<Vec<(u64, Instant)>> {
+    tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.last().is_none_or(|&(t, _)| t < last) {
+            let trade = collect_stream(&mut client, STREAM, 1, WAIT).await.remove(0);
+            got.push((trade["t"].as_u64().unwrap(), Instant::now()));
+        }
+        got
+    })
+}
+
+/// p50, p95 and p99 of `samples` in milliseconds.
+fn percentiles(mut samples: Vec<f64>) -> String {
+    samples.sort_by(f64::total_cmp);
+    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    format!(
+        "p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+        at(0.5),
+        at(0.95),
+        at(0.99)
+    )
+}
+
+/// Cross-region delivery latency against the in-region path, same run (a measurement, not a
+/// check; `docs/benchmarks.md` has the command): the datasource consumed in region a, a client
+/// on a node of each region that does not consume it, 500 trades a second for ten seconds; from
+/// the upstream write to each client, and what the gateway sent per trade.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn cross_region_latency() {
+    const TRADES: u64 = 5000;
+    let world = World::start(&["a", "b"]);
+    let (a, b) = (&world.a, &world.b);
+    wait_for("region a consuming the trades", || a.owner().is_some());
+    let elsewhere = 1 - a.owner().unwrap();
+    let path = format!("/stream?streams={STREAM}");
+    let client_a = a.nodes[elsewhere].connect(&path).await;
+    let client_b = watch_from(&b.nodes[0], &path, b, a).await;
+    wait_for("the region a client's subscription", || {
+        a.nodes[elsewhere].metric("wsgate_bus_subscriptions ") == 1.0
+    });
+    let (in_a, in_b) = (arrivals(client_a, TRADES), arrivals(client_b, TRADES));
+    let gateway_before =
+        a.nats.monitor("/gatewayz")["outbound_gateways"]["b"]["connection"].clone();
+    let url = world.upstream.url();
+    let mut written = Vec::new();
+    for first in (1..=TRADES).step_by(10) {
+        written.push(Instant::now());
+        common::trades::produce(&url, first..=first + 9).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (in_a, in_b) = (in_a.await.unwrap(), in_b.await.unwrap());
+    let gateway_after = a.nats.monitor("/gatewayz")["outbound_gateways"]["b"]["connection"].clone();
+    let latency = |arrivals: &[(u64, Instant)]| -> Vec<f64> {
+        arrivals
+            .iter()
+            .map(|&(t, at)| (at - written[((t - 1) / 10) as usize]).as_secs_f64() * 1e3)
+            .collect()
+    };
+    let added: Vec<f64> = in_a
+        .iter()
+        .zip(&in_b)
+        .map(|(&(ta, at_a), &(tb, at_b))| {
+            assert_eq!(ta, tb);
+            // Signed: the region b client may get a trade first.
+            let (later, earlier) = (at_b.duration_since(at_a), at_a.duration_since(at_b));
+            (later.as_secs_f64() - earlier.as_secs_f64()) * 1e3
+        })
+        .collect();
+    let sent = |field: &str| {
+        gateway_after[field].as_u64().unwrap() - gateway_before[field].as_u64().unwrap()
+    };
+    println!(
+        "{TRADES} trades at 500/s, upstream write → client: region a (in region) {}; region b \
+         (across the gateway) {}; b later than a by {}; the gateway a→b sent {} messages, \
+         {} bytes ({} per message)",
+        percentiles(latency(&in_a)),
+        percentiles(latency(&in_b)),
+        percentiles(added),
+        sent("out_msgs"),
+        sent("out_bytes"),
+        sent("out_bytes") / sent("out_msgs").max(1)
+    );
+}

@@ -42,6 +42,8 @@ pub struct NatsBus {
     pub(super) capture: std::sync::OnceLock<String>,
     subscriptions: Mutex<HashMap<SubscriptionId, JoinHandle<()>>>,
     next_id: AtomicU64,
+    /// The hubs' last answer on where streams stopped (without a capture).
+    pub(super) last_seen: super::last_seen::Answers,
 }
 
 impl NatsBus {
@@ -52,6 +54,7 @@ impl NatsBus {
             capture: std::sync::OnceLock::new(),
             subscriptions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            last_seen: Default::default(),
         })
     }
 
@@ -256,7 +259,7 @@ impl Bus for NatsBus {
 }
 
 /// The headers that carry `message`'s fields besides its payload.
-pub(super) fn headers_of(message: &BusMessage) -> HeaderMap {
+fn headers_of(message: &BusMessage) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(header::STREAM, &*message.stream);
     headers.insert(header::SEQ, message.seq.to_string().as_str());
@@ -269,15 +272,19 @@ pub(super) fn headers_of(message: &BusMessage) -> HeaderMap {
         headers.insert(header::USER, &**user);
     }
     if let Some(origin) = &message.origin {
-        let Order {
-            major,
-            minor,
-            output,
-        } = origin.order;
-        let value = format!("{major}.{minor}.{output} {}", origin.feed);
-        headers.insert(header::ORIGIN, value.as_str());
+        headers.insert(header::ORIGIN, origin_text(origin).as_str());
     }
     headers
+}
+
+/// `origin` as `major.minor.output feed`.
+pub(super) fn origin_text(origin: &Origin) -> String {
+    let Order {
+        major,
+        minor,
+        output,
+    } = origin.order;
+    format!("{major}.{minor}.{output} {}", origin.feed)
 }
 
 /// The bus message a NATS message carries; `None` when its headers are not a bus message's.
@@ -301,7 +308,7 @@ pub(super) fn decode(headers: &HeaderMap, payload: &bytes::Bytes) -> Option<BusM
 }
 
 /// Parses `major.minor.output feed`.
-fn parse_origin(value: &str) -> Option<Origin> {
+pub(super) fn parse_origin(value: &str) -> Option<Origin> {
     let (order, feed) = value.split_once(' ')?;
     let mut parts = order.split('.');
     let mut next = || parts.next()?.parse::<u64>().ok();

@@ -304,6 +304,11 @@ impl Hub {
         self.topics.load().get(stream).cloned()
     }
 
+    /// Every subscribable stream's topic.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.load().values().cloned().collect()
+    }
+
     /// Number of subscribable streams.
     pub fn stream_count(&self) -> usize {
         self.topics.load().len()

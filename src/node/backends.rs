@@ -501,22 +501,24 @@ async fn yield_when_moved(
     }
 }
 
-/// What the hub last delivered of a stream: the answer this node gives a new publisher of it
+/// What the hub last delivered of each stream: the answer this node gives a new publisher
 /// (see [`NatsBus::answer_last_seen`]).
 fn last_delivered(hub: &Arc<Hub>) -> LastDelivered {
     let hub = Arc::clone(hub);
-    Arc::new(move |stream| {
-        let topic = hub.topic(stream)?;
-        let seq = topic.last_seq();
-        (seq > 0).then(|| BusMessage {
-            stream: Arc::clone(topic.name()),
-            seq,
-            event_time_us: 0,
-            published_us: 0,
-            payload: bytes::Bytes::new(),
-            user_id: None,
-            origin: topic.last_origin(),
-        })
+    Arc::new(move || {
+        hub.topics()
+            .into_iter()
+            .filter(|topic| topic.last_seq() > 0)
+            .map(|topic| BusMessage {
+                stream: Arc::clone(topic.name()),
+                seq: topic.last_seq(),
+                event_time_us: 0,
+                published_us: 0,
+                payload: bytes::Bytes::new(),
+                user_id: None,
+                origin: topic.last_origin(),
+            })
+            .collect()
     })
 }
 
