@@ -37,7 +37,7 @@ pub const IDLE_TICK: Duration = Duration::from_millis(250);
 const LOOKUP_ATTEMPTS: u32 = 3;
 
 impl NatsBus {
-    pub(super) async fn capture_stream(&self) -> Option<Stream> {
+    async fn capture_stream(&self) -> Option<Stream> {
         let name = self.capture.get()?;
         let context = jetstream::new(self.client.clone());
         match context.get_stream(name).await {

@@ -8,7 +8,12 @@
 //! continues each stream from the highest: the nodes that delivered a stream are exactly those
 //! whose clients hold its numbers. Questions and answers cross NATS gateways, so the hubs of
 //! every region answer. The merged answers serve every stream first published within
-//! [`FRESH_FOR`], so a source starting on hundreds of streams asks once.
+//! [`FRESH_FOR`], so a source starting on hundreds of streams asks once, and the node asks
+//! before its source reads anything ([`NatsBus::ask_hubs_ahead`]), so no event waits for them.
+//!
+//! The old publisher has stopped before the new one asks (the lease, or the regions'
+//! hand-over, orders them), and the hubs of its own region had its last messages well before:
+//! a hub answers with what it has delivered by then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -99,6 +104,16 @@ impl NatsBus {
         answers
             .as_ref()
             .and_then(|(_, lasts)| lasts.get(stream).cloned())
+    }
+
+    /// Asks the hubs now, without a capture, so that the streams a source publishes in its
+    /// first [`FRESH_FOR`] are numbered without waiting for the answers while events queue.
+    /// A node calls it once it holds a datasource, before its source reads anything.
+    pub async fn ask_hubs_ahead(&self) {
+        if self.capture.get().is_none() {
+            let asked = self.ask_hubs().await;
+            *self.last_seen.0.lock().await = Some((Instant::now(), asked));
+        }
     }
 
     /// Asks every node and merges the answers that come within [`ANSWER_WINDOW`].

@@ -240,8 +240,8 @@ impl Bus for NatsBus {
         stream: &'a str,
     ) -> BoxFuture<'a, Option<BusMessage>> {
         async move {
-            // Without a readable capture, the hubs that delivered the stream know.
-            if self.capture.get().is_some() && self.capture_stream().await.is_some() {
+            // Without a capture, the hubs that delivered the stream know.
+            if self.capture.get().is_some() {
                 return self.last_in_capture(subject, stream).await;
             }
             self.last_seen_by_hubs(stream).await

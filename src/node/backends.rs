@@ -140,6 +140,13 @@ pub async fn open(
     let regions = match &settings.region {
         None => None,
         Some(region) => {
+            if !settings.replay_retention.is_zero() {
+                tracing::warn!(
+                    "a JetStream capture does not span regions (docs/multi-region.md): \
+                    with --region, run --replay-retention 0s so that a region taking a stream over \
+                    continues its numbering from the hubs"
+                );
+            }
             let up = metrics.region_up.clone();
             let started = Regions::start(
                 region.clone(),
@@ -464,6 +471,9 @@ impl Member {
         health.set_down("waiting for the datasource's lease");
         let tenure = self.leases.hold_while(datasource, stop, &self.runtime, || {
             health.set_down("connecting");
+            // Without a capture the numbering continues from the hubs: asked before anything
+            // is read, now that the previous owner has stopped.
+            self.runtime.block_on(self.nats.ask_hubs_ahead());
             consume()
         });
         if tenure == Tenure::Lost {
