@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use common::haproxy::HaProxy;
 use common::nats::{free_port, NatsServer};
 use common::redis::RedisServer;
-use common::trades::{expect_trades, match_event, redis_stream_config};
+use common::trades::{expect_trades, match_event, next_got, redis_stream_config, Got};
 use common::{collect_stream, wait_for, Client, Gateway, TEST_TOKEN};
 
 const STREAM: &str = "btcusdt@trade";
@@ -289,27 +289,9 @@ async fn a_mapper_promoted_in_the_leader_region_runs_in_the_follower_within_the_
 /// the connection ends or nothing comes within `limit`. A resync notice fails the test: every
 /// resume here must be covered.
 async fn next_trade(client: &mut Client, limit: Duration) -> Option<(u64, u64)> {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let message = tokio::time::timeout_at(deadline, client.next())
-            .await
-            .ok()??;
-        let text = match message {
-            Ok(Message::Text(text)) => text,
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
-        };
-        let value: Value = serde_json::from_str(&text).expect("JSON");
-        if value["stream"] != STREAM {
-            continue;
-        }
-        assert!(value.get("resync").is_none(), "a gap: {value}");
-        return Some((
-            value["seq"].as_u64().expect("seq"),
-            value["data"]["t"].as_u64().expect("t"),
-        ));
+    match next_got(client, limit).await? {
+        Got::Trade { seq, t } => Some((seq, t)),
+        resync => panic!("a gap: {resync:?}"),
     }
 }
 

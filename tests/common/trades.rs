@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{collect_stream, next_seen, Client, Gateway};
 
@@ -110,4 +112,44 @@ pub fn trades_owner(nodes: &[Gateway]) -> usize {
         owner.is_some()
     });
     owner.unwrap()
+}
+
+/// What a resuming client (`resume=true`) sees on `btcusdt@trade`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Got {
+    /// A trade: its sequence number and trade id.
+    Trade { seq: u64, t: u64 },
+    /// A resync notice: events from `from` on were not kept; `next` follows.
+    Resync { from: u64, next: u64 },
+}
+
+/// The next event or notice of `btcusdt@trade` within `limit`; `None` when the connection
+/// ends (or nothing comes in time).
+pub async fn next_got(client: &mut Client, limit: Duration) -> Option<Got> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let message = tokio::time::timeout_at(deadline, client.next())
+            .await
+            .ok()??;
+        let text = match message {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        };
+        let value: Value = serde_json::from_str(&text).expect("gateway sent JSON");
+        if value["stream"] != "btcusdt@trade" {
+            continue;
+        }
+        if let Some(resync) = value.get("resync") {
+            return Some(Got::Resync {
+                from: resync["from"].as_u64().unwrap(),
+                next: resync["next"].as_u64().unwrap(),
+            });
+        }
+        let seq = value["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no seq: {value}"));
+        let t = value["data"]["t"].as_u64().unwrap();
+        return Some(Got::Trade { seq, t });
+    }
 }
