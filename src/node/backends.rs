@@ -483,52 +483,24 @@ impl Member {
     }
 }
 
-/// How often a consuming source checks that its datasource still belongs to this region.
-const REGION_CHECK: Duration = Duration::from_millis(50);
-
-/// Stops the source (`stop`) once `datasource` belongs to another region, marking `yielded`;
-/// ends when the source has stopped for any reason (`consumed`).
-async fn yield_when_moved(
-    regions: Arc<Regions>,
-    datasource: String,
-    stop: CancellationToken,
-    consumed: CancellationToken,
-    yielded: Arc<std::sync::atomic::AtomicBool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(REGION_CHECK) => {}
-            _ = consumed.cancelled() => return,
-        }
-        if regions.must_yield(&datasource) {
-            let owner = regions.owner(&datasource);
-            tracing::info!(%datasource, to = owner.as_deref().unwrap_or("no live region"),
-                "the datasource belongs to another region now; stopping its source");
-            yielded.store(true, std::sync::atomic::Ordering::SeqCst);
-            stop.cancel();
-            return;
-        }
-    }
-}
-
 /// What the hub last delivered of each stream: the answer this node gives a new publisher
 /// (see [`NatsBus::answer_last_seen`]).
 fn last_delivered(hub: &Arc<Hub>) -> LastDelivered {
     let hub = Arc::clone(hub);
     Arc::new(move || {
-        hub.topics()
-            .into_iter()
-            .filter(|topic| topic.last_seq() > 0)
-            .map(|topic| BusMessage {
+        let delivered = hub.topics().into_iter().filter_map(|topic| {
+            let seq = topic.last_seq();
+            (seq > 0).then(|| BusMessage {
                 stream: Arc::clone(topic.name()),
-                seq: topic.last_seq(),
+                seq,
                 event_time_us: 0,
                 published_us: 0,
                 payload: bytes::Bytes::new(),
                 user_id: None,
                 origin: topic.last_origin(),
             })
-            .collect()
+        });
+        delivered.collect()
     })
 }
 
@@ -575,23 +547,12 @@ impl Membership for Member {
         let Some(regions) = &self.regions else {
             return self.consume_leased(datasource, stop, health, consume);
         };
-        let waited = regions.wait_turn(datasource, stop, |why| health.set_down(why));
-        if !self.runtime.block_on(waited) {
+        let turn = regions.take_turn(datasource, stop, |why| health.set_down(why));
+        let Some(turn) = self.runtime.block_on(turn) else {
             return Tenure::NeverTaken;
-        }
-        let yielded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let consumed = CancellationToken::new();
-        self.runtime.spawn(yield_when_moved(
-            Arc::clone(regions),
-            datasource.to_string(),
-            stop.clone(),
-            consumed.clone(),
-            Arc::clone(&yielded),
-        ));
+        };
         let tenure = self.consume_leased(datasource, stop, health, consume);
-        consumed.cancel();
-        regions.release(datasource);
-        if tenure != Tenure::Lost && yielded.load(std::sync::atomic::Ordering::SeqCst) {
+        if turn.end() && tenure != Tenure::Lost {
             health.set_down("handed over to another region");
             return Tenure::Yielded;
         }

@@ -15,6 +15,7 @@
 //! the bus) and waits at the gate again.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ use crate::config::GatewayConfig;
 /// The subject of the nodes' beats.
 pub const SUBJECT: &str = "_wsgate.regions";
 
-/// How often a waiting source looks at the gate again.
+/// How often a waiting source looks at the gate again, and a consuming one checks that its
+/// datasource still belongs to this region.
 const POLL: Duration = Duration::from_millis(50);
 
 /// What a node says on every beat.
@@ -99,6 +101,48 @@ impl View {
                     && h.consuming.contains(datasource)
             })
             .map(|h| h.region.as_str())
+    }
+}
+
+/// This node's consumption of a datasource, from [`Regions::take_turn`] until [`Turn::end`].
+pub struct Turn {
+    regions: Arc<Regions>,
+    datasource: String,
+    /// Ends the watch once the source has stopped.
+    over: CancellationToken,
+    yielded: Arc<AtomicBool>,
+}
+
+impl Turn {
+    /// The source has stopped (and committed): this node no longer consumes the datasource,
+    /// and says so at once. True when it stopped because the datasource moved to another
+    /// region.
+    pub fn end(self) -> bool {
+        self.over.cancel();
+        self.regions.release(&self.datasource);
+        self.yielded.load(Ordering::SeqCst)
+    }
+
+    /// Cancels `stop` once the datasource belongs to another region.
+    fn stop_when_moved(&self, stop: CancellationToken) -> impl std::future::Future<Output = ()> {
+        let (regions, datasource) = (Arc::clone(&self.regions), self.datasource.clone());
+        let (over, yielded) = (self.over.clone(), Arc::clone(&self.yielded));
+        async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = over.cancelled() => return,
+                }
+                if regions.must_yield(&datasource) {
+                    let owner = regions.owner(&datasource);
+                    tracing::info!(%datasource, to = owner.as_deref().unwrap_or("no live region"),
+                        "the datasource belongs to another region now; stopping its source");
+                    yielded.store(true, Ordering::SeqCst);
+                    stop.cancel();
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -181,13 +225,15 @@ impl Regions {
     }
 
     /// Waits until this region may consume `datasource`, reporting why not through `waiting`,
-    /// then says this node consumes it. False, saying nothing, if `stop` comes first.
-    pub async fn wait_turn(
-        &self,
+    /// then says this node consumes it and watches, for the [`Turn`] it returns, whether the
+    /// datasource moves to another region: then `stop` is cancelled, so the source stops.
+    /// `None`, saying nothing, if `stop` comes first.
+    pub async fn take_turn(
+        self: &Arc<Self>,
         datasource: &str,
         stop: &CancellationToken,
         mut waiting: impl FnMut(&str),
-    ) -> bool {
+    ) -> Option<Turn> {
         let mut said = String::new();
         loop {
             match self.gate(datasource) {
@@ -200,16 +246,23 @@ impl Regions {
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = stop.cancelled() => return false,
+                _ = stop.cancelled() => return None,
             }
         }
         self.view.lock().consuming.insert(datasource.to_string());
         self.consuming_changed.notify_one();
-        true
+        let turn = Turn {
+            regions: Arc::clone(self),
+            datasource: datasource.to_string(),
+            over: CancellationToken::new(),
+            yielded: Arc::new(AtomicBool::new(false)),
+        };
+        tokio::spawn(turn.stop_when_moved(stop.clone()));
+        Some(turn)
     }
 
     /// This node no longer consumes `datasource` (its source stopped and committed).
-    pub fn release(&self, datasource: &str) {
+    fn release(&self, datasource: &str) {
         if self.view.lock().consuming.remove(datasource) {
             self.consuming_changed.notify_one();
         }
