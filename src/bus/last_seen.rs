@@ -51,9 +51,12 @@ struct Last {
     origin: Option<String>,
 }
 
+/// The last message of each stream, by stream.
+type Lasts = HashMap<Arc<str>, BusMessage>;
+
 /// The merged answers of the last question, and when it was asked.
 #[derive(Default)]
-pub(super) struct Answers(tokio::sync::Mutex<Option<(Instant, HashMap<Arc<str>, BusMessage>)>>);
+pub(super) struct Answers(tokio::sync::Mutex<Option<(Instant, Lasts)>>);
 
 impl NatsBus {
     /// Answers questions on [`SUBJECT`] with what `lookup` finds, until `stop`.
@@ -117,8 +120,8 @@ impl NatsBus {
     }
 
     /// Asks every node and merges the answers that come within [`ANSWER_WINDOW`].
-    async fn ask_hubs(&self) -> HashMap<Arc<str>, BusMessage> {
-        let mut merged: HashMap<Arc<str>, BusMessage> = HashMap::new();
+    async fn ask_hubs(&self) -> Lasts {
+        let mut merged = Lasts::new();
         let inbox = self.client.new_inbox();
         let mut answers = match self.client.subscribe(inbox.clone()).await {
             Ok(answers) => answers,
