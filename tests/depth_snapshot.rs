@@ -374,8 +374,9 @@ async fn in_a_cluster_a_node_without_the_book_asks_the_node_that_keeps_it() {
     let redis = RedisServer::new();
     let nats = NatsServer::new();
     let config = common::shipped_config();
-    let a = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "a");
-    let b = Gateway::cluster_node(&config, &redis.url(), &nats.url(), "b");
+    let token = ["--admin-token", common::TEST_TOKEN];
+    let a = Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), "a", &token);
+    let b = Gateway::cluster_node_with(&config, &redis.url(), &nats.url(), "b", &token);
     // Whether a node consumes the demo source now (and so keeps its books), and how many
     // books it ever started.
     let owns = |node: &Gateway| node.metric("wsgate_source_up{datasource=\"demo\"}") == 1.0;
@@ -386,7 +387,18 @@ async fn in_a_cluster_a_node_without_the_book_asks_the_node_that_keeps_it() {
             .iter()
             .any(|n| n.log().contains(r#"peers=["a", "b"]"#))
     });
-    wait_for("one owner of the demo source", || owns(&a) != owns(&b));
+    // The node the store assigns the demo source to, once it consumes it and the other has
+    // let it go (right after the second node joins, the first may still run it).
+    let assigned = || -> Option<String> {
+        let out = a.cli(&["config", "get"]);
+        let stored: Value = serde_json::from_str(&out.stdout).ok()?;
+        let routes = stored["config"]["routes"].as_array()?;
+        let demo = routes.iter().find(|r| r["data_source"] == "demo")?;
+        demo["peer_id"].as_str().map(str::to_string)
+    };
+    wait_for("the assigned node the demo source's one owner", || {
+        assigned().is_some_and(|id| owns(&a) == (id == "a") && owns(&b) == (id == "b"))
+    });
     let (owner, other) = if owns(&a) { (a, b) } else { (b, a) };
     let started = books_started(&other);
     let mut client = other.connect("/stream?streams=btcusdt@depth@100ms").await;
