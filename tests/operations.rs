@@ -542,7 +542,12 @@ async fn mappers_get_only_capabilities_their_manifest_asks_and_the_operator_allo
 
 #[tokio::test]
 async fn python_and_javascript_mappers_go_through_the_same_registry() {
-    let gateway = Gateway::start_with(busy_trades_config(50, json!({})), &token_args());
+    // What is checked is the registry's path in every language, not the call budget, which
+    // epoch ticks count in wall-clock time: on a machine busy with the suite's other tests an
+    // interpreter's call can pass the default 20 ms.
+    let mut args = token_args();
+    args.extend(["--mapper-timeout", "1s"]);
+    let gateway = Gateway::start_with(busy_trades_config(50, json!({})), &args);
     let mut client = gateway.connect("/stream?streams=btcusdt@trade").await;
     let mut seen = collect_stream(&mut client, "btcusdt@trade", 10, Duration::from_secs(20)).await;
     for (file, version) in [("py_binance_trade.wasm", 2), ("js_binance_trade.wasm", 3)] {

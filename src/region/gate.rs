@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::RegionSettings;
-use crate::config::GatewayConfig;
+use crate::config::{is_region_name, GatewayConfig};
 
 /// The subject of the nodes' beats.
 pub const SUBJECT: &str = "_wsgate.regions";
@@ -55,8 +55,8 @@ struct Heard {
 /// What this node knows of the regions.
 #[derive(Default)]
 struct View {
-    /// The other nodes, by id.
-    nodes: HashMap<String, Heard>,
+    /// The other nodes, by region and id (ids need not differ across regions).
+    nodes: HashMap<(String, String), Heard>,
     /// Each datasource's `regions` list, from the config.
     preferences: HashMap<String, Vec<String>>,
     /// What this node consumes or is about to.
@@ -115,11 +115,9 @@ pub struct Turn {
 
 impl Turn {
     /// The source has stopped (and committed): this node no longer consumes the datasource,
-    /// and says so at once. True when it stopped because the datasource moved to another
-    /// region.
+    /// and says so at once (on drop). True when it stopped because the datasource moved to
+    /// another region.
     pub fn end(self) -> bool {
-        self.over.cancel();
-        self.regions.release(&self.datasource);
         self.yielded.load(Ordering::SeqCst)
     }
 
@@ -143,6 +141,15 @@ impl Turn {
                 }
             }
         }
+    }
+}
+
+impl Drop for Turn {
+    /// Also when the source's thread unwinds: a claim left behind would keep every other
+    /// region waiting.
+    fn drop(&mut self) {
+        self.over.cancel();
+        self.regions.release(&self.datasource);
     }
 }
 
@@ -297,11 +304,12 @@ impl Regions {
                 _ = stop.cancelled() => return,
             };
             let Some(message) = message else { return };
-            let Ok(beat) = serde_json::from_slice::<Beat>(&message.payload) else {
+            let beat = serde_json::from_slice::<Beat>(&message.payload);
+            let Some(beat) = beat.ok().filter(|b| is_region_name(&b.region)) else {
                 tracing::debug!("ignoring a malformed region beat");
                 continue;
             };
-            if beat.node == self.node {
+            if beat.region == self.settings.name && beat.node == self.node {
                 continue;
             }
             let now = Instant::now();
@@ -310,7 +318,7 @@ impl Regions {
             view.nodes
                 .retain(|_, h| now.saturating_duration_since(h.at) < forget);
             view.nodes.insert(
-                beat.node,
+                (beat.region.clone(), beat.node),
                 Heard {
                     region: beat.region,
                     at: now,
@@ -356,33 +364,55 @@ mod tests {
         let now = Instant::now();
         // Region a is not heard: b (this node) owns it.
         assert_eq!(view.owner("trades", "b", now, TTL).as_deref(), Some("b"));
-        view.nodes
-            .insert("a1".into(), heard("a", Duration::from_secs(1), &[]));
+        view.nodes.insert(
+            ("a".into(), "a1".into()),
+            heard("a", Duration::from_secs(1), &[]),
+        );
         assert_eq!(view.owner("trades", "b", now, TTL).as_deref(), Some("a"));
         // Heard too long ago: lost.
-        view.nodes
-            .insert("a1".into(), heard("a", Duration::from_secs(4), &[]));
+        view.nodes.insert(
+            ("a".into(), "a1".into()),
+            heard("a", Duration::from_secs(4), &[]),
+        );
         assert_eq!(view.owner("trades", "b", now, TTL).as_deref(), Some("b"));
         // Not allowed here, nor anywhere live.
         view.preferences.insert("only-c".into(), vec!["c".into()]);
         assert_eq!(view.owner("only-c", "b", now, TTL), None);
         // No list: the live regions in name order.
-        view.nodes
-            .insert("a1".into(), heard("a", Duration::from_secs(1), &[]));
+        view.nodes.insert(
+            ("a".into(), "a1".into()),
+            heard("a", Duration::from_secs(1), &[]),
+        );
         assert_eq!(view.owner("other", "b", now, TTL).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn nodes_of_different_regions_may_share_an_id() {
+        let mut view = View::default();
+        let second = Duration::from_secs(1);
+        view.nodes
+            .insert(("a".into(), "node-1".into()), heard("a", second, &[]));
+        view.nodes
+            .insert(("b".into(), "node-1".into()), heard("b", second, &[]));
+        let live = view.live("c", Instant::now(), TTL);
+        assert_eq!(live.into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 
     #[test]
     fn a_region_waits_while_a_live_other_one_consumes() {
         let mut view = View::default();
         let now = Instant::now();
-        view.nodes
-            .insert("b1".into(), heard("b", Duration::from_secs(1), &["trades"]));
+        view.nodes.insert(
+            ("b".into(), "b1".into()),
+            heard("b", Duration::from_secs(1), &["trades"]),
+        );
         assert_eq!(view.consumed_elsewhere("trades", "a", now, TTL), Some("b"));
         assert_eq!(view.consumed_elsewhere("trades", "b", now, TTL), None);
         assert_eq!(view.consumed_elsewhere("other", "a", now, TTL), None);
-        view.nodes
-            .insert("b1".into(), heard("b", Duration::from_secs(5), &["trades"]));
+        view.nodes.insert(
+            ("b".into(), "b1".into()),
+            heard("b", Duration::from_secs(5), &["trades"]),
+        );
         assert_eq!(view.consumed_elsewhere("trades", "a", now, TTL), None);
     }
 }
