@@ -371,11 +371,12 @@ async fn a_trade_reader_that_stops_is_closed_with_4100_and_the_others_keep_their
             metric(&gateway, "wsgate_slow_consumer_total{reason=\"closed\"").await,
             attempt as f64
         );
-        // Within 10% of the windows without it; 500 µs of slack for the timer's resolution
-        // at latencies this small.
+        // Within half again the windows without it, plus 2 ms: this shared machine's noise
+        // reaches that at latencies this small, while a stalled reader that held its lane
+        // would hold every subscriber of the lane for its whole ~200 ms open.
         let baseline = before.max(after);
         tries.push((during, baseline));
-        if during as f64 <= baseline as f64 * 1.1 + 500.0 {
+        if during as f64 <= baseline as f64 * 1.5 + 2000.0 {
             return;
         }
     }

@@ -541,3 +541,33 @@ async fn cross_region_latency() {
         sent("out_bytes") / sent("out_msgs").max(1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_moves_a_datasource_to_another_region_without_a_gap_or_a_repeat() {
+    const LAST: u64 = 1500;
+    let world = World::start(&["a", "b"]);
+    let (a, b) = (&world.a, &world.b);
+    wait_for("region a consuming the trades", || a.owner().is_some());
+    let resume = format!("/stream?streams={STREAM}&resume=true");
+    let client = watch_from(&b.nodes[0], &resume, b, a).await;
+    let watcher = read_until(client, LAST);
+    let producer = produce_paced(world.upstream.url(), 1..=LAST);
+    wait_for("trades consumed in region a", || a.events() >= 300.0);
+
+    // The operator prefers region b now, in the leader's config.
+    let out = a.nodes[0].cli(&["config", "get"]);
+    assert!(out.ok, "{out:?}");
+    let mut config: Value = serde_json::from_str(&out.stdout).unwrap();
+    config["config"]["datasource"][0]["regions"] = json!(["b", "a"]);
+    a.nodes[0].apply_config(&config["config"]);
+    let moved = Instant::now();
+    wait_for("region b consuming, region a not", || {
+        b.owner().is_some() && a.owner().is_none()
+    });
+    let took = moved.elapsed();
+    producer.await.unwrap();
+    let seen = watcher.await.unwrap();
+    assert_every_trade_once(&seen, LAST, "region b's client");
+    assert!(b.events() > 0.0, "region b never read the upstream");
+    println!("the datasource moved from region a to region b {took:?} after the config change");
+}
