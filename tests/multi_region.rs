@@ -175,6 +175,22 @@ async fn an_event_consumed_in_one_region_reaches_the_other_once_and_unwatched_su
     let (a, b) = (&world.a, &world.b);
     wait_for("region a consuming the trades", || a.owner().is_some());
     assert_eq!(b.owner(), None, "region b must stand by");
+    // Standing by is not a fault: the node assigned the datasource in region b stays ready.
+    let mut standby = None;
+    wait_for("region b's assigned node listing its standby", || {
+        standby = b.nodes.iter().find_map(|n| {
+            let (status, body) = n.http_get("/readyz").unwrap();
+            body.contains("source trades: standby: region a consumes it")
+                .then_some((status, body))
+        });
+        standby.is_some()
+    });
+    let (status, body) = standby.unwrap();
+    assert_eq!(
+        (status, body.lines().next()),
+        (200, Some("ready")),
+        "{body}"
+    );
 
     let path = format!("/stream?streams={STREAM}");
     let mut client = watch_from(&b.nodes[0], &path, b, a).await;

@@ -216,24 +216,37 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         .as_ref()
         .map(|why| format!("store: {why}\n"))
         .unwrap_or_default();
-    let sources: String = state
-        .sources
-        .load()
+    let line = |s: &Arc<SourceHealth>| {
+        s.problem()
+            .map(|why| format!("source {}: {why}\n", s.name()))
+    };
+    let all = state.sources.load();
+    let sources: String = all
         .iter()
-        .filter_map(|s| {
-            s.problem()
-                .map(|why| format!("source {}: {why}\n", s.name()))
-        })
+        .filter(|s| !s.standby())
+        .filter_map(line)
+        .collect();
+    // Sources another region consumes are listed, but nothing is wrong with them.
+    let standby: String = all
+        .iter()
+        .filter(|s| s.standby())
+        .filter_map(line)
         .collect();
     match (bus, state.readiness) {
         (Some(why), _) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("bus: {why}\n{store}{sources}"),
+            format!("bus: {why}\n{store}{sources}{standby}"),
         ),
-        _ if sources.is_empty() && store.is_empty() => (StatusCode::OK, "ready\n".to_string()),
-        (None, Readiness::SourcesRequired) if !sources.is_empty() => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{store}{sources}"))
+        _ if sources.is_empty() && store.is_empty() => {
+            (StatusCode::OK, format!("ready\n{standby}"))
         }
-        (None, _) => (StatusCode::OK, format!("degraded\n{store}{sources}")),
+        (None, Readiness::SourcesRequired) if !sources.is_empty() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{store}{sources}{standby}"),
+        ),
+        (None, _) => (
+            StatusCode::OK,
+            format!("degraded\n{store}{sources}{standby}"),
+        ),
     }
 }

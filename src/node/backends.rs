@@ -547,13 +547,13 @@ impl Membership for Member {
         let Some(regions) = &self.regions else {
             return self.consume_leased(datasource, stop, health, consume);
         };
-        let turn = regions.take_turn(datasource, stop, |why| health.set_down(why));
+        let turn = regions.take_turn(datasource, stop, |why| health.set_standby(why));
         let Some(turn) = self.runtime.block_on(turn) else {
             return Tenure::NeverTaken;
         };
         let tenure = self.consume_leased(datasource, stop, health, consume);
         if turn.end() && tenure != Tenure::Lost {
-            health.set_down("handed over to another region");
+            health.set_standby("standby: handed over to another region");
             return Tenure::Yielded;
         }
         tenure

@@ -9,6 +9,8 @@ use prometheus::{IntCounter, IntGauge};
 pub struct SourceHealth {
     name: String,
     up: AtomicBool,
+    /// Down on purpose: another region consumes the datasource.
+    standby: AtomicBool,
     reason: Mutex<String>,
     up_gauge: IntGauge,
     reconnects: IntCounter,
@@ -22,6 +24,7 @@ impl SourceHealth {
         SourceHealth {
             name: name.to_string(),
             up: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
             reason: Mutex::new("starting".to_string()),
             up_gauge,
             reconnects,
@@ -57,6 +60,7 @@ impl SourceHealth {
 
     /// The source is connected and consuming.
     pub fn set_up(&self) {
+        self.standby.store(false, Ordering::SeqCst);
         if !self.up.swap(true, Ordering::SeqCst) {
             self.up_gauge.set(1);
             tracing::info!(datasource = %self.name, "source up");
@@ -66,6 +70,23 @@ impl SourceHealth {
     /// The source lost its upstream (or cannot reach it); `reason` says why (shown in `/readyz`
     /// and the log with any URL credentials redacted).
     pub fn set_down(&self, reason: &str) {
+        self.standby.store(false, Ordering::SeqCst);
+        self.down(reason);
+    }
+
+    /// The source waits on purpose while another region consumes the datasource; `reason`
+    /// says which. Not consuming, but nothing is wrong: `/readyz` lists it without degrading.
+    pub fn set_standby(&self, reason: &str) {
+        self.standby.store(true, Ordering::SeqCst);
+        self.down(reason);
+    }
+
+    /// Whether the source is down on purpose ([`set_standby`](Self::set_standby)).
+    pub fn standby(&self) -> bool {
+        self.standby.load(Ordering::SeqCst)
+    }
+
+    fn down(&self, reason: &str) {
         let reason = crate::config::secrets::redact_text(reason);
         *self.reason.lock() = reason.to_string();
         if self.up.swap(false, Ordering::SeqCst) {
