@@ -70,6 +70,8 @@ pub struct Metrics {
     pub source_reconnects: IntCounterVec,
     /// Upstream events not yet acknowledged, by datasource.
     pub source_lag: IntGaugeVec,
+    /// 1 while a datasource's source stands by because another region consumes it.
+    pub source_standby: IntGaugeVec,
     /// Time from an upstream event's timestamp to the bus publish of its outputs.
     pub publish_lag: Histogram,
     /// Bus subjects this node subscribes to for its clients (cluster mode).
@@ -301,6 +303,14 @@ impl Metrics {
                 &["datasource"],
             )
             .unwrap(),
+            source_standby: IntGaugeVec::new(
+                Opts::new(
+                    "source_standby",
+                    "1 while the source stands by because another region consumes the datasource",
+                ),
+                &["datasource"],
+            )
+            .unwrap(),
             config_version: IntGauge::new("config_version", "Config version this node runs")
                 .unwrap(),
             store_revision: IntGauge::new("store_revision", "Config store revision this node runs")
@@ -454,6 +464,7 @@ impl Metrics {
         r.register(Box::new(self.source_reconnects.clone()))
             .unwrap();
         r.register(Box::new(self.source_lag.clone())).unwrap();
+        r.register(Box::new(self.source_standby.clone())).unwrap();
         r.register(Box::new(self.config_version.clone())).unwrap();
         r.register(Box::new(self.store_revision.clone())).unwrap();
         r.register(Box::new(self.config_reloads.clone())).unwrap();

@@ -186,6 +186,12 @@ async fn an_event_consumed_in_one_region_reaches_the_other_once_and_unwatched_su
         standby.is_some()
     });
     let (status, body) = standby.unwrap();
+    let standing_by: f64 = b
+        .nodes
+        .iter()
+        .map(|n| n.metric("wsgate_source_standby{datasource=\"trades\"}"))
+        .sum();
+    assert_eq!(standing_by, 1.0, "one node of region b stands by");
     assert_eq!(
         (status, body.lines().next()),
         (200, Some("ready")),

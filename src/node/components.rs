@@ -293,7 +293,8 @@ impl Components {
                 self.metrics.source_up.with_label_values(&name),
                 self.metrics.source_reconnects.with_label_values(&name),
             )
-            .with_lag_gauge(self.metrics.source_lag.with_label_values(&name)),
+            .with_lag_gauge(self.metrics.source_lag.with_label_values(&name))
+            .with_standby_gauge(self.metrics.source_standby.with_label_values(&name)),
         );
         let mut dispatcher = Dispatcher::new(source.backpressure())
             .count_with(counter)

@@ -15,6 +15,7 @@ pub struct SourceHealth {
     up_gauge: IntGauge,
     reconnects: IntCounter,
     lag: Option<IntGauge>,
+    standby_gauge: Option<IntGauge>,
 }
 
 impl SourceHealth {
@@ -29,12 +30,20 @@ impl SourceHealth {
             up_gauge,
             reconnects,
             lag: None,
+            standby_gauge: None,
         }
     }
 
     /// Reports the source's lag on `gauge`.
     pub fn with_lag_gauge(mut self, gauge: IntGauge) -> Self {
         self.lag = Some(gauge);
+        self
+    }
+
+    /// Reports standing by ([`set_standby`](Self::set_standby)) on `gauge`.
+    pub fn with_standby_gauge(mut self, gauge: IntGauge) -> Self {
+        gauge.set(0);
+        self.standby_gauge = Some(gauge);
         self
     }
 
@@ -60,7 +69,7 @@ impl SourceHealth {
 
     /// The source is connected and consuming.
     pub fn set_up(&self) {
-        self.standby.store(false, Ordering::SeqCst);
+        self.mark_standby(false);
         if !self.up.swap(true, Ordering::SeqCst) {
             self.up_gauge.set(1);
             tracing::info!(datasource = %self.name, "source up");
@@ -70,15 +79,23 @@ impl SourceHealth {
     /// The source lost its upstream (or cannot reach it); `reason` says why (shown in `/readyz`
     /// and the log with any URL credentials redacted).
     pub fn set_down(&self, reason: &str) {
-        self.standby.store(false, Ordering::SeqCst);
+        self.mark_standby(false);
         self.down(reason);
     }
 
     /// The source waits on purpose while another region consumes the datasource; `reason`
     /// says which. Not consuming, but nothing is wrong: `/readyz` lists it without degrading.
     pub fn set_standby(&self, reason: &str) {
-        self.standby.store(true, Ordering::SeqCst);
+        self.mark_standby(true);
         self.down(reason);
+    }
+
+    fn mark_standby(&self, standby: bool) {
+        if self.standby.swap(standby, Ordering::SeqCst) != standby {
+            if let Some(gauge) = &self.standby_gauge {
+                gauge.set(i64::from(standby));
+            }
+        }
     }
 
     /// Whether the source is down on purpose ([`set_standby`](Self::set_standby)).
