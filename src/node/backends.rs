@@ -510,6 +510,8 @@ const REPLAY_STREAM: &str = "wsgate_fanout";
 impl Membership for Member {
     /// The routes the cluster assigned to this node.
     fn keep_own(&self, config: &mut GatewayConfig) {
+        // Every config the node loads passes here whole: the regions' gate learns each
+        // datasource's `regions` list from it.
         if let Some(regions) = &self.regions {
             regions.set_preferences(config);
         }
